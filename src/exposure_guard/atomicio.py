@@ -1,0 +1,94 @@
+"""Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder.
+
+After a crash at any point the target holds either the old or the new bytes, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: PathLike, data: bytes, mode: Optional[int] = None, _crash_after: str = "") -> None:
+    """Replace ``path`` with ``data`` atomically, keeping the original mode (or ``mode`` for new files).
+
+    ``_crash_after`` names a step after which to raise (``tmp-created``, ``written``, ``fsynced``,
+    ``renamed``): the crash-safety test uses it to stop the writer between every step.
+    """
+    target = Path(path)
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    keep_mode = mode
+    try:
+        st = target.stat()
+        keep_mode = stat.S_IMODE(st.st_mode)
+    except FileNotFoundError:
+        pass
+    fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=str(folder))
+    try:
+        if _crash_after == "tmp-created":
+            raise _SimulatedCrash(tmp_name)
+        with os.fdopen(fd, "wb") as handle:
+            fd = -1
+            handle.write(data)
+            if _crash_after == "written":
+                raise _SimulatedCrash(tmp_name)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if _crash_after == "fsynced":
+            raise _SimulatedCrash(tmp_name)
+        if keep_mode is not None:
+            os.chmod(tmp_name, keep_mode)
+        os.replace(tmp_name, str(target))
+        if _crash_after == "renamed":
+            raise _SimulatedCrash("")
+        _fsync_dir(folder)
+    except _SimulatedCrash:
+        raise
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str, mode: Optional[int] = None) -> None:
+    atomic_write(path, text.encode("utf-8"), mode)
+
+
+def append_line_durably(path: PathLike, line: str) -> None:
+    """Append one line (a journal entry) and fsync: an append of a whole line is all-or-nothing
+    for readers that skip a torn last line."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(str(target), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _SimulatedCrash(Exception):
+    """Raised only by tests through ``_crash_after``; carries the temp file left behind."""

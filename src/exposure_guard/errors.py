@@ -1,0 +1,48 @@
+"""One exception family for everything a user can act on; exit codes are decided here only."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class ExposureGuardError(Exception):
+    """Base class: the message says what happened and what to do."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(ExposureGuardError):
+    """Bad command line or bad settings: exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class SettingsError(UsageError):
+    """A settings value is wrong; the message names file, line, key and the allowed values."""
+
+    def __init__(self, message: str, *, file: str = "", line: int = 0, key: str = "") -> None:
+        where = file + (":%d" % line if line else "") if file else ""
+        full = "%s: %s" % (where, message) if where else message
+        if key and key not in message:
+            full += " (key %s)" % key
+        super().__init__(full)
+        self.file, self.line, self.key = file, line, key
+
+
+class ConfigFileError(ExposureGuardError):
+    """A QTS config file could not be read or written."""
+
+
+class JournalError(ExposureGuardError):
+    """The change journal is unreadable or an undo cannot be done safely."""
+
+
+class RefusedError(UsageError):
+    """An action needs confirmation that was not given (no --yes and no TTY)."""
+
+
+class LockedError(ExposureGuardError):
+    """Another agent instance holds the lock."""

@@ -1,0 +1,62 @@
+"""Running QTS daemons: find them in /proc and stop them the way QTS does (``daemon_mgr``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from typing import List
+
+from exposure_guard.qts.root import QtsRoot
+
+UPNPCD_COMMAND = "/sbin/upnpcd -i 300 &"
+
+
+def find_processes(root: QtsRoot, name: str) -> List[int]:
+    """PIDs whose command name (``/proc/PID/comm``) or argv[0] basename is ``name``."""
+    pids: List[int] = []
+    proc = root.path("proc")
+    try:
+        entries = os.listdir(str(proc))
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        base = proc / entry
+        try:
+            comm = (base / "comm").read_text("utf-8", "replace").strip()
+        except OSError:
+            comm = ""
+        argv0 = ""
+        try:
+            argv0 = (base / "cmdline").read_bytes().split(b"\0", 1)[0].decode("utf-8", "replace")
+        except OSError:
+            pass
+        if comm == name or os.path.basename(argv0) == name:
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def stop_daemon(root: QtsRoot, name: str, command: str) -> str:
+    """Stop a QTS-managed daemon. Live: ``/sbin/daemon_mgr NAME stop "COMMAND"`` (so QTS's watchdog does
+    not restart it), then SIGTERM whatever is left. Fake trees: nothing to signal; says what it would do."""
+    tool = root.tool("/sbin/daemon_mgr")
+    if tool:
+        subprocess.run([tool, name, "stop", command], capture_output=True, timeout=30, check=False)
+    if root.is_live:
+        for pid in find_processes(root, name):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        return "stopped %s via %s" % (name, tool or "SIGTERM")
+    return "would stop %s (not a live system)" % name
+
+
+def start_daemon(root: QtsRoot, name: str, command: str) -> str:
+    tool = root.tool("/sbin/daemon_mgr")
+    if tool:
+        subprocess.run([tool, name, "start", command], capture_output=True, timeout=30, check=False)
+        return "started %s via %s" % (name, tool)
+    return "would start %s (not a live system)" % name

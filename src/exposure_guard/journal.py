@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ class ChangeRecord:
     params: Dict[str, Any] = field(default_factory=dict)
     detail: str = ""
     undone_at: str = ""
+    batch: str = ""  # one `fix` run (or daemon cycle); `undo --last` reverts the newest batch
 
     def to_report(self) -> Dict[str, Any]:
         return {"change_id": self.change_id, "check_id": self.check_id, "target": self.target,
@@ -44,7 +44,8 @@ class ChangeRecord:
 
     def to_dict(self) -> Dict[str, Any]:
         out = self.to_report()
-        out.update({"kind": self.kind, "state": self.state, "detail": self.detail, "undone_at": self.undone_at})
+        out.update({"kind": self.kind, "state": self.state, "detail": self.detail, "undone_at": self.undone_at,
+                    "batch": self.batch})
         return out
 
 
@@ -106,6 +107,7 @@ class ChangeJournal:
                     change_id=cid, check_id=str(event.get("check_id", "")), kind=str(event.get("kind", "")),
                     target=str(event.get("target", "")), before=event.get("before"), after=event.get("after"),
                     at=str(event.get("at", "")), state="planned", params=dict(event.get("params") or {}),
+                    batch=str(event.get("batch", "")),
                 )
             elif cid in records:
                 record = records[cid]
@@ -134,10 +136,3 @@ def default_state_dir(root_dir: str) -> Path:
     if Path(root_dir).resolve() == Path("/"):
         return Path("/var/lib/exposure-guard")
     return Path(root_dir) / "var" / "exposure-guard"
-
-
-def copy_mode(source: Path, target: Path) -> None:
-    try:
-        shutil.copymode(str(source), str(target))
-    except OSError:
-        pass

@@ -204,6 +204,7 @@ def plan(ctx: CheckContext, actions: List[Action]) -> List[PlannedAction]:
 def apply_actions(ctx: CheckContext, journal: ChangeJournal, planned: List[PlannedAction],
                   on_applied: Optional[Callable[[ChangeRecord], None]] = None) -> FixResult:
     result = FixResult()
+    batch = "fix-" + new_change_id()[4:]
     for item in planned:
         action = item.action
         if not action.needed(ctx):
@@ -211,7 +212,8 @@ def apply_actions(ctx: CheckContext, journal: ChangeJournal, planned: List[Plann
             continue
         change_id = new_change_id()
         base = {"change_id": change_id, "check_id": action.check_id, "kind": action.kind,
-                "target": action.target, "before": item.before, "after": action.after, "params": action.params()}
+                "target": action.target, "before": item.before, "after": action.after, "params": action.params(),
+                "batch": batch}
         journal.append(dict(base, event="planned"))  # journaled before it is applied
         try:
             extra = action.apply(ctx, journal, change_id)
@@ -221,7 +223,7 @@ def apply_actions(ctx: CheckContext, journal: ChangeJournal, planned: List[Plann
             continue
         journal.append({"change_id": change_id, "event": "applied", "params": extra})
         record = ChangeRecord(change_id, action.check_id, action.kind, action.target, item.before, action.after,
-                              utc_now(), "applied", dict(action.params(), **extra))
+                              utc_now(), "applied", dict(action.params(), **extra), batch=batch)
         result.applied.append(record)
         if on_applied:
             on_applied(record)
@@ -248,3 +250,22 @@ def undo_changes(ctx: CheckContext, journal: ChangeJournal, records: List[Change
         lines.append("%s undone: %s" % (record.change_id, detail))
     ctx.refresh()
     return lines
+
+
+def plan_fixes(ctx: CheckContext, outcomes: Dict[str, Any], *, daemon: bool) -> List[PlannedAction]:
+    """Planned actions for failing fixable checks. The `fix` command fixes every one the owner has not set to
+    ``report`` or ``ignore`` in [checks]; the daemon only those whose policy is ``fix``."""
+    from exposure_guard.checks.registry import get_check
+
+    planned: List[PlannedAction] = []
+    for check_id, outcome in outcomes.items():
+        check = get_check(check_id)
+        if check is None or check.plan_fix is None or outcome.status != "fail":
+            continue
+        override = ctx.settings.policies.get(check_id)
+        if daemon and ctx.settings.policy(check_id) != "fix":
+            continue
+        if not daemon and override in ("report", "ignore"):
+            continue
+        planned.extend(plan(ctx, check.plan_fix(ctx, outcome)))
+    return planned

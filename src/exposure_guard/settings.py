@@ -146,7 +146,7 @@ class Settings:
         """report | fix | ignore for one check: its own override, else the agent mode."""
         return self.policies.get(check_id, "fix" if self.mode == "fix" else "report")
 
-    def with_overrides(self, overrides: Mapping[Tuple[str, str], str]) -> "Settings":
+    def with_overrides(self, overrides: Mapping[Tuple[str, str], str]) -> Settings:
         values = dict(self._values)
         sources = dict(self.sources)
         for (section, key), raw in overrides.items():
@@ -180,7 +180,7 @@ def _line_numbers(text: str) -> Dict[Tuple[str, str], int]:
         if stripped.startswith("[") and "]" in stripped:
             section = stripped[1 : stripped.index("]")].strip().lower()
         elif stripped and stripped[0] not in "#;" and ("=" in stripped or ":" in stripped):
-            key = re.split(r"[=:]", stripped, 1)[0].strip().lower()
+            key = re.split(r"[=:]", stripped, maxsplit=1)[0].strip().lower()
             lines.setdefault((section, key), number)
     return lines
 

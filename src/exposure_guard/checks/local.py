@@ -229,7 +229,8 @@ secure connection (HTTPS) only", the HTTP port stays open next to HTTPS.""",
 Control Panel > System > General Settings > System Administration: tick "Enable secure connection
 (HTTPS)" and then "Force secure connection (HTTPS) only". Do it from the LAN; ExposureGuard never
 changes it for you.""",
-    reads=("/etc/config/uLinux.conf [Stunnel] Enable (1/0, default 1)", "/etc/config/uLinux.conf [System] Force SSL (1/0, default 0)"),
+    reads=("/etc/config/uLinux.conf [Stunnel] Enable (1/0, default 1)",
+           "/etc/config/uLinux.conf [System] Force SSL (1/0, default 0)"),
     references=(SECURITY_GUIDE,),
 )
 def admin_https(ctx: CheckContext) -> Outcome:

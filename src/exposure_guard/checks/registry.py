@@ -114,9 +114,14 @@ def fixes(check_id: str) -> Callable[[PlanFix], PlanFix]:
     return attach
 
 
+# Families run in this order: reachability reads what the router audit found.
+FAMILY_ORDER = ("local", "router", "reachability")
+
+
 def all_checks() -> List[Check]:
     _load_families()
-    return list(_REGISTRY.values())
+    rank = {family: index for index, family in enumerate(FAMILY_ORDER)}
+    return sorted(_REGISTRY.values(), key=lambda c: rank.get(c.family, len(rank)))
 
 
 def get_check(check_id: str) -> Optional[Check]:

@@ -67,7 +67,7 @@ class ConfigDocument:
         self._parse()
 
     @classmethod
-    def empty(cls) -> "ConfigDocument":
+    def empty(cls) -> ConfigDocument:
         return cls(b"")
 
     def _parse(self) -> None:

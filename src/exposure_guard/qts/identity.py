@@ -33,7 +33,7 @@ class DeviceIdentity:
         }
 
 
-def _first(config: QtsConfig, section: str, key: str, files: List[str]) -> "tuple[str, str]":
+def _first(config: QtsConfig, section: str, key: str, files: List[str]) -> tuple[str, str]:
     for file in files:
         value = config.getcfg(section, key, file)
         if value:

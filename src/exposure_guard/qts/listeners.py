@@ -63,7 +63,7 @@ class ListenerTable:
         self.source = source
 
     @classmethod
-    def read(cls, root: QtsRoot) -> "ListenerTable":
+    def read(cls, root: QtsRoot) -> ListenerTable:
         listeners: List[Listener] = []
         available = False
         for family in ("tcp", "tcp6"):

@@ -29,7 +29,7 @@ SECRET_FILES = frozenset(
 class QtsRoot:
     """The NAS root: ``/`` on a NAS, a fake tree in tests and the demo."""
 
-    def __init__(self, root: Union[str, "os.PathLike[str]"] = "/", use_tools: Optional[bool] = None) -> None:
+    def __init__(self, root: Union[str, os.PathLike[str]] = "/", use_tools: Optional[bool] = None) -> None:
         self.root = Path(root)
         # QTS's own commands (setcfg, daemon_mgr, log_tool) are used on the live system; tests may turn
         # them on for a fake tree that carries test doubles under DIR/sbin.

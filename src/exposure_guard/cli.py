@@ -1,0 +1,364 @@
+"""``exposure-guard``: a thin layer that parses arguments, calls the core and renders the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from exposure_guard import __version__
+from exposure_guard.errors import (
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    ExposureGuardError,
+    RefusedError,
+    UsageError,
+)
+from exposure_guard.settings import SEVERITY_NAMES, Settings, load_settings
+
+DEMO_ROOT = Path(__file__).resolve().parent / "data" / "demo_nas"
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exposure-guard",
+        description="Find and close the internet exposure of a QNAP NAS (QNAP advisory, January 2022).",
+    )
+    parser.add_argument("--version", action="version", version="exposure-guard " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, settings: bool = True) -> None:
+        p.add_argument("--root", default="/", metavar="DIR", help="QTS root (default /); tests use fake trees")
+        p.add_argument("--state-dir", metavar="DIR",
+                       help="journal/backups/spool (default: from the QPKG, or DIR/var/exposure-guard)")
+        if settings:
+            p.add_argument("--settings", metavar="FILE", help="settings ini (default: $EXPOSURE_GUARD_SETTINGS)")
+            p.add_argument("--igd", metavar="URL", help="the router's IGD description URL (skips SSDP discovery)")
+            p.add_argument("--prober", metavar="URL", help="callback prober URL ([reachability] prober_url)")
+
+    p = sub.add_parser("check", help="check the NAS and report its exposure")
+    common(p)
+    p.add_argument("--json", action="store_true", help="print exactly one report document (schema report/v1)")
+    p.add_argument("--only", metavar="ID,...", help="run only these checks")
+    p.add_argument("--offline", action="store_true", help="skip router and reachability checks")
+    p.add_argument("--fail-on", choices=SEVERITY_NAMES, help="lowest severity that makes the exit code 1")
+    p.add_argument("--verbose", "-v", action="store_true", help="also list skipped checks")
+
+    p = sub.add_parser("fix", help="apply the safe fixes (journaled, undoable)")
+    common(p)
+    p.add_argument("--only", metavar="ID,...", help="fix only these checks")
+    p.add_argument("--offline", action="store_true", help="skip router and reachability checks")
+    p.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true", help="print the report after fixing as JSON")
+
+    p = sub.add_parser("undo", help="undo changes from the journal")
+    common(p)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("change_id", nargs="?", metavar="CHANGE_ID")
+    group.add_argument("--last", action="store_true", help="undo the most recent fix run")
+    group.add_argument("--all", action="store_true", help="undo every change, newest first")
+
+    p = sub.add_parser("history", help="list the change journal")
+    common(p, settings=False)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("checks", help="list the check catalogue")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("explain", help="rationale, evidence read and manual fix of one check")
+    p.add_argument("check_id", metavar="ID")
+
+    p = sub.add_parser("run", help="the scheduled daemon (check every interval, fix per settings, check in)")
+    common(p)
+    p.add_argument("--once", action="store_true", help="one cycle, then exit")
+    p.add_argument("--offline", action="store_true", help="skip router and reachability checks")
+
+    p = sub.add_parser("enroll", help="enroll this NAS with a central ExposureGuard server")
+    common(p)
+    p.add_argument("--server", required=True, metavar="URL")
+    p.add_argument("--secret", required=True, metavar="SECRET")
+
+    sub.add_parser("demo", help="check the bundled example NAS (no network, no root)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def settings_for(args: argparse.Namespace) -> Settings:
+    path = getattr(args, "settings", None)
+    required = path is not None
+    if path is None:
+        path = os.environ.get("EXPOSURE_GUARD_SETTINGS") or None
+    settings = load_settings(Path(path) if path else None, required=required)
+    overrides: Dict[Tuple[str, str], str] = {}
+    if getattr(args, "fail_on", None):
+        overrides[("agent", "fail_on")] = args.fail_on
+    if getattr(args, "igd", None):
+        overrides[("router", "igd_url")] = args.igd
+    if getattr(args, "prober", None):
+        overrides[("reachability", "prober_url")] = args.prober
+    return settings.with_overrides(overrides) if overrides else settings
+
+
+def state_dir_for(args: argparse.Namespace) -> Path:
+    from exposure_guard.journal import default_state_dir
+
+    if getattr(args, "state_dir", None):
+        return Path(args.state_dir)
+    return default_state_dir(args.root)
+
+
+def root_for(args: argparse.Namespace):  # -> QtsRoot
+    from exposure_guard.qts.root import QtsRoot
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise UsageError("--root %s is not a directory" % args.root)
+    return QtsRoot(root)
+
+
+def context_for(args: argparse.Namespace, settings: Settings):  # -> CheckContext
+    from exposure_guard.checks.context import CheckContext
+
+    return CheckContext(root_for(args), settings, offline=getattr(args, "offline", False),
+                        state_dir=state_dir_for(args))
+
+
+def only_list(args: argparse.Namespace) -> Optional[List[str]]:
+    return [item for item in args.only.split(",") if item.strip()] if getattr(args, "only", None) else None
+
+
+def write_last_report(state_dir: Path, document: dict) -> None:
+    from exposure_guard.atomicio import atomic_write
+
+    try:
+        atomic_write(state_dir / "last-report.json", json.dumps(document, indent=2).encode("utf-8"), mode=0o600)
+    except OSError:
+        pass  # a read-only state dir must not hide the findings
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_check(args: argparse.Namespace) -> int:
+    from exposure_guard.checks.runner import run_checks
+    from exposure_guard.render import render_report
+
+    settings = settings_for(args)
+    ctx = context_for(args, settings)
+    report, _ = run_checks(ctx, only_list(args))
+    if args.json:
+        sys.stdout.write(report.to_json() + "\n")
+    else:
+        sys.stdout.write(render_report(report, sys.stdout, verbose=args.verbose))
+    return EXIT_FINDINGS if report.failing(settings.get("agent", "fail_on")) else EXIT_OK
+
+
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise RefusedError("refusing to change the NAS without confirmation: stdin is not a terminal; "
+                           "re-run with --yes (or --dry-run to only see the plan)")
+    sys.stdout.write(question + " [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def cmd_fix(args: argparse.Namespace) -> int:
+    from exposure_guard.checks.runner import run_checks
+    from exposure_guard.journal import ChangeJournal
+    from exposure_guard.remediation import apply_actions, plan_fixes
+    from exposure_guard.render import render_report
+
+    settings = settings_for(args)
+    ctx = context_for(args, settings)
+    _report, outcomes = run_checks(ctx, only_list(args))
+    planned = plan_fixes(ctx, outcomes, daemon=False)
+    out = sys.stdout
+    if not planned:
+        out.write("Nothing to fix: no failing check has a safe automatic fix that is still needed.\n")
+        return EXIT_OK
+    out.write("Plan (%d change%s):\n" % (len(planned), "" if len(planned) == 1 else "s"))
+    for item in planned:
+        out.write("  [%s] %s\n" % (item.action.check_id, item.description))
+    if args.dry_run:
+        out.write("Dry run: nothing was changed.\n")
+        return EXIT_OK
+    if not args.yes and not confirm("Apply these changes?"):
+        out.write("Nothing was changed.\n")
+        return EXIT_OK
+    journal = ChangeJournal(ctx.state_dir)
+    result = apply_actions(ctx, journal, planned)
+    for record in result.applied:
+        out.write("applied %s  %s: %r -> %r\n" % (record.change_id, record.target, record.before, record.after))
+    for line in result.failed:
+        out.write("FAILED  %s\n" % line)
+    report, _ = run_checks(ctx, only_list(args))
+    fixed_ids = {r.check_id for r in result.applied}
+    for finding in report.findings:
+        finding.fixed = finding.id in fixed_ids and finding.status == "pass"
+    report.changes = [r.to_report() for r in result.applied]
+    report.mode = "fix"
+    write_last_report(ctx.state_dir, report.to_dict())
+    out.write("\nAfter the fix:\n")
+    out.write(report.to_json() + "\n" if args.json else render_report(report, out))
+    out.write("Undo with: exposure-guard undo --last%s\n" % ("" if args.root == "/" else " --root %s" % args.root))
+    if result.failed:
+        return EXIT_INTERNAL
+    return EXIT_FINDINGS if report.failing(settings.get("agent", "fail_on")) else EXIT_OK
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    from exposure_guard.journal import ChangeJournal
+    from exposure_guard.remediation import undo_changes
+
+    settings = settings_for(args)
+    ctx = context_for(args, settings)
+    journal = ChangeJournal(ctx.state_dir)
+    records = [r for r in journal.changes() if r.state in ("applied", "planned")]
+    if args.change_id:
+        records = [journal.get(args.change_id)]
+    elif args.last and records:
+        newest = records[-1].batch
+        records = [r for r in records if r.batch == newest] if newest else records[-1:]
+    if not records:
+        sys.stdout.write("Nothing to undo: the journal has no applied change.\n")
+        return EXIT_OK
+    for line in undo_changes(ctx, journal, records):
+        sys.stdout.write(line + "\n")
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from exposure_guard.journal import ChangeJournal
+
+    records = ChangeJournal(state_dir_for(args)).changes()
+    if args.json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
+        return EXIT_OK
+    if not records:
+        sys.stdout.write("The change journal is empty.\n")
+        return EXIT_OK
+    for r in records:
+        sys.stdout.write("%s  %-8s %-28s %s: %r -> %r%s\n" % (
+            r.at[:19], r.state, r.check_id, r.target, r.before, r.after,
+            ("  (undone %s)" % r.undone_at[:19]) if r.undone_at else ""))
+        sys.stdout.write("    id %s\n" % r.change_id)
+    return EXIT_OK
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    from exposure_guard.checks.registry import all_checks
+
+    checks = all_checks()
+    if args.json:
+        sys.stdout.write(json.dumps([c.catalogue_entry() for c in checks], indent=2) + "\n")
+        return EXIT_OK
+    width = max(len(c.id) for c in checks)
+    for c in checks:
+        sys.stdout.write("%-*s  %-8s %-3s  %s\n" % (width, c.id, c.severity, "fix" if c.fixable else "", c.title))
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from exposure_guard.checks.registry import get_check
+
+    c = get_check(args.check_id)
+    if c is None:
+        raise UsageError("unknown check id %r; run `exposure-guard checks` for the list" % args.check_id)
+    fill = lambda text: textwrap.fill(" ".join(text.split()), 100, initial_indent="  ", subsequent_indent="  ")  # noqa: E731
+    parts = ["%s — %s" % (c.id, c.title), "severity: %s   family: %s   automatic fix: %s" % (
+        c.severity, c.family, "yes (undoable)" if c.fixable else "no"), "", "Why it matters:", fill(c.rationale),
+        "", "What it reads:"] + ["  - " + r for r in c.reads] + ["", "How to fix it by hand:", fill(c.remediation)]
+    if c.confirm:
+        parts += ["", "How to confirm the setting on your NAS:", fill(c.confirm)]
+    if c.references:
+        parts += ["", "References:"] + ["  - " + r for r in c.references]
+    sys.stdout.write("\n".join(parts) + "\n")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from exposure_guard.daemon import Daemon
+
+    settings = settings_for(args)
+    daemon = Daemon(root_for(args), settings, state_dir_for(args), offline=args.offline)
+    return daemon.run_forever() if not args.once else daemon.run_once_locked()
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from exposure_guard import checkin
+    from exposure_guard.qts.config import QtsConfig
+    from exposure_guard.qts.identity import read_identity
+
+    settings = settings_for(args)
+    root = root_for(args)
+    identity = read_identity(root, QtsConfig(root), list(settings.get("agent", "lan_addresses")))
+    message = checkin.enroll(args.server, args.secret, identity, state_dir_for(args),
+                             ca_file=settings.get("server", "ca_file"), verify_tls=settings.get("server", "verify_tls"))
+    sys.stdout.write(message + "\n")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exposure_guard.checks.context import CheckContext
+    from exposure_guard.checks.runner import run_checks
+    from exposure_guard.qts.root import QtsRoot
+    from exposure_guard.remediation import plan_fixes
+    from exposure_guard.render import render_report
+
+    out = sys.stdout
+    out.write("ExposureGuard demo: checking the bundled example NAS (%s),\n"
+              "a box set up the way QNAP's January 2022 advisory warned about. No network, nothing is changed.\n\n"
+              % DEMO_ROOT)
+    ctx = CheckContext(QtsRoot(DEMO_ROOT), load_settings(None, environ={}), offline=True)
+    report, outcomes = run_checks(ctx)
+    out.write(render_report(report, out))
+    planned = plan_fixes(ctx, outcomes, daemon=False)
+    out.write("\nWhat `exposure-guard fix` would change on this NAS (each change journaled and undoable):\n")
+    for item in planned:
+        out.write("  [%s] %s\n" % (item.action.check_id, item.description))
+    out.write("\nNever changed automatically (the owner's ways in): admin ports, HTTPS, accounts, SSH, firewall.\n"
+              "On a real NAS the router audit and the callback reachability check run too (here: --offline).\n"
+              "Try: exposure-guard explain myqnapcloud.upnp-forwarding\n")
+    return EXIT_FINDINGS if report.failing("low") else EXIT_OK
+
+
+COMMANDS = {"check": cmd_check, "fix": cmd_fix, "undo": cmd_undo, "history": cmd_history, "checks": cmd_checks,
+            "explain": cmd_explain, "run": cmd_run, "enroll": cmd_enroll, "demo": cmd_demo}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
+        return int(exc.code or 0)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except ExposureGuardError as exc:
+        sys.stderr.write("exposure-guard: %s\n" % exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("exposure-guard: interrupted\n")
+        return EXIT_INTERNAL
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # the last line of defence: never a bare traceback for a user
+        import traceback
+
+        sys.stderr.write("exposure-guard: internal error: %s\n" % exc)
+        if os.environ.get("EXPOSURE_GUARD_DEBUG"):
+            traceback.print_exc()
+        else:
+            sys.stderr.write("(set EXPOSURE_GUARD_DEBUG=1 for the traceback)\n")
+        return EXIT_INTERNAL
+

@@ -1,0 +1,164 @@
+"""``exposure-guard run``: check every interval (+ up to 10% jitter), fix per policy, record, check in."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, Optional
+
+import schedule
+
+from exposure_guard.atomicio import atomic_write
+from exposure_guard.checks.context import CheckContext
+from exposure_guard.checks.runner import run_checks
+from exposure_guard.errors import EXIT_FINDINGS, EXIT_OK, ExposureGuardError, LockedError
+from exposure_guard.journal import ChangeJournal
+from exposure_guard.qts.eventlog import ERROR, INFO, WARNING, log_event
+from exposure_guard.qts.root import QtsRoot
+from exposure_guard.remediation import apply_actions, plan_fixes
+from exposure_guard.report import Report
+from exposure_guard.settings import Settings
+
+
+class InstanceLock:
+    """One agent per state dir: an flock that the kernel drops if the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: Optional[IO[str]] = None
+
+    def __enter__(self) -> InstanceLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(str(self.path), "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise LockedError("another exposure-guard agent is running (lock %s held)" % self.path) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write("%d\n" % os.getpid())
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+class Daemon:
+    def __init__(self, root: QtsRoot, settings: Settings, state_dir: Path, offline: bool = False) -> None:
+        self.root = root
+        self.settings = settings
+        self.state_dir = Path(state_dir)
+        self.offline = offline
+        self.stop_event = threading.Event()
+        self.cycles = 0
+
+    # -- one cycle ------------------------------------------------------------------------------------
+    def cycle(self) -> Report:
+        ctx = CheckContext(self.root, self.settings, offline=self.offline, state_dir=self.state_dir)
+        report, outcomes = run_checks(ctx)
+        planned = plan_fixes(ctx, outcomes, daemon=True)
+        if planned:
+            result = apply_actions(ctx, ChangeJournal(self.state_dir), planned)
+            fixed = {r.check_id for r in result.applied}
+            changes = [r.to_report() for r in result.applied]
+            for line in result.failed:
+                log_event(self.root, ERROR, "fix failed: " + line)
+            report, _ = run_checks(ctx)
+            report.changes = changes
+            for finding in report.findings:
+                finding.fixed = finding.id in fixed and finding.status == "pass"
+            for change in changes:
+                log_event(self.root, WARNING, "changed %s from %r to %r (undo: exposure-guard undo %s)"
+                          % (change["target"], change["before"], change["after"], change["change_id"]))
+        self.cycles += 1
+        document = report.to_dict()
+        atomic_write(self.state_dir / "last-report.json", json.dumps(document, indent=2).encode("utf-8"), mode=0o600)
+        self._log_verdict(report)
+        self._check_in(document)
+        return report
+
+    def _log_verdict(self, report: Report) -> None:
+        verdict = report.verdict()
+        failing = [f.id for f in report.findings if f.status == "fail"]
+        level = {"EXPOSED": ERROR, "AT RISK": WARNING}.get(verdict, INFO)
+        log_event(self.root, level, "%s: %d failing check(s)%s" % (
+            verdict, len(failing), (": " + ", ".join(failing[:8])) if failing else ""))
+
+    def _check_in(self, document: dict) -> None:
+        if not self.settings.get("server", "url"):
+            return
+        from exposure_guard import checkin
+
+        try:
+            checkin.spool_report(self.state_dir, document, self.settings.get("server", "spool_max"))
+            result = checkin.deliver_spool(self.settings, self.state_dir, deadline=60)
+            if getattr(result, "error", None):
+                log_event(self.root, WARNING, "check-in: %s" % result.error)
+        except ExposureGuardError as exc:
+            log_event(self.root, WARNING, "check-in: %s" % exc)
+
+    # -- entry points ---------------------------------------------------------------------------------
+    def run_once_locked(self) -> int:
+        with InstanceLock(self.state_dir / "agent.lock"):
+            report = self.cycle()
+        return EXIT_FINDINGS if report.failing(self.settings.get("agent", "fail_on")) else EXIT_OK
+
+    def _install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def next_delay(self) -> float:
+        interval = self.settings.get("agent", "interval")
+        return interval + random.uniform(0, interval * 0.1)
+
+    def run_forever(self) -> int:
+        self._install_signal_handlers()
+        scheduler = schedule.Scheduler()
+        with InstanceLock(self.state_dir / "agent.lock"):
+            log_event(self.root, INFO, "agent started (pid %d, every %ds, mode %s)"
+                      % (os.getpid(), self.settings.get("agent", "interval"), self.settings.mode))
+            self._safe_cycle()
+
+            def job() -> Any:
+                self._safe_cycle()
+                # Re-arm with fresh jitter so a fleet does not drift into lock-step.
+                scheduler.clear()
+                scheduler.every(int(self.next_delay())).seconds.do(job)
+                return schedule.CancelJob
+
+            scheduler.every(int(self.next_delay())).seconds.do(job)
+            while not self.stop_event.is_set():
+                scheduler.run_pending()
+                wait = scheduler.idle_seconds
+                self.stop_event.wait(min(max(wait if wait is not None else 1.0, 0.05), 5.0))
+            log_event(self.root, INFO, "agent stopped")
+        return EXIT_OK
+
+    def _safe_cycle(self) -> None:
+        started = time.monotonic()
+        try:
+            self.cycle()
+        except ExposureGuardError as exc:
+            log_event(self.root, ERROR, "check run failed: %s" % exc)
+        except Exception as exc:  # the daemon must survive a bad cycle
+            log_event(self.root, ERROR, "internal error in check run: %r" % exc)
+        finally:
+            self.last_cycle_seconds = time.monotonic() - started
+
+
+__all__ = ["Daemon", "InstanceLock"]

@@ -1,0 +1,60 @@
+"""Human output: a verdict line, then one line per finding; colour only on a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, List, Optional
+
+from exposure_guard.report import SEVERITY_RANK, Report
+
+_COLOURS = {"EXPOSED": "1;31", "AT RISK": "1;33", "OK": "1;32", "fail": "31", "pass": "32", "unknown": "33",
+            "error": "35", "skipped": "2", "critical": "1;31", "high": "31", "medium": "33", "low": "36", "info": "2"}
+
+
+def use_colour(stream: IO[str]) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def paint(text: str, key: str, colour: bool) -> str:
+    code = _COLOURS.get(key)
+    return "\033[%sm%s\033[0m" % (code, text) if colour and code else text
+
+
+_ORDER = {"fail": 0, "error": 1, "unknown": 2, "pass": 3, "skipped": 4}
+
+
+def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: bool = False) -> str:
+    stream = stream or sys.stdout
+    colour = use_colour(stream)
+    device = report.device
+    verdict = report.verdict()
+    counts = report.counts()
+    lines: List[str] = []
+    lines.append("%s  %s (%s, QTS %s%s)" % (
+        paint(verdict, verdict, colour), device.get("hostname", "?"), device.get("model", "?"),
+        device.get("firmware", "?"), (" build %s" % device["build"]) if device.get("build") else ""))
+    lines.append("%d failing, %d passing, %d unknown, %d errors, %d skipped  (%d ms)" % (
+        counts["fail"], counts["pass"], counts["unknown"], counts["error"], counts["skipped"], report.duration_ms))
+    lines.append("")
+    findings = sorted(report.findings, key=lambda f: (_ORDER.get(f.status, 9), -SEVERITY_RANK[f.severity], f.id))
+    width = max([len(f.id) for f in findings] + [10])
+    for finding in findings:
+        if finding.status == "skipped" and not verbose:
+            continue
+        status = paint("%-7s" % finding.status.upper(), finding.status, colour)
+        severity = paint("%-8s" % finding.severity, finding.severity, colour) if finding.status == "fail" else " " * 8
+        fix = " [fixable]" if finding.fixable and finding.status == "fail" else ""
+        lines.append("%s %s %-*s  %s%s" % (status, severity, width, finding.id, finding.summary, fix))
+    hidden = counts["skipped"] if not verbose else 0
+    if hidden:
+        lines.append(paint("(%d skipped checks hidden; --verbose shows them)" % hidden, "skipped", colour))
+    if report.changes:
+        lines.append("")
+        lines.append("Changes applied:")
+        for change in report.changes:
+            lines.append("  %s  %s: %r -> %r" % (change["change_id"], change["target"], change["before"], change["after"]))
+    if any(f.status == "fail" and f.fixable for f in report.findings):
+        lines.append("")
+        lines.append("Run `exposure-guard fix` to apply the safe fixes (each one can be undone).")
+    return "\n".join(lines) + "\n"

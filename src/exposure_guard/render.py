@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import IO, List, Optional
 
@@ -10,6 +11,14 @@ from exposure_guard.report import SEVERITY_RANK, Report
 
 _COLOURS = {"EXPOSED": "1;31", "AT RISK": "1;33", "OK": "1;32", "fail": "31", "pass": "32", "unknown": "33",
             "error": "35", "skipped": "2", "critical": "1;31", "high": "31", "medium": "33", "low": "36", "info": "2"}
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """Device-supplied strings may carry terminal escape sequences: show them inert."""
+    return _CONTROL.sub("?", str(text))
 
 
 def use_colour(stream: IO[str]) -> bool:
@@ -32,8 +41,8 @@ def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: boo
     counts = report.counts()
     lines: List[str] = []
     lines.append("%s  %s (%s, QTS %s%s)" % (
-        paint(verdict, verdict, colour), device.get("hostname", "?"), device.get("model", "?"),
-        device.get("firmware", "?"), (" build %s" % device["build"]) if device.get("build") else ""))
+        paint(verdict, verdict, colour), clean(device.get("hostname", "?")), clean(device.get("model", "?")),
+        clean(device.get("firmware", "?")), (" build %s" % clean(device["build"])) if device.get("build") else ""))
     lines.append("%d failing, %d passing, %d unknown, %d errors, %d skipped  (%d ms)" % (
         counts["fail"], counts["pass"], counts["unknown"], counts["error"], counts["skipped"], report.duration_ms))
     lines.append("")
@@ -45,7 +54,7 @@ def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: boo
         status = paint("%-7s" % finding.status.upper(), finding.status, colour)
         severity = paint("%-8s" % finding.severity, finding.severity, colour) if finding.status == "fail" else " " * 8
         fix = " [fixable]" if finding.fixable and finding.status == "fail" else ""
-        lines.append("%s %s %-*s  %s%s" % (status, severity, width, finding.id, finding.summary, fix))
+        lines.append("%s %s %-*s  %s%s" % (status, severity, width, finding.id, clean(finding.summary), fix))
     hidden = counts["skipped"] if not verbose else 0
     if hidden:
         lines.append(paint("(%d skipped checks hidden; --verbose shows them)" % hidden, "skipped", colour))
@@ -53,7 +62,8 @@ def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: boo
         lines.append("")
         lines.append("Changes applied:")
         for change in report.changes:
-            lines.append("  %s  %s: %r -> %r" % (change["change_id"], change["target"], change["before"], change["after"]))
+            lines.append("  %s  %s: %r -> %r" % (change["change_id"], clean(change["target"]), change["before"],
+                                                 change["after"]))
     if any(f.status == "fail" and f.fixable for f in report.findings):
         lines.append("")
         lines.append("Run `exposure-guard fix` to apply the safe fixes (each one can be undone).")

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from exposure_guard.errors import SettingsError
 
@@ -166,10 +166,11 @@ def _parse_value(section: str, key: str, raw: str, file: str, line: int) -> Any:
         ) from None
 
 
-def _known_check_ids() -> Iterable[str]:
+def _known_checks() -> Dict[str, bool]:
+    """check id -> has a safe fix."""
     from exposure_guard.checks import registry
 
-    return [check.id for check in registry.all_checks()]
+    return {check.id: check.fixable for check in registry.all_checks()}
 
 
 def _line_numbers(text: str) -> Dict[Tuple[str, str], int]:
@@ -236,7 +237,7 @@ def _read_file(path: Path, values: Dict[Tuple[str, str], Any], sources: Dict[str
             line = lines.get((sec, norm), 0)
             if sec == "checks":
                 if known_checks is None:
-                    known_checks = set(_known_check_ids())
+                    known_checks = _known_checks()
                 if norm not in known_checks:
                     raise SettingsError(
                         "unknown check id %r in [checks]; run `exposure-guard checks` for the list" % key,
@@ -246,6 +247,11 @@ def _read_file(path: Path, values: Dict[Tuple[str, str], Any], sources: Dict[str
                 if policy not in POLICIES:
                     raise SettingsError(
                         "[checks] %s = %r is not valid; allowed: %s" % (key, value, ", ".join(POLICIES)),
+                        file=shown, line=line, key=key,
+                    )
+                if policy == "fix" and not known_checks[norm]:
+                    raise SettingsError(
+                        "[checks] %s = fix: this check has no automatic fix; allowed: report, ignore" % key,
                         file=shown, line=line, key=key,
                     )
                 policies[norm] = policy

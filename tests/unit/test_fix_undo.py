@@ -1,0 +1,196 @@
+"""fix → check passes → undo → byte-identical original, journaled before applied, idempotent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tree_bytes
+
+FIXABLE = ["myqnapcloud.upnp-forwarding", "service.telnet"]
+
+
+@pytest.mark.parametrize("check_id", FIXABLE)
+def test_fix_then_check_passes_then_undo_restores_exact_bytes(qts_tree, run_cli, check_id):
+    root = qts_tree("exposed")
+    original = tree_bytes(root)
+    code, out, _ = run_cli("check", "--root", str(root), "--offline", "--only", check_id, "--json")
+    assert code == 1 and json.loads(out)["findings"][0]["status"] == "fail"
+
+    code, out, err = run_cli("fix", "--root", str(root), "--offline", "--only", check_id, "--yes")
+    assert "applied chg-" in out, out + err
+    code, out, _ = run_cli("check", "--root", str(root), "--offline", "--only", check_id, "--json")
+    assert code == 0 and json.loads(out)["findings"][0]["status"] == "pass"
+    assert tree_bytes(root) != original
+
+    # re-running is a no-op: nothing planned, nothing journaled
+    journal = root / "var/exposure-guard/journal.jsonl"
+    lines_before = journal.read_text().count("\n")
+    code, out, _ = run_cli("fix", "--root", str(root), "--offline", "--only", check_id, "--yes")
+    assert code == 0 and "Nothing to fix" in out
+    assert journal.read_text().count("\n") == lines_before
+
+    code, out, _ = run_cli("undo", "--root", str(root), "--last")
+    assert code == 0 and "restored the exact original bytes" in out
+    assert tree_bytes(root) == original
+    code, out, _ = run_cli("check", "--root", str(root), "--offline", "--only", check_id, "--json")
+    assert code == 1
+
+
+def test_journal_records_planned_before_applied_and_history_lists_it(qts_tree, run_cli):
+    root = qts_tree("exposed")
+    run_cli("fix", "--root", str(root), "--offline", "--yes")
+    events = [json.loads(line) for line in (root / "var/exposure-guard/journal.jsonl").read_text().splitlines()]
+    kinds = [(e["event"], e["change_id"]) for e in events]
+    for index, (event, change_id) in enumerate(kinds):
+        if event == "applied":
+            assert ("planned", change_id) in kinds[:index]
+    planned = [e for e in events if e["event"] == "planned"]
+    assert {e["check_id"] for e in planned} == set(FIXABLE)
+    upnp = next(e for e in planned if e["check_id"] == "myqnapcloud.upnp-forwarding")
+    assert upnp["before"] == "TRUE" and upnp["after"] == "FALSE"
+    assert upnp["target"] == "/etc/config/upnpc.conf [UPnP_Global] Enable"
+    backups = root / "var/exposure-guard/backups"
+    assert (backups / "etc__config__upnpc.conf.orig").read_bytes() == b"[UPnP_Global]\nEnable = TRUE\n"
+    code, out, _ = run_cli("history", "--root", str(root))
+    assert code == 0 and "myqnapcloud.upnp-forwarding" in out and "applied" in out
+    code, out, _ = run_cli("history", "--root", str(root), "--json")
+    assert {r["state"] for r in json.loads(out)} == {"applied"}
+
+
+def test_undo_all_and_undo_by_id_and_double_undo(qts_tree, run_cli):
+    root = qts_tree("exposed")
+    original = tree_bytes(root)
+    run_cli("fix", "--root", str(root), "--offline", "--only", "service.telnet", "--yes")
+    run_cli("fix", "--root", str(root), "--offline", "--only", "myqnapcloud.upnp-forwarding", "--yes")
+    code, out, _ = run_cli("history", "--root", str(root), "--json")
+    ids = [r["change_id"] for r in json.loads(out)]
+    code, out, _ = run_cli("undo", "--root", str(root), ids[0])
+    assert code == 0 and ids[0] in out
+    code, out, _ = run_cli("undo", "--root", str(root), "--all")
+    assert code == 0
+    assert tree_bytes(root) == original
+    code, out, _ = run_cli("undo", "--root", str(root), "--all")
+    assert "Nothing to undo" in out
+    code, _, err = run_cli("undo", "--root", str(root), "chg-doesnotexist")
+    assert code == 3 and "no change chg-doesnotexist" in err
+
+
+def test_undo_keeps_later_edits_by_the_owner(qts_tree, run_cli):
+    root = qts_tree("exposed")
+    run_cli("fix", "--root", str(root), "--offline", "--only", "service.telnet", "--yes")
+    conf = root / "etc/config/uLinux.conf"
+    conf.write_bytes(conf.read_bytes().replace(b"Server Name = NAS-OFFICE", b"Server Name = RENAMED"))
+    code, out, _ = run_cli("undo", "--root", str(root), "--last")
+    assert code == 0 and "other changes since" in out
+    data = conf.read_bytes()
+    assert b"Server Name = RENAMED" in data and b"TELNET Enable = TRUE" in data
+
+
+def test_dry_run_changes_nothing(qts_tree, run_cli):
+    root = qts_tree("exposed")
+    original = tree_bytes(root)
+    code, out, _ = run_cli("fix", "--root", str(root), "--offline", "--dry-run")
+    assert code == 0 and "Dry run" in out and "[UPnP_Global] Enable: TRUE → FALSE" in out
+    assert tree_bytes(root) == original
+    assert not (root / "var").exists()
+
+
+def test_fix_without_yes_and_without_tty_refuses(qts_tree, run_cli, monkeypatch):
+    root = qts_tree("exposed")
+    original = tree_bytes(root)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
+    code, _, err = run_cli("fix", "--root", str(root), "--offline")
+    assert code == 2 and "--yes" in err
+    assert tree_bytes(root) == original
+
+
+def test_fix_never_touches_protected_keys():
+    from exposure_guard.errors import ExposureGuardError
+    from exposure_guard.remediation import ConfigKeyAction
+
+    for section, key in [("System", "Web Access Port"), ("Stunnel", "Enable"), ("LOGIN", "SSH Enable"),
+                         ("system", "force ssl")]:
+        with pytest.raises(ExposureGuardError, match="lock the owner out"):
+            ConfigKeyAction("x", "etc/config/uLinux.conf", section, key, "0")
+
+
+def test_per_check_report_policy_is_respected_by_fix(qts_tree, run_cli, tmp_path):
+    root = qts_tree("exposed")
+    ini = tmp_path / "s.ini"
+    ini.write_text("[checks]\nservice.telnet = report\n")
+    code, out, _ = run_cli("fix", "--root", str(root), "--offline", "--settings", str(ini), "--dry-run")
+    assert "service.telnet" not in out and "myqnapcloud.upnp-forwarding" in out
+
+
+def test_daemon_stop_action_uses_daemon_mgr_and_undo_restarts(qts_tree, run_cli):
+    """With QTS tools present, the ARC fix stops upnpcd through daemon_mgr; undo starts it again."""
+    from exposure_guard.checks.context import CheckContext
+    from exposure_guard.checks.runner import run_checks
+    from exposure_guard.journal import ChangeJournal
+    from exposure_guard.qts.root import QtsRoot
+    from exposure_guard.remediation import apply_actions, plan_fixes, undo_changes
+
+    root = qts_tree("exposed")
+    (root / "proc/777").mkdir()
+    (root / "proc/777/comm").write_text("upnpcd\n")
+    (root / "sbin").mkdir()
+    calls = root / "daemon_mgr.calls"
+    daemon_mgr = root / "sbin/daemon_mgr"
+    # test double: records the call and, like QTS, makes the daemon go away / come back
+    daemon_mgr.write_text(
+        "#!/bin/sh\necho \"$@\" >> %s\n"
+        "if [ \"$2\" = stop ]; then rm -rf %s/proc/777; else mkdir -p %s/proc/777 && echo $1 > %s/proc/777/comm; fi\n"
+        % (calls, root, root, root))
+    daemon_mgr.chmod(0o755)
+    ctx = CheckContext(QtsRoot(root, use_tools=True), offline=True, state_dir=root / "var/eg")
+    _, outcomes = run_checks(ctx, ["myqnapcloud.upnp-forwarding"])
+    planned = plan_fixes(ctx, outcomes, daemon=False)
+    assert [p.action.kind for p in planned] == ["config-key", "daemon-stop"]
+    journal = ChangeJournal(root / "var/eg")
+    result = apply_actions(ctx, journal, planned)
+    assert len(result.applied) == 2 and not result.failed
+    assert calls.read_text().splitlines() == ["upnpcd stop /sbin/upnpcd -i 300 &"]
+    report, _ = run_checks(ctx, ["myqnapcloud.upnp-forwarding"])
+    assert report.findings[0].status == "pass"
+    undo_changes(ctx, journal, journal.changes())
+    assert calls.read_text().splitlines()[-1] == "upnpcd start /sbin/upnpcd -i 300 &"
+    assert (root / "proc/777/comm").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as nobody")
+def test_read_only_file_fix_fails_clearly_and_changes_nothing(tmp_path):
+    """Run as an unprivileged user for whom upnpc.conf is read-only: clear error, nothing lost."""
+    base = Path(tempfile.mkdtemp(prefix="eg-ro-"))
+    try:
+        os.chmod(base, 0o755)
+        root = base / "nas"
+        shutil.copytree(str(Path(__file__).resolve().parents[1] / "fixtures/qts/exposed"), str(root))
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, 65534, 65534)
+        conf = root / "etc/config/upnpc.conf"
+        os.chown(conf, 0, 0)
+        os.chmod(conf, 0o644)
+        os.chown(conf.parent, 0, 0)  # nobody cannot replace files in etc/config either
+        os.chmod(conf.parent, 0o755)
+        before = conf.read_bytes()
+        src = str(Path(__file__).resolve().parents[2] / "src")
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "exposure_guard",
+             "fix", "--root", str(root), "--offline", "--only", "myqnapcloud.upnp-forwarding", "--yes"],
+            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=src), stdin=subprocess.DEVNULL,
+            timeout=60)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "FAILED" in proc.stdout and "not writable" in proc.stdout
+        assert conf.read_bytes() == before
+        events = [json.loads(x) for x in (root / "var/exposure-guard/journal.jsonl").read_text().splitlines()]
+        assert [e["event"] for e in events] == ["planned", "failed"]
+    finally:
+        shutil.rmtree(str(base), ignore_errors=True)

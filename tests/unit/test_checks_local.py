@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-import pytest
 
 from exposure_guard.checks.context import CheckContext
 from exposure_guard.checks.runner import run_checks

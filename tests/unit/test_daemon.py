@@ -1,0 +1,98 @@
+"""The scheduled daemon: one cycle, fixes per policy, event log, single instance, clean SIGTERM stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import tree_bytes
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def agent(*args: str, env=None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "exposure_guard", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=SRC, **(env or {})),
+                            stdin=subprocess.DEVNULL, **kw)
+
+
+def test_run_once_in_report_mode_writes_last_report_and_changes_nothing(qts_tree, run_cli):
+    root = qts_tree("exposed")
+    original = tree_bytes(root)
+    code, _, err = run_cli("run", "--root", str(root), "--once", "--offline")
+    assert code == 1
+    report = json.loads((root / "var/exposure-guard/last-report.json").read_text())
+    assert report["schema"] == "exposure-guard/report/v1" and report["changes"] == []
+    assert tree_bytes(root) == original
+    assert "EXPOSED" in err or "AT RISK" in err  # no log_tool here: the event goes to stderr
+
+
+def test_run_once_in_fix_mode_fixes_per_policy_and_logs_to_qts_event_log(qts_tree, run_cli, tmp_path):
+    root = qts_tree("exposed")
+    (root / "sbin").mkdir()
+    log = root / "events.log"
+    tool = root / "sbin/log_tool"
+    tool.write_text("#!/bin/sh\necho \"$@\" >> %s\n" % log)
+    tool.chmod(0o755)
+    ini = tmp_path / "s.ini"
+    ini.write_text("[agent]\nmode = fix\n[checks]\nservice.telnet = report\n")
+    from exposure_guard.daemon import Daemon
+    from exposure_guard.qts.root import QtsRoot
+    from exposure_guard.settings import load_settings
+
+    daemon = Daemon(QtsRoot(root, use_tools=True), load_settings(ini, environ={}), root / "var/eg", offline=True)
+    assert daemon.run_once_locked() == 1  # telnet still fails (policy report)
+    report = json.loads((root / "var/eg/last-report.json").read_text())
+    assert [c["check_id"] for c in report["changes"]] == ["myqnapcloud.upnp-forwarding"]
+    upnp = next(f for f in report["findings"] if f["id"] == "myqnapcloud.upnp-forwarding")
+    assert upnp["status"] == "pass" and upnp["fixed"] is True
+    assert report["agent"]["mode"] == "fix"
+    events = log.read_text().splitlines()
+    assert any(e.startswith("-t1 -uSystem -p127.0.0.1 -mlocalhost -a [ExposureGuard] changed /etc/config/upnpc.conf")
+               for e in events), events
+    assert any("-t1" in e and "AT RISK" in e for e in events)
+    # second cycle: nothing left to fix, nothing new journaled
+    lines = (root / "var/eg/journal.jsonl").read_text().count("\n")
+    daemon.run_once_locked()
+    assert (root / "var/eg/journal.jsonl").read_text().count("\n") == lines
+
+
+def test_single_instance_and_clean_sigterm_stop(qts_tree, tmp_path):
+    root = qts_tree("hardened")
+    state = tmp_path / "state"
+    first = agent("run", "--root", str(root), "--offline", "--state-dir", str(state))
+    try:
+        deadline = time.time() + 30
+        while not (state / "last-report.json").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (state / "last-report.json").exists(), first.stderr.read() if first.poll() is not None else ""
+        second = agent("run", "--root", str(root), "--offline", "--once", "--state-dir", str(state))
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 3 and "another exposure-guard agent is running" in err
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=15)
+        assert first.returncode == 0, err
+        assert "agent stopped" in err
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # the lock is free again
+    third = agent("run", "--root", str(root), "--offline", "--once", "--state-dir", str(state))
+    third.communicate(timeout=30)
+    assert third.returncode == 0
+
+
+def test_jitter_stays_within_ten_percent(qts_tree, tmp_path):
+    from exposure_guard.daemon import Daemon
+    from exposure_guard.qts.root import QtsRoot
+    from exposure_guard.settings import load_settings
+
+    daemon = Daemon(QtsRoot(qts_tree("hardened")), load_settings(None, environ={}), tmp_path)
+    delays = [daemon.next_delay() for _ in range(500)]
+    assert min(delays) >= 3600 and max(delays) <= 3960
+    assert len({round(d) for d in delays}) > 100  # really random, not fixed

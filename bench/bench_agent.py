@@ -1,0 +1,74 @@
+"""Agent figures: import time, full local check cycle (wall time, peak RSS), as medians of N runs.
+
+Usage: python bench/bench_agent.py [--runs 20]
+Baseline in the same run: a bare `python -c pass` start, so the figures can be read as added cost.
+No network: the checks run --offline against the bundled example NAS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+DEMO = str(Path(SRC) / "exposure_guard" / "data" / "demo_nas")
+ENV = dict(os.environ, PYTHONPATH=SRC)
+
+
+def timed(argv):
+    """Wall time (s) and peak RSS (MiB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8
+    return elapsed, usage.ru_maxrss / 1024.0
+
+
+def import_seconds() -> float:
+    code = "import time; t = time.perf_counter(); import exposure_guard.cli, exposure_guard.checks.runner; " \
+           "print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True)
+    return float(out.stdout.strip())
+
+
+def in_process_cycle(runs: int) -> float:
+    sys.path.insert(0, SRC)
+    from exposure_guard.checks.context import CheckContext
+    from exposure_guard.checks.runner import run_checks
+    from exposure_guard.qts.root import QtsRoot
+
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run_checks(CheckContext(QtsRoot(DEMO), offline=True))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    runs = parser.parse_args().runs
+    baseline = [timed([sys.executable, "-c", "pass"]) for _ in range(runs)]
+    cycle = [timed([sys.executable, "-m", "exposure_guard", "check", "--root", DEMO, "--offline", "--json"])
+             for _ in range(runs)]
+    imports = [import_seconds() for _ in range(runs)]
+    base_wall = statistics.median(t for t, _ in baseline)
+    cycle_wall = statistics.median(t for t, _ in cycle)
+    print("python %s, %d runs each, medians" % (sys.version.split()[0], runs))
+    print("bare interpreter start        %7.1f ms   peak RSS %5.1f MiB" % (
+        base_wall * 1000, statistics.median(r for _, r in baseline)))
+    print("import exposure_guard (CLI)   %7.1f ms   (goal <= 100 ms)" % (statistics.median(imports) * 1000))
+    print("full local check, CLI process %7.1f ms   peak RSS %5.1f MiB (goal <= 150 ms, <= 30 MB); "
+          "%.2fx a bare start" % (cycle_wall * 1000, statistics.median(r for _, r in cycle), cycle_wall / base_wall))
+    print("full local check, in process  %7.1f ms" % (in_process_cycle(runs) * 1000))
+
+
+if __name__ == "__main__":
+    main()

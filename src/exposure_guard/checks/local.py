@@ -87,10 +87,18 @@ def upnp_forwarding(ctx: CheckContext) -> Outcome:
 
 @fixes("myqnapcloud.upnp-forwarding")
 def fix_upnp_forwarding(ctx: CheckContext, outcome: Outcome) -> List[Action]:
-    return [
+    actions: List[Action] = [
         ConfigKeyAction("myqnapcloud.upnp-forwarding", UPNPC_CONF, "UPnP_Global", "Enable", "FALSE"),
         DaemonStopAction("myqnapcloud.upnp-forwarding", "upnpcd", UPNPCD_COMMAND),
     ]
+    if not ctx.offline:
+        # Turning ARC off does not remove the mappings it already made on the router: remove those too.
+        from exposure_guard.checks import router
+
+        plan_removal = getattr(router, "plan_arc_mapping_removal", None)
+        if plan_removal is not None:
+            actions.extend(plan_removal(ctx))
+    return actions
 
 
 # ---------------------------------------------------------------- myQNAPcloud published services

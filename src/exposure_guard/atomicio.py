@@ -82,8 +82,11 @@ def append_line_durably(path: PathLike, line: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(str(target), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(str(target), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # a torn last line (power loss) must not swallow this entry
         os.write(fd, data)
         os.fsync(fd)
     finally:

@@ -198,3 +198,18 @@ def test_read_only_file_fix_fails_clearly_and_changes_nothing(tmp_path):
         assert [e["event"] for e in events] == ["planned", "failed"]
     finally:
         shutil.rmtree(str(base), ignore_errors=True)
+
+
+def test_torn_journal_line_after_power_loss_is_skipped(qts_tree, run_cli):
+    root = qts_tree("exposed")
+    original = tree_bytes(root)
+    run_cli("fix", "--root", str(root), "--offline", "--yes")
+    journal = root / "var/exposure-guard/journal.jsonl"
+    with journal.open("ab") as handle:
+        handle.write(b'{"change_id": "chg-torn", "event": "plan')  # power lost mid-append
+    code, out, _ = run_cli("history", "--root", str(root), "--json")
+    assert code == 0 and len(json.loads(out)) == 2
+    assert run_cli("undo", "--root", str(root), "--all")[0] == 0
+    assert tree_bytes(root) == original
+    code, out, _ = run_cli("history", "--root", str(root), "--json")
+    assert [r["state"] for r in json.loads(out)] == ["undone", "undone"]  # entries after the torn line survive

@@ -114,6 +114,10 @@ OPTIONS: Dict[Tuple[str, str], Option] = {
         _choice("management", "all"), "management", "which mappings `fix` deletes: management ports only, or all"
     ),
     ("router", "discovery_timeout"): Option(_positive_float, "2", "seconds to wait for SSDP answers"),
+    ("router", "discover"): Option(
+        _choice("auto", "yes", "no"), "auto",
+        "search the LAN for the router by SSDP: auto = only when checking the live system (--root /)",
+    ),
     ("reachability", "prober_url"): Option(_url, "", "callback prober; empty: reachability checks are skipped"),
     ("reachability", "token"): Option(_text, "", "bearer token for the prober, if it requires one"),
     ("reachability", "timeout"): Option(_positive_float, "20", "seconds to wait for the prober"),

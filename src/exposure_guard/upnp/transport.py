@@ -1,0 +1,212 @@
+"""HTTP for hostile devices: requests with a size cap and a TOTAL deadline per exchange.
+
+requests' ``timeout`` only bounds each socket read, so a device dripping one byte per second (in the
+headers or the body) could hold the agent for hours. Here every exchange gets a watchdog that shuts the
+connection's socket down when the deadline passes, whatever phase it is in; bodies are read in chunks
+against the same deadline and refused past :data:`MAX_BODY`. No redirects, no proxies from the
+environment, no content decoding (no decompression bombs), http and https only.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from exposure_guard.upnp.errors import HostileResponse, UpnpError
+
+MAX_BODY = 256 * 1024  # bytes: descriptions and SOAP answers are a few KiB; lists are paged below this
+DEFAULT_DEADLINE = 5.0  # seconds for one whole exchange (connect + headers + body)
+CONNECT_TIMEOUT = 3.0
+USER_AGENT = "ExposureGuard/1.0 UPnP/1.1"
+_CHUNK = 16 * 1024
+
+_local = threading.local()
+
+
+class _Watchdog:
+    """Shuts down the sockets of one exchange when its deadline passes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._sockets: List[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def register(self, sock: Optional[socket.socket]) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self.fired
+        if fired:
+            self._shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _register_socket(sock: Optional[socket.socket]) -> None:
+    watchdog = getattr(_local, "watchdog", None)
+    if watchdog is not None:
+        watchdog.register(sock)
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register_socket(getattr(self, "sock", None))
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register_socket(getattr(self, "sock", None))
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # never send LAN device traffic through a proxy from the environment
+    adapter = _GuardedAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    headers: Dict[str, str]
+    body: bytes
+    url: str
+    elapsed: float
+
+
+def check_url(url: str) -> str:
+    """Only http(s) URLs with a host; returns the URL. Other schemes (file:, ftp:, gopher:) are refused."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a garbage port
+    except ValueError:
+        raise HostileResponse("refused URL %r: it is not a valid URL" % url[:200]) from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise HostileResponse("refused URL %r: only http and https are followed" % url[:200])
+    if not parts.hostname:
+        raise HostileResponse("refused URL %r: no host" % url[:200])
+    return url
+
+
+def fetch(url: str, *, method: str = "GET", data: Optional[bytes] = None,
+          headers: Optional[Dict[str, str]] = None, deadline: float = DEFAULT_DEADLINE,
+          max_bytes: int = MAX_BODY, session: Optional[requests.Session] = None,
+          verify: bool = False) -> HttpAnswer:
+    """One HTTP exchange finished within ``deadline`` seconds in total, body at most ``max_bytes``.
+
+    ``verify`` is off by default: LAN devices serve self-signed certificates and we trust what they
+    say no more over https than over http."""
+    check_url(url)
+    own_session = session is None
+    session = session or new_session()
+    started = time.monotonic()
+    watchdog = _Watchdog(deadline)
+    previous = getattr(_local, "watchdog", None)
+    _local.watchdog = watchdog
+    watchdog.start()
+    sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Connection": "close"}
+    sent.update(headers or {})
+    response = None
+    try:
+        try:
+            response = session.request(method, url, data=data, headers=sent, stream=True, allow_redirects=False,
+                                       timeout=(min(CONNECT_TIMEOUT, deadline), deadline), verify=verify)
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise HostileResponse("%s answered with Content-Encoding %r although we asked for identity; "
+                                      "refused (decompression bomb risk)" % (url, encoding[:40]))
+            declared = response.headers.get("Content-Length", "").strip()
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise HostileResponse("%s announced a %s-byte answer; refused (limit %d bytes)"
+                                      % (url, declared, max_bytes))
+            body = _read_capped(response, url, max_bytes, started, deadline)
+        except (requests.RequestException, OSError, ValueError) as exc:
+            if watchdog.fired:
+                raise HostileResponse("%s did not finish answering within %.1f s (slow or stalled device); "
+                                      "gave up" % (url, deadline)) from None
+            raise UpnpError("cannot talk to %s: %s" % (url, _reason(exc))) from None
+        if watchdog.fired:
+            raise HostileResponse("%s did not finish answering within %.1f s; gave up" % (url, deadline))
+        return HttpAnswer(response.status_code, {k: v for k, v in response.headers.items()}, body,
+                          url, time.monotonic() - started)
+    finally:
+        watchdog.cancel()
+        _local.watchdog = previous
+        if response is not None:
+            response.close()
+        if own_session:
+            session.close()
+
+
+def _read_capped(response: requests.Response, url: str, max_bytes: int, started: float, deadline: float) -> bytes:
+    chunks: List[bytes] = []
+    total = 0
+    raw = response.raw
+    while True:
+        if time.monotonic() - started > deadline:
+            raise HostileResponse("%s did not finish answering within %.1f s; gave up" % (url, deadline))
+        chunk = raw.read(_CHUNK, decode_content=False)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_bytes:
+            raise HostileResponse("%s sent more than %d bytes; refused" % (url, max_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "No route to host", "Name or service not known",
+                   "Network is unreachable", "Connection reset", "RemoteDisconnected", "BadStatusLine"):
+        if marker in text:
+            return marker.lower()
+    return text[:300] or type(exc).__name__

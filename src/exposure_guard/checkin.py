@@ -1,0 +1,538 @@
+"""Agent side of the central check-in (design.md "Check-in").
+
+Enrollment stores a per-device node key (``state_dir/node_key``, mode 0600). Every report is written to
+the spool first (``state_dir/spool/``, one file per report, named so that names sort by generation time)
+and deleted only after the server answered 2xx; delivery is ordered (oldest first, never skipping ahead
+over a transient failure), retried with exponential backoff and jitter inside a total deadline, and
+idempotent on the server thanks to ``report_id``. The spool is bounded: the oldest reports are dropped
+with a counted warning. TLS verification is on unless the settings turn it off.
+
+Standard library + requests only; runs on Python 3.8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import gzip
+import json
+import logging
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import requests
+
+from exposure_guard import __version__
+from exposure_guard.atomicio import atomic_write
+from exposure_guard.errors import ExposureGuardError
+
+log = logging.getLogger("exposure_guard.checkin")
+
+NODE_KEY_FILE = "node_key"
+ENROLLMENT_FILE = "enrollment.json"
+SPOOL_DIR = "spool"
+REJECTED_DIR = "rejected"
+DROPPED_COUNT_FILE = "spool-dropped.count"
+ENROLL_PATH = "/api/v1/enroll"
+CHECKIN_PATH = "/api/v1/checkin"
+INTERVAL_HEADER = "X-ExposureGuard-Interval"
+MAX_BACKOFF = 60.0
+BASE_BACKOFF = 1.0
+_SPOOL_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-\d{6}-[0-9A-Za-z-]{1,64}\.json$")
+
+
+class CheckinError(ExposureGuardError):
+    """Enrollment or check-in failed; the message says why and what to do."""
+
+
+class EnrollmentError(CheckinError):
+    """The server refused the enrollment (bad or revoked secret, bad identity)."""
+
+
+class NotEnrolledError(CheckinError):
+    """No node key yet: ``exposure-guard enroll`` has not been run (or its key was removed)."""
+
+
+class ServerUnreachableError(CheckinError):
+    """The server could not be reached (DNS, refused connection, time-out)."""
+
+
+class TLSVerificationError(CheckinError):
+    """The server's certificate could not be verified."""
+
+
+@dataclass
+class DeliveryResult:
+    """What one ``deliver_spool`` call did. ``error`` is empty when nothing went wrong."""
+
+    delivered: int = 0  # stored by the server now
+    duplicates: int = 0  # the server already had them (a previous attempt got through)
+    rejected: int = 0  # refused for good (413, 400/422, 409): moved to spool/rejected/
+    remaining: int = 0  # still in the spool, will be retried
+    attempts: int = 0  # HTTP requests made
+    error: str = ""  # the last problem, phrased for a person
+    fatal: bool = False  # retrying will not help until someone acts (401 → re-enroll, TLS, no key)
+    messages: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.remaining == 0
+
+    def summary(self) -> str:
+        text = "check-in: %d delivered, %d already on the server, %d rejected, %d waiting in the spool" % (
+            self.delivered, self.duplicates, self.rejected, self.remaining)
+        return text + ("; " + self.error if self.error else "")
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+def _verify(ca_file: str, verify_tls: bool) -> Union[bool, str]:
+    if not verify_tls:
+        return False
+    if ca_file:
+        if not os.path.isfile(ca_file):
+            raise CheckinError("[server] ca_file %s does not exist or is not a file" % ca_file)
+        return ca_file
+    return True
+
+
+def _base_url(server_url: str) -> str:
+    url = (server_url or "").strip().rstrip("/")
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise CheckinError("server URL %r is not an http:// or https:// URL" % server_url)
+    return url
+
+
+def _explain_exception(exc: Exception, url: str) -> CheckinError:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return TLSVerificationError(
+            "TLS verification of %s failed (%s); if the server uses a private CA, set [server] ca_file to its "
+            "CA bundle" % (url, _short(exc)))
+    if isinstance(exc, requests.exceptions.Timeout):
+        return ServerUnreachableError("the server %s did not answer in time (%s)" % (url, _short(exc)))
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return ServerUnreachableError("cannot reach the server %s (%s)" % (url, _short(exc)))
+    return CheckinError("request to %s failed: %s" % (url, _short(exc)))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    # requests nests urllib3 reasons; keep the innermost readable part.
+    match = re.search(r"\(Caused by \w+\((.*)\)\)$", text)
+    if match:
+        text = match.group(1)
+    return text[:300]
+
+
+def _server_detail(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or "").strip()[:200]
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("error") or ""
+        if isinstance(detail, (list, dict)):
+            detail = json.dumps(detail)[:200]
+        return str(detail)[:300]
+    return ""
+
+
+def read_node_key(state_dir: Path) -> str:
+    path = Path(state_dir) / NODE_KEY_FILE
+    try:
+        key = path.read_text("ascii").strip()
+    except FileNotFoundError:
+        raise NotEnrolledError(
+            "this NAS is not enrolled (no %s): run `exposure-guard enroll --server URL --secret SECRET`" % path
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotEnrolledError("cannot read the node key %s: %s; enroll again" % (path, exc)) from None
+    if not key:
+        raise NotEnrolledError("the node key %s is empty: enroll again" % path)
+    return key
+
+
+def read_enrollment(state_dir: Path) -> Dict[str, Any]:
+    """What ``enroll`` recorded besides the key (server URL, device id, time); {} when absent."""
+    try:
+        data = json.loads((Path(state_dir) / ENROLLMENT_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# -- enrollment ----------------------------------------------------------------------------------------
+
+def enroll(server_url: str, secret: str, identity: Any, state_dir: Path, *, ca_file: str = "",
+           verify_tls: bool = True, timeout: float = 20) -> str:
+    """Enroll this NAS with ``server_url`` using an enrollment ``secret``; store the node key (0600).
+
+    Re-enrolling the same device (same device id) is idempotent on the server: the device keeps its
+    history and gets a fresh node key. Returns a one-line message for a person."""
+    base = _base_url(server_url)
+    secret = (secret or "").strip()
+    if not secret:
+        raise EnrollmentError("the enrollment secret is empty; get one with `exposure-guard-server enroll-secret "
+                              "create` or from the server's admin page")
+    verify = _verify(ca_file, verify_tls)
+    device = identity.to_dict() if hasattr(identity, "to_dict") else dict(identity)
+    body = {"enroll_secret": secret, "device": device, "agent": {"version": __version__}}
+    url = base + ENROLL_PATH
+    try:
+        response = requests.post(url, json=body, timeout=timeout, verify=verify,
+                                 headers={"User-Agent": "exposure-guard/%s" % __version__})
+    except requests.exceptions.RequestException as exc:
+        raise _explain_exception(exc, base) from None
+    if response.status_code in (401, 403):
+        raise EnrollmentError("the server %s refused the enrollment secret (HTTP %d: %s); check it, or create a "
+                              "new one with `exposure-guard-server enroll-secret create`"
+                              % (base, response.status_code, _server_detail(response) or "invalid secret"))
+    if response.status_code == 404:
+        raise EnrollmentError("%s has no enrollment endpoint (HTTP 404): is this an ExposureGuard server URL?" % url)
+    if not 200 <= response.status_code < 300:
+        raise EnrollmentError("enrollment at %s failed: HTTP %d %s" % (
+            base, response.status_code, _server_detail(response)))
+    try:
+        answer = response.json()
+        node_key = str(answer["node_key"])
+    except (ValueError, KeyError, TypeError):
+        raise EnrollmentError("the server %s answered the enrollment without a node key; is it an "
+                              "ExposureGuard server?" % base) from None
+    if not re.match(r"^[A-Za-z0-9_.\-]{16,200}$", node_key):
+        raise EnrollmentError("the server %s sent a malformed node key" % base)
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    atomic_write(state / NODE_KEY_FILE, (node_key + "\n").encode("ascii"), 0o600)
+    os.chmod(str(state / NODE_KEY_FILE), 0o600)
+    record = {"server_url": base, "device_id": device.get("device_id", ""), "enrolled_at": _utc_now()}
+    atomic_write(state / ENROLLMENT_FILE, (json.dumps(record, indent=2) + "\n").encode("utf-8"), 0o600)
+    again = " again" if answer.get("re_enrolled") else ""
+    return "enrolled%s %s (%s) with %s; node key stored in %s" % (
+        again, device.get("hostname", ""), device.get("device_id", ""), base, state / NODE_KEY_FILE)
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- spool ---------------------------------------------------------------------------------------------
+
+def spool_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / SPOOL_DIR
+
+
+def _generation_stamp(report: Dict[str, Any]) -> str:
+    """``YYYYMMDDTHHMMSS.ffffffZ`` of the report's generated_at (UTC), or of now when it is unusable."""
+    text = str(report.get("generated_at") or "")
+    moment = None
+    match = re.match(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$", text)
+    if match:
+        year, month, day, hour, minute, second, frac, zone = match.groups()
+        try:
+            moment = _dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                                  int((frac or "0")[:6].ljust(6, "0")), tzinfo=_dt.timezone.utc)
+            if zone != "Z":
+                sign = 1 if zone[0] == "+" else -1
+                moment -= sign * _dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        except ValueError:
+            moment = None
+    if moment is None:
+        moment = _dt.datetime.now(_dt.timezone.utc)
+    return moment.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def spooled_files(state_dir: Path) -> List[Path]:
+    """Spooled reports, oldest first (names sort by generation time, then by spool order)."""
+    folder = spool_dir(state_dir)
+    try:
+        names = [name for name in os.listdir(str(folder)) if _SPOOL_NAME.match(name)]
+    except FileNotFoundError:
+        return []
+    return [folder / name for name in sorted(names)]
+
+
+def _next_sequence(folder: Path, stamp: str) -> int:
+    """Spool order among reports generated in the same microsecond (keeps names unique and ordered)."""
+    highest = -1
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(str(folder)):
+            if name.startswith(stamp + "-") and _SPOOL_NAME.match(name):
+                highest = max(highest, int(name[len(stamp) + 1: len(stamp) + 7]))
+    return highest + 1
+
+
+def spool_report(state_dir: Path, report: Dict[str, Any], spool_max: int) -> Path:
+    """Write ``report`` to the spool atomically (one file per report, mode 0600) and return its path.
+
+    When more than ``spool_max`` reports wait, the oldest are dropped and a warning counts them."""
+    folder = spool_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    report_id = str(report.get("report_id") or "")
+    if not re.match(r"^[0-9A-Za-z-]{1,64}$", report_id):
+        raise CheckinError("cannot spool a report without a valid report_id (got %r)" % report_id[:80])
+    for existing in spooled_files(state_dir):
+        if existing.name.endswith("-" + report_id + ".json"):
+            return existing  # already spooled: spooling is idempotent too
+    stamp = _generation_stamp(report)
+    path = folder / ("%s-%06d-%s.json" % (stamp, _next_sequence(folder, stamp), report_id))
+    data = json.dumps(report, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    atomic_write(path, data, 0o600)
+    _enforce_bound(state_dir, max(1, int(spool_max)))
+    _remove_stale_temp_files(folder)
+    return path
+
+
+def _enforce_bound(state_dir: Path, spool_max: int) -> int:
+    files = spooled_files(state_dir)
+    excess = len(files) - spool_max
+    if excess <= 0:
+        return 0
+    dropped = 0
+    for path in files[:excess]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            dropped += 1
+    total = _bump_dropped_count(state_dir, dropped)
+    log.warning("check-in spool full (spool_max=%d): dropped the %d oldest undelivered report(s); "
+                "%d dropped in total since this NAS was set up", spool_max, dropped, total)
+    return dropped
+
+
+def dropped_count(state_dir: Path) -> int:
+    try:
+        return int((Path(state_dir) / DROPPED_COUNT_FILE).read_text("ascii").strip() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
+def _bump_dropped_count(state_dir: Path, dropped: int) -> int:
+    total = dropped_count(state_dir) + dropped
+    atomic_write(Path(state_dir) / DROPPED_COUNT_FILE, ("%d\n" % total).encode("ascii"), 0o600)
+    return total
+
+
+def _remove_stale_temp_files(folder: Path, age: float = 3600) -> None:
+    """atomic_write leaves ``.name.*.tmp`` behind only after a crash; clear old ones."""
+    now = time.time()
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(str(folder)):
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = folder / name
+                with contextlib.suppress(OSError):
+                    if now - path.stat().st_mtime > age:
+                        path.unlink()
+
+
+@contextlib.contextmanager
+def _spool_lock(state_dir: Path) -> Iterator[bool]:
+    """Only one deliverer at a time (a manual `run --once` next to the daemon); yields False when busy."""
+    folder = spool_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux
+        yield True
+        return
+    fd = os.open(str(folder / ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _reject(state_dir: Path, path: Path, reason: str) -> None:
+    """Move a report the server refuses for good out of the way (kept for a person to look at)."""
+    target_dir = spool_dir(state_dir) / REJECTED_DIR
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(str(path), str(target_dir / path.name))
+        atomic_write(target_dir / (path.name + ".reason"), (reason + "\n").encode("utf-8"), 0o600)
+    log.error("check-in: %s", reason)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def backoff_delay(attempt: int, base: float = BASE_BACKOFF, cap: float = MAX_BACKOFF,
+                  rng: Optional[random.Random] = None) -> float:
+    """Exponential backoff with jitter ("equal jitter"): half fixed, half random, capped."""
+    rng = rng or random
+    ceiling = min(cap, base * (2 ** max(0, attempt)))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+# -- delivery ------------------------------------------------------------------------------------------
+
+def deliver_spool(settings: Any, state_dir: Path, *, deadline: float = 60,
+                  sleep: Any = time.sleep) -> DeliveryResult:
+    """Deliver every spooled report, oldest first, within ``deadline`` seconds.
+
+    A report is deleted only after a 2xx. 5xx/429/network errors are retried with exponential backoff
+    and jitter until the deadline (the rest stays spooled for next time). 401/403 stop delivery with a
+    re-enroll message; 413/400/409/422 move that one report to ``spool/rejected/`` and go on."""
+    result = DeliveryResult()
+    state = Path(state_dir)
+    started = time.monotonic()
+    end = started + max(0.0, float(deadline))
+    url = settings.get("server", "url") or read_enrollment(state).get("server_url", "")
+    if not url:
+        result.remaining = len(spooled_files(state))
+        result.error = "no check-in server configured ([server] url is empty)"
+        result.fatal = True
+        return result
+    try:
+        base = _base_url(url)
+        verify = _verify(settings.get("server", "ca_file"), settings.get("server", "verify_tls"))
+        node_key = read_node_key(state)
+    except CheckinError as exc:
+        result.remaining = len(spooled_files(state))
+        result.error, result.fatal = str(exc), True
+        return result
+    interval = _setting(settings, "agent", "interval", 3600)
+    headers = {
+        "Authorization": "Bearer " + node_key,
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+        "User-Agent": "exposure-guard/%s" % __version__,
+        INTERVAL_HEADER: str(int(interval)),
+    }
+    with _spool_lock(state) as locked:
+        if not locked:
+            result.remaining = len(spooled_files(state))
+            result.error = "another delivery of this spool is running"
+            return result
+        with requests.Session() as session:
+            _deliver_locked(session, base, verify, headers, state, end, result, sleep)
+    result.remaining = len(spooled_files(state))
+    return result
+
+
+def _setting(settings: Any, section: str, key: str, default: Any) -> Any:
+    try:
+        return settings.get(section, key)
+    except KeyError:
+        return default
+
+
+def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, str], headers: Dict[str, str],
+                    state: Path, end: float, result: DeliveryResult, sleep: Any) -> None:
+    url = base + CHECKIN_PATH
+    failures = 0
+    for path in spooled_files(state):
+        try:
+            raw = path.read_bytes()
+            json.loads(raw.decode("utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            _reject(state, path, "spooled report %s is unreadable (%s); moved to spool/rejected/" % (path.name, exc))
+            result.rejected += 1
+            continue
+        body = gzip.compress(raw, 6)
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                if not result.error:
+                    result.error = "delivery deadline reached; reports stay in the spool for the next run"
+                return
+            outcome, message = _post_once(session, url, base, body, headers, verify, min(20.0, max(1.0, remaining)))
+            result.attempts += 1
+            if outcome == "delivered" or outcome == "duplicate":
+                _delete_delivered(path)
+                if outcome == "delivered":
+                    result.delivered += 1
+                else:
+                    result.duplicates += 1
+                failures = 0
+                result.error = ""
+                break
+            if outcome == "reject":
+                _reject(state, path, message)
+                result.rejected += 1
+                result.messages.append(message)
+                break
+            if outcome == "fatal":
+                result.error, result.fatal = message, True
+                log.error("check-in: %s", message)
+                return
+            # transient: wait and retry the same report (ordered delivery never skips ahead)
+            result.error = message
+            delay = backoff_delay(failures)
+            failures += 1
+            if time.monotonic() + delay >= end:
+                log.warning("check-in: %s; giving up until the next run", message)
+                return
+            log.info("check-in: %s; retrying in %.1f s", message, delay)
+            sleep(delay)
+
+
+def _delete_delivered(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    _fsync_dir(path.parent)
+
+
+def _post_once(session: requests.Session, url: str, base: str, body: bytes, headers: Dict[str, str],
+               verify: Union[bool, str], timeout: float) -> Tuple[str, str]:
+    """One POST → (delivered|duplicate|reject|fatal|transient, message)."""
+    try:
+        response = session.post(url, data=body, headers=headers, timeout=(min(timeout, 10.0), timeout),
+                                verify=verify)
+    except requests.exceptions.SSLError as exc:
+        return "fatal", str(_explain_exception(exc, base))
+    except requests.exceptions.RequestException as exc:
+        return "transient", str(_explain_exception(exc, base))
+    code = response.status_code
+    detail = _server_detail(response)
+    if 200 <= code < 300:
+        try:
+            duplicate = bool(response.json().get("duplicate"))
+        except (ValueError, AttributeError):
+            duplicate = False
+        return ("duplicate" if duplicate else "delivered"), ""
+    if code == 401:
+        return "fatal", ("the server %s no longer accepts this NAS's node key (HTTP 401%s): re-enroll with "
+                         "`exposure-guard enroll --server %s --secret SECRET`" % (base, _paren(detail), base))
+    if code == 403:
+        return "fatal", ("the server %s refused the report for this node key (HTTP 403%s): the device identity "
+                         "changed since enrollment; re-enroll with `exposure-guard enroll --server %s --secret "
+                         "SECRET`" % (base, _paren(detail), base))
+    if code == 413:
+        return "reject", ("the server %s refused a report as too large (HTTP 413%s); it was moved to "
+                          "spool/rejected/ — raise the server's --max-body or report fewer details"
+                          % (base, _paren(detail)))
+    if code in (400, 409, 415, 422):
+        return "reject", ("the server %s refused a report (HTTP %d%s); it was moved to spool/rejected/"
+                          % (base, code, _paren(detail)))
+    if code == 429 or code >= 500:
+        return "transient", "the server %s had a problem (HTTP %d%s)" % (base, code, _paren(detail))
+    if code == 404:
+        return "fatal", "%s answered HTTP 404: is [server] url an ExposureGuard server?" % url
+    return "transient", "unexpected answer from %s: HTTP %d%s" % (base, code, _paren(detail))
+
+
+def _paren(detail: str) -> str:
+    return (": " + detail) if detail else ""

@@ -1,0 +1,283 @@
+"""``exposure-guard-server``: init, serve, enroll-secret, user, api-token."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import secrets
+import sys
+from typing import List, Optional, Tuple
+
+from exposure_guard import __version__
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    pass
+
+
+def parse_listen(text: str) -> Tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (loopback)."""
+    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", text) or re.match(r"^([^:\[\]]*):(\d+)$", text)
+    if not match:
+        raise CliError("--listen must be HOST:PORT (e.g. 127.0.0.1:8443 or [::1]:8443), not %r" % text)
+    host, port = match.group(1) or "127.0.0.1", int(match.group(2))
+    if not 0 < port < 65536:
+        raise CliError("port %d is out of range" % port)
+    return host, port
+
+
+def _db_arg(parser: argparse.ArgumentParser) -> None:
+    from exposure_guard_server.db import default_db_url
+
+    parser.add_argument("--db", default=None, metavar="URL",
+                        help="sqlite:///PATH or postgresql://USER@HOST/DB (default: %s, or env "
+                             "EXPOSURE_GUARD_SERVER_DB)" % default_db_url())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exposure-guard-server",
+                                     description="ExposureGuard fleet server: enrollment, check-ins, dashboard, API.")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("init", help="create or migrate the database, an admin login and a first enrollment secret")
+    _db_arg(p)
+    p.add_argument("--admin-user", default="admin")
+    p.add_argument("--admin-password-file", default="", metavar="FILE",
+                   help="read the admin password from FILE (default: env EXPOSURE_GUARD_ADMIN_PASSWORD, else a "
+                        "random one is generated and printed once)")
+
+    p = sub.add_parser("serve", help="run the server")
+    _db_arg(p)
+    p.add_argument("--listen", default="127.0.0.1:8443", metavar="HOST:PORT")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default 1)")
+    p.add_argument("--tls-cert", default="", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", default="", metavar="FILE", help="private key for --tls-cert")
+    p.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
+                   help="largest check-in body, compressed or not (default 1 MiB)")
+    p.add_argument("--stale-grace", type=float, default=600, metavar="SECONDS",
+                   help="a device is stale when not seen for 2 × its interval + this (default 600)")
+    p.add_argument("--default-interval", type=int, default=3600, metavar="SECONDS",
+                   help="check interval assumed until a device reports its own (default 3600)")
+    p.add_argument("--cookie-secure", choices=("auto", "always", "never"), default="auto",
+                   help="Secure flag on the session cookie (auto: when the request is HTTPS)")
+    p.add_argument("--public-metrics", action="store_true", help="serve /metrics without an API token")
+    p.add_argument("--proxy", default="", metavar="ADDRESSES",
+                   help="trust X-Forwarded-For/-Proto from these proxy addresses (comma separated)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--access-log", action="store_true", help="log every request")
+
+    p = sub.add_parser("enroll-secret", help="manage enrollment secrets")
+    ssub = p.add_subparsers(dest="action", metavar="ACTION")
+    ssub.required = True
+    q = ssub.add_parser("create", help="create a secret; printed alone on the last line")
+    _db_arg(q)
+    q.add_argument("--name", default="")
+    q = ssub.add_parser("list", help="list secrets (never their values)")
+    _db_arg(q)
+    q = ssub.add_parser("revoke", help="revoke by id, name, shown prefix or the secret itself")
+    _db_arg(q)
+    q.add_argument("secret", metavar="ID|NAME|PREFIX|SECRET")
+
+    p = sub.add_parser("user", help="set an admin user's password (creates the user if needed)")
+    _db_arg(p)
+    p.add_argument("username")
+    p.add_argument("--password-file", default="", metavar="FILE")
+
+    p = sub.add_parser("api-token", help="manage API tokens for automation")
+    tsub = p.add_subparsers(dest="action", metavar="ACTION")
+    tsub.required = True
+    q = tsub.add_parser("create", help="create a token; printed alone on the last line")
+    _db_arg(q)
+    q.add_argument("--name", default="")
+    q = tsub.add_parser("list")
+    _db_arg(q)
+    q = tsub.add_parser("revoke")
+    _db_arg(q)
+    q.add_argument("id", type=int)
+    return parser
+
+
+def _engine(args: argparse.Namespace, *, migrate: bool = False):  # type: ignore[no-untyped-def]
+    from exposure_guard_server import db
+
+    url = db.normalise_url(args.db or db.default_db_url())
+    engine = db.make_engine(url)
+    if migrate:
+        db.migrate(engine)
+    else:
+        db.require_current(engine)
+    return url, engine
+
+
+def _password(file: str, env: str = "EXPOSURE_GUARD_ADMIN_PASSWORD") -> Optional[str]:
+    if file:
+        try:
+            with open(file, encoding="utf-8") as handle:
+                return handle.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise CliError("cannot read the password file %s: %s" % (file, exc.strerror)) from None
+    return os.environ.get(env) or None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from exposure_guard_server.admin import Admin
+    from exposure_guard_server.db import head_revision, safe_url
+
+    url, engine = _engine(args, migrate=True)
+    admin = Admin(engine)
+    out = sys.stdout
+    out.write("database %s is at schema revision %s\n" % (safe_url(url), head_revision()))
+    if not admin.has_users():
+        password = _password(args.admin_password_file)
+        generated = password is None
+        if generated:
+            password = secrets.token_urlsafe(15)
+        admin.set_password(args.admin_user, password or "")
+        out.write("admin login created: user %s" % args.admin_user)
+        out.write(", password %s (shown once; change it with `exposure-guard-server user %s`)\n" % (
+            password, args.admin_user) if generated else " (password from your file/environment)\n")
+    else:
+        out.write("admin login already exists (change a password with `exposure-guard-server user NAME`)\n")
+    active = [s for s in admin.list_enroll_secrets() if not s["revoked_at"]]
+    if not active:
+        _id, secret = admin.create_enroll_secret("first secret")
+        out.write("first enrollment secret (shown once): %s\n" % secret)
+        out.write("  on each NAS: exposure-guard enroll --server https://THIS-SERVER:8443 --secret %s\n" % secret)
+    else:
+        out.write("%d active enrollment secret(s); create another with `exposure-guard-server enroll-secret "
+                  "create`\n" % len(active))
+    db_flag = "" if not args.db else " --db '%s'" % safe_url(url)
+    out.write("start the server with:\n  exposure-guard-server serve%s --listen 127.0.0.1:8443\n" % db_flag)
+    out.write("  (for other machines: --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem)\n")
+    engine.dispose()
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from exposure_guard_server.config import ENV_NAME, ServerConfig
+    from exposure_guard_server.db import safe_url
+
+    host, port = parse_listen(args.listen)
+    if args.workers < 1 or args.workers > 64:
+        raise CliError("--workers must be between 1 and 64")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
+    url, engine = _engine(args)  # refuses to start on an empty or outdated schema
+    engine.dispose()
+    config = ServerConfig(db_url=url, max_body=args.max_body, stale_grace=args.stale_grace,
+                          default_interval=args.default_interval, cookie_secure=args.cookie_secure,
+                          public_metrics=args.public_metrics)
+    os.environ[ENV_NAME] = config.to_env()
+    scheme = "https" if args.tls_cert else "http"
+    shown = "[%s]" % host if ":" in host else host
+    sys.stderr.write("exposure-guard-server %s: %s://%s:%d/ (database %s, %d worker%s)\n" % (
+        __version__, scheme, shown, port, safe_url(url), args.workers, "" if args.workers == 1 else "s"))
+    uvicorn.run("exposure_guard_server.app:app_from_env", factory=True, host=host, port=port, workers=args.workers,
+                ssl_certfile=args.tls_cert or None, ssl_keyfile=args.tls_key or None, log_level=args.log_level,
+                access_log=args.access_log, proxy_headers=bool(args.proxy),
+                forwarded_allow_ips=args.proxy or None, server_header=False, timeout_graceful_shutdown=10)
+    return EXIT_OK
+
+
+def cmd_enroll_secret(args: argparse.Namespace) -> int:
+    from exposure_guard_server.admin import Admin
+    from exposure_guard_server.reportlogic import format_time
+
+    _url, engine = _engine(args)
+    admin = Admin(engine)
+    if args.action == "create":
+        secret_id, secret = admin.create_enroll_secret(args.name)
+        sys.stdout.write("enrollment secret %d created; on each NAS run: exposure-guard enroll --server URL "
+                         "--secret <the line below>\n%s\n" % (secret_id, secret))
+    elif args.action == "list":
+        rows = admin.list_enroll_secrets()
+        sys.stdout.write("%-4s %-24s %-12s %-20s %-11s %s\n" % ("ID", "NAME", "PREFIX", "CREATED", "ENROLLMENTS",
+                                                                "STATE"))
+        for row in rows:
+            state = ("revoked " + format_time(row["revoked_at"])) if row["revoked_at"] else "active"
+            sys.stdout.write("%-4d %-24s %-12s %-20s %-11d %s\n" % (row["id"], row["name"][:24], row["prefix"] + "…",
+                                                                   format_time(row["created_at"]),
+                                                                   row["enrolled_count"], state))
+    else:
+        if not admin.revoke_enroll_secret(args.secret):
+            raise CliError("no active enrollment secret matches %r (see `enroll-secret list`)" % args.secret)
+        sys.stdout.write("revoked; devices already enrolled with it keep their node keys\n")
+    engine.dispose()
+    return EXIT_OK
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from exposure_guard_server.admin import Admin
+
+    _url, engine = _engine(args)
+    password = _password(args.password_file)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise CliError("no password: use --password-file FILE or env EXPOSURE_GUARD_ADMIN_PASSWORD")
+        password = getpass.getpass("new password for %s: " % args.username)
+        if getpass.getpass("again: ") != password:
+            raise CliError("the passwords differ")
+    created = Admin(engine).set_password(args.username, password)
+    sys.stdout.write("user %s %s\n" % (args.username, "created" if created else "password changed; sessions ended"))
+    engine.dispose()
+    return EXIT_OK
+
+
+def cmd_api_token(args: argparse.Namespace) -> int:
+    from exposure_guard_server.admin import Admin
+    from exposure_guard_server.reportlogic import format_time
+
+    _url, engine = _engine(args)
+    admin = Admin(engine)
+    if args.action == "create":
+        token_id, token = admin.create_api_token(args.name)
+        sys.stdout.write("API token %d created (use as Authorization: Bearer TOKEN):\n%s\n" % (token_id, token))
+    elif args.action == "list":
+        for row in admin.list_api_tokens():
+            sys.stdout.write("%-4d %-24s %s… created %s%s\n" % (row["id"], row["name"][:24], row["prefix"],
+                                                               format_time(row["created_at"]),
+                                                               " REVOKED" if row["revoked_at"] else ""))
+    else:
+        if not admin.revoke_api_token(args.id):
+            raise CliError("no active API token %d" % args.id)
+        sys.stdout.write("revoked\n")
+    engine.dispose()
+    return EXIT_OK
+
+
+COMMANDS = {"init": cmd_init, "serve": cmd_serve, "enroll-secret": cmd_enroll_secret, "user": cmd_user,
+            "api-token": cmd_api_token}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from exposure_guard_server.db import DatabaseError
+    from exposure_guard_server.errors import ApiError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, DatabaseError) as exc:
+        sys.stderr.write("exposure-guard-server: %s\n" % exc)
+        return EXIT_USAGE
+    except ApiError as exc:
+        sys.stderr.write("exposure-guard-server: %s\n" % exc.detail)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a database that cannot be reached, etc.
+        name = exc.__class__.__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        sys.stderr.write("exposure-guard-server: %s: %s\n" % (name, first[:500]))
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

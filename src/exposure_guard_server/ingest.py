@@ -1,0 +1,385 @@
+"""Enrollment and check-in: the write path. Framework-free so it can be tested and benchmarked directly.
+
+Check-in is idempotent on ``report_id``: the same report delivered twice is stored once (the second time
+answers ``{"duplicate": true}``); a different report body under a known ``report_id``, or a report whose
+``device.device_id`` is not the node key's device, is refused and nothing is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import jsonschema
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from exposure_guard.report import load_schema
+from exposure_guard_server import models as m
+from exposure_guard_server.db import WRITE, is_sqlite
+from exposure_guard_server.errors import ApiError
+from exposure_guard_server.reportlogic import RISK, derive_transitions, failing_checks, parse_time, verdict_of
+from exposure_guard_server.security import NODE_KEY_PREFIX, new_secret, token_hash
+
+MIN_INTERVAL, MAX_INTERVAL = 60, 7 * 86400
+
+_SCHEMA = load_schema()
+_REPORT_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
+_DEVICE_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA["properties"]["device"])
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("%s is not valid JSON" % name)
+
+
+def decode_body(raw: bytes, content_encoding: str, max_body: int) -> Dict[str, Any]:
+    """Gunzip (bounded: a gzip bomb is refused, not inflated) and parse one JSON object."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(raw, max_body + 1)
+        except zlib.error as exc:
+            raise ApiError(400, "body is not valid gzip: %s" % exc) from None
+        if len(data) > max_body or inflater.unconsumed_tail:
+            raise ApiError(413, "decompressed body is larger than %d bytes" % max_body)
+        if not inflater.eof:
+            raise ApiError(400, "body is truncated gzip")
+    elif encoding in ("", "identity"):
+        data = raw
+    else:
+        raise ApiError(415, "unsupported Content-Encoding %r (use gzip or none)" % encoding[:40])
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, "body is not valid UTF-8 JSON: %s" % str(exc)[:200]) from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return doc
+
+
+def _first_error(validator: jsonschema.protocols.Validator, doc: Any) -> Optional[str]:
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path) or "(document)"
+    return "%s: %s" % (where, error.message[:300])
+
+
+@dataclass
+class PreparedReport:
+    doc: Dict[str, Any]
+    report_id: str
+    device_id: str
+    generated_at: float
+    verdict: str
+    failing: Dict[str, str]
+    body: bytes  # zlib-compressed canonical JSON
+    sha256: str
+
+
+def prepare_report(doc: Dict[str, Any]) -> PreparedReport:
+    """Validate against report-v1.schema.json and derive what the server stores (CPU only, no DB)."""
+    problem = _first_error(_REPORT_VALIDATOR, doc)
+    if problem:
+        raise ApiError(422, "report does not match exposure-guard/report/v1: " + problem)
+    generated = parse_time(doc["generated_at"])
+    if generated is None:
+        raise ApiError(422, "report does not match exposure-guard/report/v1: generated_at is not RFC 3339")
+    canonical = json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return PreparedReport(
+        doc=doc, report_id=doc["report_id"].lower(), device_id=doc["device"]["device_id"], generated_at=generated,
+        verdict=verdict_of(doc), failing=failing_checks(doc), body=zlib.compress(canonical, 6),
+        sha256=hashlib.sha256(canonical).hexdigest(),
+    )
+
+
+def load_body(blob: bytes) -> Dict[str, Any]:
+    return json.loads(zlib.decompress(blob).decode("utf-8"))
+
+
+def parse_interval(header: Optional[str], default: int) -> int:
+    if not header:
+        return default
+    try:
+        value = int(header.strip())
+    except ValueError:
+        return default
+    return min(MAX_INTERVAL, max(MIN_INTERVAL, value))
+
+
+class Ingest:
+    """The write path for one server process (one per uvicorn worker)."""
+
+    def __init__(self, engine: Engine, *, default_interval: int = 3600, stale_grace: float = 600) -> None:
+        self.engine = engine
+        self.writer = engine.execution_options(**WRITE)
+        self.default_interval = default_interval
+        self.stale_grace = stale_grace
+        # SQLite has one writer at a time; queueing our own threads here is cheaper than its busy handler.
+        self._write_lock: Optional[threading.Lock] = threading.Lock() if is_sqlite(str(engine.url)) else None
+        self.stats: Dict[str, int] = {}
+        self._stats_lock = threading.Lock()
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[name] = self.stats.get(name, 0) + n
+
+    def take_stats(self) -> Dict[str, int]:
+        with self._stats_lock:
+            out, self.stats = self.stats, {}
+        return out
+
+    def _write(self) -> Any:
+        return _Locked(self._write_lock, self.writer)
+
+    # -- enrollment ------------------------------------------------------------------------------------
+    def enroll(self, body: Any, now: Optional[float] = None) -> Dict[str, Any]:
+        now = time.time() if now is None else now
+        if not isinstance(body, dict):
+            raise ApiError(400, "body must be a JSON object with enroll_secret and device")
+        secret = body.get("enroll_secret")
+        device = body.get("device")
+        if not isinstance(secret, str) or not secret:
+            raise ApiError(401, "missing enroll_secret")
+        if not isinstance(device, dict):
+            raise ApiError(422, "missing device identity object")
+        problem = _first_error(_DEVICE_VALIDATOR, device)
+        if problem:
+            raise ApiError(422, "device identity is not valid: " + problem)
+        agent = body.get("agent") if isinstance(body.get("agent"), dict) else {}
+        agent_version = str(agent.get("version", ""))[:64]
+        node_key = new_secret(NODE_KEY_PREFIX)
+        key_hash = token_hash(node_key)
+        with self._write() as conn:
+            row = conn.execute(select(m.enroll_secrets.c.id).where(
+                m.enroll_secrets.c.secret_hash == token_hash(secret), m.enroll_secrets.c.revoked_at.is_(None))).first()
+            if row is None:
+                raise ApiError(401, "invalid or revoked enrollment secret")
+            secret_id = row.id
+            existing = conn.execute(select(m.devices.c.id, m.devices.c.stale_base).where(
+                m.devices.c.device_id == device["device_id"]).with_for_update()).first()
+            identity = {
+                "hostname": device["hostname"], "model": device["model"], "firmware": device["firmware"],
+                "build": device["build"], "lan_addresses": json.dumps(device["lan_addresses"]),
+            }
+            if existing is not None:
+                # Same device id: same device row and history, a fresh node key (the old one stops working).
+                conn.execute(update(m.devices).where(m.devices.c.id == existing.id).values(
+                    node_key_hash=key_hash, enroll_secret_id=secret_id, agent_version=agent_version, **identity))
+                device_pk, again = existing.id, True
+            else:
+                device_pk = conn.execute(insert(m.devices).values(
+                    device_id=device["device_id"], node_key_hash=key_hash, enroll_secret_id=secret_id,
+                    enrolled_at=now, agent_version=agent_version, interval_s=self.default_interval,
+                    verdict="pending", risk=0, fail_count=0, failing="[]",
+                    stale_base=now + 2 * self.default_interval, stale=False, report_count=0, **identity,
+                )).inserted_primary_key[0]
+                again = False
+                add_transition(conn, device_pk, "enrolled", now, None, {"hostname": device["hostname"]})
+            conn.execute(update(m.enroll_secrets).where(m.enroll_secrets.c.id == secret_id).values(
+                enrolled_count=m.enroll_secrets.c.enrolled_count + 1))
+        self.count("enrollments")
+        return {"node_key": node_key, "device_id": device["device_id"], "re_enrolled": again}
+
+    # -- check-in --------------------------------------------------------------------------------------
+    def authenticate(self, node_key: Optional[str]) -> Tuple[int, str]:
+        if not node_key:
+            raise ApiError(401, "missing node key (Authorization: Bearer <node key>)",
+                           {"WWW-Authenticate": "Bearer"})
+        with self.engine.connect() as conn:
+            row = conn.execute(select(m.devices.c.id, m.devices.c.device_id).where(
+                m.devices.c.node_key_hash == token_hash(node_key))).first()
+        if row is None:
+            raise ApiError(401, "unknown node key: enroll this device again", {"WWW-Authenticate": "Bearer"})
+        return row.id, row.device_id
+
+    def checkin(self, node_key: Optional[str], raw: bytes, content_encoding: str, interval_header: Optional[str],
+                max_body: int, now: Optional[float] = None) -> Dict[str, Any]:
+        try:
+            result = self._checkin(node_key, raw, content_encoding, interval_header, max_body, now)
+        except ApiError as exc:
+            self.count("checkins_rejected_%d" % exc.status)
+            raise
+        self.count("checkins_duplicate" if result["duplicate"] else "checkins_stored")
+        return result
+
+    def _checkin(self, node_key: Optional[str], raw: bytes, content_encoding: str, interval_header: Optional[str],
+                 max_body: int, now: Optional[float]) -> Dict[str, Any]:
+        device_pk, device_id = self.authenticate(node_key)
+        report = prepare_report(decode_body(raw, content_encoding, max_body))
+        if report.device_id != device_id:
+            raise ApiError(403, "report is for device %r but the node key belongs to another device" %
+                           report.device_id[:128])
+        with self.engine.connect() as conn:
+            seen = _existing_report(conn, report.report_id)
+        if seen is not None:
+            return _duplicate(seen, device_pk, report)
+        try:
+            with self._write() as conn:
+                return self._store(conn, device_pk, report, interval_header,
+                                   time.time() if now is None else now)
+        except IntegrityError:
+            # Lost a race with a concurrent delivery of the same report_id.
+            with self.engine.connect() as conn:
+                seen = _existing_report(conn, report.report_id)
+            if seen is None:
+                raise
+            return _duplicate(seen, device_pk, report)
+
+    def _store(self, conn: Connection, device_pk: int, report: PreparedReport, interval_header: Optional[str],
+               now: float) -> Dict[str, Any]:
+        d = m.devices.c
+        dev = conn.execute(select(d.id, d.interval_s, d.last_generated_at, d.verdict, d.failing, d.stale,
+                                  d.report_count).where(d.id == device_pk).with_for_update()).first()
+        if dev is None:
+            raise ApiError(401, "unknown node key: enroll this device again")
+        seen = _existing_report(conn, report.report_id)
+        if seen is not None:
+            return _duplicate(seen, device_pk, report)
+        report_pk = conn.execute(insert(m.reports).values(
+            report_id=report.report_id, device_pk=device_pk, generated_at=report.generated_at, received_at=now,
+            verdict=report.verdict, fail_count=len(report.failing), body_sha256=report.sha256, body=report.body,
+        )).inserted_primary_key[0]
+        interval = parse_interval(interval_header, dev.interval_s)
+        values: Dict[str, Any] = {"last_seen_at": now, "stale_base": now + 2 * interval, "stale": False,
+                                  "interval_s": interval, "report_count": dev.report_count + 1}
+        events: List[Tuple[str, Dict[str, Any]]] = []
+        if dev.stale:
+            events.append(("back", {"last_report_id": report.report_id}))
+        latest = dev.last_generated_at is None or report.generated_at >= dev.last_generated_at
+        if latest:
+            previous_failing = {item[0]: item[1] for item in json.loads(dev.failing)}
+            device = report.doc["device"]
+            values.update(
+                last_generated_at=report.generated_at, last_report_pk=report_pk, verdict=report.verdict,
+                risk=RISK[report.verdict], fail_count=len(report.failing),
+                failing=json.dumps(sorted(report.failing.items())),
+                hostname=device["hostname"], model=device["model"], firmware=device["firmware"],
+                build=device["build"], lan_addresses=json.dumps(device["lan_addresses"]),
+                agent_version=str(report.doc["agent"]["version"])[:64],
+            )
+            events.extend(derive_transitions(dev.verdict, previous_failing, report.verdict, report.failing))
+            _sync_failing(conn, device_pk, previous_failing, report.failing)
+        conn.execute(update(m.devices).where(d.id == device_pk).values(**values))
+        for kind, detail in events:
+            detail = dict(detail, report_id=report.report_id)
+            add_transition(conn, device_pk, kind, now, report_pk, detail)
+        return {"stored": True, "duplicate": False, "report_id": report.report_id, "verdict": report.verdict,
+                "latest": latest, "transitions": [kind for kind, _ in events]}
+
+    # -- stale sweep -----------------------------------------------------------------------------------
+    def sweep_stale(self, now: Optional[float] = None) -> int:
+        """Mark devices not seen for 2 × interval + grace as stale, once, with a went_stale transition."""
+        now = time.time() if now is None else now
+        cutoff = now - self.stale_grace
+        d = m.devices.c
+        with self._write() as conn:
+            rows = conn.execute(update(m.devices).where(d.stale.is_(False), d.stale_base < cutoff).values(
+                stale=True).returning(d.id, d.last_seen_at, d.interval_s)).fetchall()
+            for row in rows:
+                add_transition(conn, row.id, "went_stale", now, None, {
+                    "last_seen_at": row.last_seen_at, "interval_s": row.interval_s,
+                    "grace_s": self.stale_grace})
+        return len(rows)
+
+
+class _Locked:
+    """``with`` a write transaction, holding the in-process write lock first (SQLite only)."""
+
+    def __init__(self, lock: Optional[threading.Lock], engine: Engine) -> None:
+        self.lock, self.engine = lock, engine
+        self._ctx: Any = None
+
+    def __enter__(self) -> Connection:
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self._ctx = self.engine.begin()
+            return self._ctx.__enter__()
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._ctx.__exit__(*exc)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+
+def _existing_report(conn: Connection, report_id: str) -> Any:
+    return conn.execute(select(m.reports.c.device_pk, m.reports.c.body_sha256, m.reports.c.verdict).where(
+        m.reports.c.report_id == report_id)).first()
+
+
+def _duplicate(seen: Any, device_pk: int, report: PreparedReport) -> Dict[str, Any]:
+    if seen.device_pk != device_pk:
+        raise ApiError(409, "report_id %s already belongs to another device" % report.report_id)
+    if seen.body_sha256 != report.sha256:
+        raise ApiError(409, "report_id %s was already stored with different content" % report.report_id)
+    return {"stored": True, "duplicate": True, "report_id": report.report_id, "verdict": seen.verdict,
+            "latest": False, "transitions": []}
+
+
+def _sync_failing(conn: Connection, device_pk: int, before: Dict[str, str], after: Dict[str, str]) -> None:
+    t = m.device_failing
+    gone = [check for check in before if check not in after]
+    if gone:
+        conn.execute(delete(t).where(and_(t.c.device_pk == device_pk, t.c.check_id.in_(gone))))
+    for check, severity in after.items():
+        if check not in before:
+            conn.execute(insert(t).values(device_pk=device_pk, check_id=check, severity=severity))
+        elif before[check] != severity:
+            conn.execute(update(t).where(t.c.device_pk == device_pk, t.c.check_id == check).values(severity=severity))
+
+
+def add_transition(conn: Connection, device_pk: int, kind: str, now: float, report_pk: Optional[int],
+                   detail: Dict[str, Any]) -> int:
+    """Record a transition and queue it for every enabled webhook that wants this kind (same transaction)."""
+    text = json.dumps(detail, sort_keys=True)
+    transition_id = conn.execute(insert(m.transitions).values(
+        device_pk=device_pk, kind=kind, at=now, report_pk=report_pk, detail=text)).inserted_primary_key[0]
+    hooks = conn.execute(select(m.webhooks.c.id, m.webhooks.c.events).where(m.webhooks.c.enabled.is_(True))).all()
+    wanted = [hook.id for hook in hooks if hook.events == "*" or kind in hook.events.split(",")]
+    if wanted:
+        from exposure_guard_server.webhooks import build_payload
+
+        payload = build_payload(conn, transition_id)
+        conn.execute(insert(m.webhook_deliveries), [
+            {"webhook_id": hook_id, "transition_id": transition_id, "event": kind, "payload": payload,
+             "status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": "", "created_at": now}
+            for hook_id in wanted])
+    return transition_id
+
+
+
+def flush_counters(engine: Engine, deltas: Dict[str, int]) -> None:
+    """Add this process's counter deltas to the shared ``counters`` table."""
+    if not deltas:
+        return
+    c = m.counters.c
+    writer = engine.execution_options(**WRITE)
+    for attempt in range(3):
+        try:
+            with writer.begin() as conn:
+                for name in sorted(deltas):
+                    changed = conn.execute(update(m.counters).where(c.name == name).values(
+                        value=c.value + deltas[name])).rowcount
+                    if not changed:
+                        conn.execute(insert(m.counters).values(name=name, value=deltas[name]))
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
+
+
+def read_counters(engine: Engine) -> Dict[str, int]:
+    with engine.connect() as conn:
+        return {row.name: int(row.value) for row in conn.execute(select(m.counters.c.name, m.counters.c.value))}

@@ -1,0 +1,15 @@
+"""Alembic environment: run by ``exposure_guard_server.db.migrate`` with a live connection."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from exposure_guard_server.models import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:  # pragma: no cover - only through db.migrate
+    raise RuntimeError("run migrations with `exposure-guard-server init --db URL`")
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
+                  compare_type=True)
+with context.begin_transaction():
+    context.run_migrations()

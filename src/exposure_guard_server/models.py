@@ -1,0 +1,180 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations in ``migrations/versions`` create it;
+``tests/server/test_migrations.py`` checks the two never drift apart.
+
+Times are UNIX epoch seconds (float) everywhere: portable between SQLite and PostgreSQL and cheap to
+index and compare."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_login_at", Float),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+)
+
+enroll_secrets = Table(
+    "enroll_secrets", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("enrolled_count", Integer, nullable=False, default=0),
+)
+
+devices = Table(
+    "devices", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", String(128), nullable=False, unique=True),
+    Column("node_key_hash", String(64), nullable=False, unique=True),
+    Column("enroll_secret_id", Integer, ForeignKey("enroll_secrets.id", ondelete="SET NULL")),
+    Column("enrolled_at", Float, nullable=False),
+    Column("hostname", String(255), nullable=False, default=""),
+    Column("model", String(128), nullable=False, default=""),
+    Column("firmware", String(64), nullable=False, default=""),
+    Column("build", String(64), nullable=False, default=""),
+    Column("lan_addresses", Text, nullable=False, default="[]"),
+    Column("agent_version", String(64), nullable=False, default=""),
+    Column("interval_s", Integer, nullable=False, default=3600),
+    Column("last_seen_at", Float),
+    Column("last_generated_at", Float),
+    Column("last_report_pk", BigId),
+    # pending (enrolled, no report yet) | ok | at_risk | exposed; risk orders them 0..3
+    Column("verdict", String(16), nullable=False, default="pending"),
+    Column("risk", Integer, nullable=False, default=0),
+    Column("fail_count", Integer, nullable=False, default=0),
+    Column("failing", Text, nullable=False, default="[]"),
+    # last_seen (or enrolment) + 2 × interval; stale when older than now − grace
+    Column("stale_base", Float, nullable=False),
+    Column("stale", Boolean, nullable=False, default=False),
+    Column("report_count", Integer, nullable=False, default=0),
+    Index("ix_devices_verdict", "verdict"),
+    Index("ix_devices_risk_hostname", "risk", "hostname"),
+    Index("ix_devices_hostname", "hostname"),
+    Index("ix_devices_last_seen_at", "last_seen_at"),
+    Index("ix_devices_firmware", "firmware"),
+    Index("ix_devices_stale_base", "stale_base"),
+)
+
+device_failing = Table(
+    "device_failing", metadata,
+    Column("device_pk", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("check_id", String(80), primary_key=True),
+    Column("severity", String(16), nullable=False),
+    Index("ix_device_failing_check", "check_id", "device_pk"),
+)
+
+reports = Table(
+    "reports", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("report_id", String(64), nullable=False, unique=True),
+    Column("device_pk", Integer, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("generated_at", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("fail_count", Integer, nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # zlib-compressed report JSON, exactly as received
+    Index("ix_reports_device_generated", "device_pk", "generated_at"),
+)
+
+transitions = Table(
+    "transitions", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("device_pk", Integer, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    # enrolled | became_exposed | became_at_risk | fixed | went_stale | back
+    Column("kind", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("report_pk", BigId),
+    Column("detail", Text, nullable=False, default="{}"),
+    Index("ix_transitions_device_at", "device_pk", "at"),
+    Index("ix_transitions_at", "at"),
+)
+
+webhooks = Table(
+    "webhooks", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("events", String(500), nullable=False, default="*"),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", Float, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("transition_id", BigId),
+    Column("event", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("last_status", Integer),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
+)
+
+# Per-process counters (check-ins by result …), added up by every server process every few seconds.
+counters = Table(
+    "counters", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False, default=0),
+)

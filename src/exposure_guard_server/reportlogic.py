@@ -1,0 +1,114 @@
+"""What the server derives from report documents: verdict, failing checks, transitions and diffs."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Dict, List, Optional, Tuple
+
+VERDICTS = ("pending", "ok", "at_risk", "exposed")
+RISK = {name: rank for rank, name in enumerate(VERDICTS)}
+VERDICT_LABEL = {"pending": "no report yet", "ok": "OK", "at_risk": "AT RISK", "exposed": "EXPOSED"}
+STATES = ("exposed", "at_risk", "ok", "stale", "pending")  # mutually exclusive: stale overrides the verdict
+TRANSITION_KINDS = ("enrolled", "became_exposed", "became_at_risk", "fixed", "went_stale", "back")
+SEVERITY_ORDER = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
+DEVICE_FIELDS = ("hostname", "model", "firmware", "build", "lan_addresses")
+
+
+def verdict_of(doc: Dict[str, Any]) -> str:
+    """exposed (the report says the internet reaches it), at_risk (a failing non-info check), or ok."""
+    if doc.get("summary", {}).get("exposed"):
+        return "exposed"
+    for finding in doc.get("findings", []):
+        if finding.get("status") == "fail" and finding.get("severity") != "info":
+            return "at_risk"
+    return "ok"
+
+
+def failing_checks(doc: Dict[str, Any]) -> Dict[str, str]:
+    """check id → severity of every failing finding."""
+    out: Dict[str, str] = {}
+    for finding in doc.get("findings", []):
+        if finding.get("status") == "fail":
+            out[str(finding.get("id"))] = str(finding.get("severity"))
+    return out
+
+
+def parse_time(text: str) -> Optional[float]:
+    """RFC 3339 → epoch seconds (None when unparsable)."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.timestamp()
+
+
+def format_time(epoch: Optional[float]) -> str:
+    if epoch is None:
+        return ""
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def derive_transitions(previous: str, previous_failing: Dict[str, str], verdict: str,
+                       failing: Dict[str, str]) -> List[Tuple[str, Dict[str, Any]]]:
+    """Transitions between two consecutive verdicts (``pending`` = no earlier report)."""
+    newly = sorted(set(failing) - set(previous_failing))
+    gone = sorted(set(previous_failing) - set(failing))
+    detail = {"previous_verdict": previous, "verdict": verdict, "newly_failing": newly, "no_longer_failing": gone}
+    if verdict == "exposed" and previous != "exposed":
+        return [("became_exposed", detail)]
+    if verdict == "at_risk" and previous in ("pending", "ok"):
+        return [("became_at_risk", detail)]
+    if previous in ("exposed", "at_risk") and RISK[verdict] < RISK[previous]:
+        return [("fixed", detail)]
+    return []
+
+
+def diff_reports(previous: Optional[Dict[str, Any]], current: Dict[str, Any]) -> Dict[str, Any]:
+    """What changed from one report to the next: findings, device identity, summary, applied changes."""
+    before = {f.get("id"): f for f in (previous or {}).get("findings", [])}
+    after = {f.get("id"): f for f in current.get("findings", [])}
+    newly_failing, fixed, changed, added, removed = [], [], [], [], []
+    for check_id, finding in after.items():
+        old = before.get(check_id)
+        if old is None:
+            added.append({"id": check_id, "status": finding.get("status")})
+            if finding.get("status") == "fail" and previous is not None:
+                newly_failing.append(check_id)
+            continue
+        if old.get("status") != finding.get("status") or old.get("severity") != finding.get("severity"):
+            entry = {"id": check_id, "from": old.get("status"), "to": finding.get("status"),
+                     "severity_from": old.get("severity"), "severity_to": finding.get("severity")}
+            changed.append(entry)
+            if finding.get("status") == "fail" and old.get("status") != "fail":
+                newly_failing.append(check_id)
+            elif old.get("status") == "fail" and finding.get("status") != "fail":
+                fixed.append(check_id)
+    for check_id, old in before.items():
+        if check_id not in after:
+            removed.append({"id": check_id, "status": old.get("status")})
+            if old.get("status") == "fail":
+                fixed.append(check_id)
+    device_changes = {}
+    if previous is not None:
+        for key in DEVICE_FIELDS:
+            a, b = previous.get("device", {}).get(key), current.get("device", {}).get(key)
+            if a != b:
+                device_changes[key] = {"from": a, "to": b}
+    return {
+        "previous_report_id": (previous or {}).get("report_id"),
+        "report_id": current.get("report_id"),
+        "previous_verdict": verdict_of(previous) if previous is not None else None,
+        "verdict": verdict_of(current),
+        "newly_failing": sorted(newly_failing),
+        "fixed": sorted(fixed),
+        "changed": sorted(changed, key=lambda e: str(e["id"])),
+        "added": sorted(added, key=lambda e: str(e["id"])),
+        "removed": sorted(removed, key=lambda e: str(e["id"])),
+        "device": device_changes,
+        "changes_applied": list(current.get("changes", [])),
+    }

@@ -1,0 +1,128 @@
+"""Webhooks: signed JSON on transitions, retried with backoff, visible delivery log (a real HTTP receiver
+on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from conftest import Api, device_identity, make_report
+from exposure_guard_server.webhooks import WebhookSender
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.received: List[Dict[str, Any]] = []
+        self.fail_next = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if receiver.fail_next > 0:
+                    receiver.fail_next -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    self.wfile.write(b"receiver down")
+                    return
+                receiver.received.append({"headers": dict(self.headers), "body": body})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def _verify(secret: str, item: Dict[str, Any]) -> bool:
+    headers = {k.lower(): v for k, v in item["headers"].items()}
+    stamp = headers["x-exposureguard-timestamp"]
+    expected = "sha256=" + hmac.new(secret.encode(), stamp.encode() + b"." + item["body"], hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers["x-exposureguard-signature"])
+
+
+def test_transition_webhook_is_signed_retried_and_logged(api: Api, receiver: Receiver) -> None:
+    _hook_id, secret = api.admin.create_webhook("ops", receiver.url, ["became_exposed", "fixed"])
+    sender = WebhookSender(api.server.engine, backoff_base=5.0)
+    dev = device_identity("dev-w", hostname="<b>nas</b>")
+    key = api.enroll_key(dev)  # "enrolled" is not subscribed: nothing queued
+    assert api.count("webhook_deliveries") == 0
+    api.checkin(key, make_report(dev, failing=["router.upnp-mappings"], exposed=True,
+                                 generated_at="2024-01-01T00:00:00Z"))
+    receiver.fail_next = 1
+    assert sender.run_due() == 1
+    assert receiver.received == []
+    log = api.admin.deliveries()
+    assert log[0]["status"] == "pending" and log[0]["attempts"] == 1 and log[0]["last_status"] == 500
+    assert "receiver down" in log[0]["last_error"]
+    # Not due yet: backoff (≥ half the base delay).
+    assert sender.run_due() == 0
+    assert sender.run_due(now=time.time() + 10) == 1
+    assert len(receiver.received) == 1
+    item = receiver.received[0]
+    assert _verify(secret, item)
+    assert not _verify("another secret!!", item)
+    payload = json.loads(item["body"])
+    assert payload["event"] == "became_exposed"
+    assert payload["device"]["device_id"] == "dev-w" and payload["device"]["hostname"] == "<b>nas</b>"
+    assert payload["detail"]["newly_failing"] == ["router.upnp-mappings"]
+    assert {k.lower(): v for k, v in item["headers"].items()}["x-exposureguard-event"] == "became_exposed"
+    log = api.admin.deliveries()
+    assert log[0]["status"] == "delivered" and log[0]["attempts"] == 2
+    # Fixed → second event.
+    api.checkin(key, make_report(dev, generated_at="2024-01-01T01:00:00Z"))
+    sender.run_due()
+    assert [json.loads(i["body"])["event"] for i in receiver.received] == ["became_exposed", "fixed"]
+    # The delivery log is on the admin page, escaped.
+    api.login()
+    page = api.client.get("/admin").text
+    assert "delivered" in page and "became_exposed" in page and "HTTP 500" not in page.split("Delivery log")[0]
+
+
+def test_webhook_gives_up_after_max_attempts(api: Api) -> None:
+    from exposure_guard_server import webhooks
+
+    api.admin.create_webhook("dead", "http://127.0.0.1:9/nothing-listens", [])
+    dev = device_identity("dev-x")
+    api.enroll_key(dev)  # "*" includes enrolled
+    sender = WebhookSender(api.server.engine, backoff_base=1.0, timeout=2)
+    now = time.time()
+    for attempt in range(webhooks.MAX_ATTEMPTS):
+        assert sender.run_due(now=now + 10000 * (attempt + 1)) == 1
+    log = api.admin.deliveries()
+    assert log[0]["status"] == "failed" and log[0]["attempts"] == webhooks.MAX_ATTEMPTS
+    assert sender.run_due(now=now + 10 ** 7) == 0
+
+
+def test_webhook_url_validation(api: Api) -> None:
+    from exposure_guard_server.errors import ApiError
+
+    for bad in ("ftp://x", "javascript:alert(1)", "http://", "not a url"):
+        with pytest.raises(ApiError):
+            api.admin.create_webhook("x", bad, [])
+    with pytest.raises(ApiError):
+        api.admin.create_webhook("x", "http://127.0.0.1/", ["no_such_event"])

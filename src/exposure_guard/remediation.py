@@ -242,6 +242,11 @@ def undo_changes(ctx: CheckContext, journal: ChangeJournal, records: List[Change
             lines.append("%s had failed; nothing to undo" % record.change_id)
             continue
         kind = ACTION_KINDS.get(record.kind)
+        if kind is None:  # kinds defined by a check family (e.g. igd-mapping-delete) register on import
+            from exposure_guard.checks.registry import _load_families
+
+            _load_families()
+            kind = ACTION_KINDS.get(record.kind)
         if kind is None:
             raise JournalError("change %s is of unknown kind %r (written by a newer agent?)" % (record.change_id,
                                                                                               record.kind))

@@ -1,0 +1,46 @@
+"""Fixtures for lab tests: ``lab`` (the default topology) and ``make_lab(**options)`` (see netlab.Lab).
+
+Every lab is torn down after its test, even on failure; tests skip with the reason when this machine
+cannot build one (not root, miniupnpd / ip / nft missing)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, List
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from netlab import Lab  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture
+def make_lab() -> Iterator[Callable[..., Lab]]:
+    built: List[Lab] = []
+
+    def make(**options: object) -> Lab:
+        reason = Lab.missing(bool(options.get("igd", True)))
+        if reason:
+            pytest.skip("lab: " + reason)
+        lab = Lab(**options)  # type: ignore[arg-type]
+        built.append(lab)
+        return lab.up()
+
+    try:
+        yield make
+    finally:
+        for lab in built:
+            lab.down()
+
+
+@pytest.fixture
+def lab(make_lab: Callable[..., Lab]) -> Lab:
+    return make_lab()

@@ -1,0 +1,297 @@
+"""Agent side of the reachability callback: ask the prober to connect back to us, and distrust the answer.
+
+The prober's reply is untrusted input: the body is read with a size cap under a total deadline, and
+checked field by field against the v1 contract (``data/prober-v1.schema.json``; the agent cannot ship
+``jsonschema``, so ``validate_answer`` mirrors it and the tests check both agree).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from exposure_guard import __version__
+from exposure_guard.fingerprint import clean_text
+
+API_SCHEMA = "exposure-guard/prober/v1"
+SCHEMA_FILE = Path(__file__).with_name("data") / "prober-v1.schema.json"
+RESPONSE_CAP = 256 * 1024
+MAX_PORTS = 16
+STATES = ("open", "closed", "filtered")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ProberError(Exception):
+    """The prober could not be asked or answered something unusable; the message is the reason."""
+
+
+class ProberUnreachable(ProberError):
+    """No connection to the prober over the requested address family."""
+
+
+@dataclass(frozen=True)
+class PortAsk:
+    port: int
+    tls: bool = False
+    probe: str = "http"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"port": self.port, "tls": self.tls, "probe": self.probe}
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    observed_address: str
+    family: str
+    ports: Dict[int, Dict[str, Any]]
+    upnp: Optional[Dict[str, Any]]
+    duration_ms: int
+    lab_mode: bool
+    via_proxy: bool
+    ignored_fields: List[str]
+
+
+class _FamilyAdapter(HTTPAdapter):
+    """Connect over one address family only: binding the wildcard address of that family makes every
+    address of the other family fail, so urllib3 moves on to the next one."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self._source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def ask(url: str, ports: Sequence[PortAsk], *, family: Optional[str] = None, token: str = "",
+        timeout: float = 20.0, ca_file: str = "", upnp: bool = True, nonce: Optional[str] = None) -> ProbeAnswer:
+    """POST /v1/probe over ``family`` ("ipv4", "ipv6" or None = whatever connects) and validate the answer."""
+    if not ports or len(ports) > MAX_PORTS:
+        raise ValueError("between 1 and %d ports" % MAX_PORTS)
+    nonce = nonce or new_nonce()
+    body = {"nonce": nonce, "ports": [p.to_dict() for p in ports], "upnp": upnp}
+    headers = {"Content-Type": "application/json", "Accept": "application/json",
+               "User-Agent": "exposure-guard/%s" % __version__}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    endpoint = url.rstrip("/") + "/v1/probe"
+    deadline = time.monotonic() + timeout
+    with requests.Session() as session:
+        session.trust_env = False  # a proxy would make the prober probe the proxy, not this NAS
+        if family is not None:
+            adapter = _FamilyAdapter("::" if family == "ipv6" else "0.0.0.0")
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        try:
+            response = session.post(endpoint, data=json.dumps(body), headers=headers, stream=True,
+                                    timeout=(min(10.0, timeout), timeout), allow_redirects=False,
+                                    verify=ca_file or True)
+        except requests.exceptions.SSLError as exc:
+            raise ProberError("TLS to the prober failed: %s" % clean_text(exc)) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise ProberUnreachable("cannot connect to the prober %s%s: %s" % (
+                url, " over " + family if family else "", clean_text(exc, 160))) from None
+        except requests.exceptions.Timeout:
+            raise ProberError("the prober did not answer within %.0f s" % timeout) from None
+        except requests.exceptions.RequestException as exc:
+            raise ProberError("asking the prober failed: %s" % clean_text(exc)) from None
+        try:
+            raw = _read_capped(response, deadline)
+        finally:
+            response.close()
+    document = _decode(raw)
+    if response.status_code != 200:
+        raise ProberError(_error_reason(response.status_code, document))
+    return validate_answer(document, nonce, [p.port for p in ports], family)
+
+
+def _read_capped(response: requests.Response, deadline: float) -> bytes:
+    """The body, at most RESPONSE_CAP bytes, by ``deadline``: a watchdog cuts the socket of a prober that
+    dribbles its answer (each recv would otherwise get the full read timeout again)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > RESPONSE_CAP:
+        raise ProberError("the prober's answer is larger than %d bytes" % RESPONSE_CAP)
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        sock = _socket_of(response)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
+    watchdog.daemon = True
+    watchdog.start()
+    data = b""
+    try:
+        for chunk in response.iter_content(16384):
+            data += chunk
+            if len(data) > RESPONSE_CAP:
+                raise ProberError("the prober's answer is larger than %d bytes" % RESPONSE_CAP)
+            if expired.is_set() or time.monotonic() > deadline:
+                break
+    except requests.exceptions.RequestException as exc:
+        if not expired.is_set():
+            raise ProberError("reading the prober's answer failed: %s" % clean_text(exc)) from None
+    finally:
+        watchdog.cancel()
+    if expired.is_set() or time.monotonic() > deadline:
+        raise ProberError("the prober's answer took too long to arrive")
+    return data
+
+
+def _socket_of(response: requests.Response) -> Optional[socket.socket]:
+    """The socket under a streamed response: the pooled connection's, or (after http.client handed it
+    to the response because the server closes the connection) the response file's."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None:
+        sock = getattr(getattr(getattr(getattr(response.raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _error_reason(status: int, document: Any) -> str:
+    if isinstance(document, dict) and isinstance(document.get("error"), dict):
+        error = document["error"]
+        return "the prober refused (HTTP %d %s): %s" % (status, clean_text(error.get("code", ""), 40),
+                                                        clean_text(error.get("message", ""), 200))
+    return "the prober answered HTTP %d without a v1 error document" % status
+
+
+# ---------------------------------------------------------------- validation (mirrors the JSON Schema)
+def _fail(what: str) -> ProberError:
+    return ProberError("the prober's answer does not follow %s: %s" % (API_SCHEMA, what))
+
+
+def _opt_text(value: Any, name: str, cap: int = 200) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > cap:
+        raise _fail("%s must be a string of at most %d characters" % (name, cap))
+    return clean_text(value, cap)
+
+
+def _validate_port(item: Any) -> Dict[str, Any]:
+    if not isinstance(item, dict):
+        raise _fail("a port result is not an object")
+    port = item.get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise _fail("bad port number")
+    state = item.get("state")
+    if state not in STATES:
+        raise _fail("port %d: state must be one of %s" % (port, ", ".join(STATES)))
+    out: Dict[str, Any] = {"port": port, "state": state, "tls": None, "http": None,
+                           "banner": _opt_text(item.get("banner"), "banner"),
+                           "error": _opt_text(item.get("error"), "error")}
+    tls = item.get("tls")
+    if tls is not None:
+        if not isinstance(tls, dict):
+            raise _fail("port %d: tls must be an object or null" % port)
+        digest = tls.get("sha256")
+        if digest is not None and (not isinstance(digest, str) or not _SHA256.match(digest)):
+            raise _fail("port %d: tls.sha256 must be 64 lower-case hex digits" % port)
+        out["tls"] = {"sha256": digest, "error": _opt_text(tls.get("error"), "tls.error")}
+    http = item.get("http")
+    if http is not None:
+        if not isinstance(http, dict):
+            raise _fail("port %d: http must be an object or null" % port)
+        status = http.get("status")
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999:
+            raise _fail("port %d: http.status must be a 3-digit number" % port)
+        out["http"] = {"status": status}
+        for key in ("server", "location", "title"):
+            value = _opt_text(http.get(key), "http." + key)
+            if value is None:
+                raise _fail("port %d: http.%s is missing" % (port, key))
+            out["http"][key] = value
+    return out
+
+
+def _validate_upnp(value: Any) -> Optional[Dict[str, Any]]:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("exposed"), bool):
+        raise _fail("upnp must be null or an object with a boolean 'exposed'")
+    out: Dict[str, Any] = {"exposed": value["exposed"], "error": _opt_text(value.get("error"), "upnp.error")}
+    for part in ("ssdp", "igd"):
+        section = value.get(part)
+        if section is not None and not isinstance(section, dict):
+            raise _fail("upnp.%s must be an object or null" % part)
+        kept: Dict[str, Any] = {}
+        for key, item in (section or {}).items():
+            if len(kept) >= 20:
+                break
+            if isinstance(item, bool) or (isinstance(item, int) and 0 <= item < 65536):
+                kept[clean_text(key, 40)] = item
+            elif isinstance(item, str):
+                kept[clean_text(key, 40)] = clean_text(item, 300)
+        out[part] = kept or None
+    return out
+
+
+def validate_answer(document: Any, nonce: str, asked: Sequence[int], family: Optional[str] = None) -> ProbeAnswer:
+    """Check an answer against the v1 contract and this request; keep only the known, capped fields."""
+    if not isinstance(document, dict):
+        raise _fail("not a JSON object")
+    if document.get("schema") != API_SCHEMA:
+        raise _fail("schema is %r" % clean_text(document.get("schema"), 60))
+    if document.get("nonce") != nonce:
+        raise _fail("the nonce does not match this request (a replayed or misrouted answer)")
+    observed = document.get("observed_address")
+    try:
+        address = ipaddress.ip_address(observed if isinstance(observed, str) else "")
+    except ValueError:
+        raise _fail("observed_address is not an IP address") from None
+    seen_family = "ipv6" if address.version == 6 else "ipv4"
+    if document.get("family") != seen_family:
+        raise _fail("family does not match observed_address")
+    if family is not None and seen_family != family:
+        raise _fail("asked over %s but the prober saw an %s address" % (family, seen_family))
+    duration = document.get("duration_ms")
+    if not isinstance(duration, int) or isinstance(duration, bool) or duration < 0:
+        raise _fail("duration_ms must be a non-negative integer")
+    for flag in ("via_proxy", "lab_mode"):
+        if not isinstance(document.get(flag), bool):
+            raise _fail("%s must be true or false" % flag)
+    items = document.get("ports")
+    if not isinstance(items, list) or len(items) > MAX_PORTS:
+        raise _fail("ports must be a list of at most %d results" % MAX_PORTS)
+    ports: Dict[int, Dict[str, Any]] = {}
+    for item in items:
+        result = _validate_port(item)
+        if result["port"] not in asked:
+            raise _fail("result for port %d, which was not asked" % result["port"])
+        ports[result["port"]] = result
+    missing = [p for p in asked if p not in ports]
+    if missing:
+        raise _fail("no result for port(s) %s" % ", ".join(map(str, missing)))
+    ignored = document.get("ignored_fields") or []
+    if not isinstance(ignored, list):
+        raise _fail("ignored_fields must be a list")
+    return ProbeAnswer(str(address), seen_family, ports, _validate_upnp(document.get("upnp")), duration,
+                       document["lab_mode"], document["via_proxy"], [clean_text(i, 40) for i in ignored[:20]])

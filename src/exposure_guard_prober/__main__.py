@@ -1,0 +1,5 @@
+import sys
+
+from exposure_guard_prober.cli import main
+
+sys.exit(main())

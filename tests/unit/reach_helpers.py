@@ -1,0 +1,239 @@
+"""Loopback services and a stand-in prober for the reachability tests (stdlib only, Python 3.8).
+
+Everything binds 127.0.0.1 / ::1 only. The stand-in prober answers like the real one (it fingerprints the
+asked port on loopback with the agent's own fingerprint code), unless a test overrides what it says.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from exposure_guard.fingerprint import fingerprint_local
+
+
+def make_cert(directory: Path, name: str, subject: str) -> Tuple[str, str]:
+    """Self-signed certificate + key with ``subject`` (e.g. "/C=TW/O=QNAP Systems Inc./CN=QNAP NAS")."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / (name + ".crt"), directory / (name + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", subject, "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on (bound and released: connecting to it gets RST)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class _Threading(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Threading6(_Threading):
+    address_family = socket.AF_INET6
+
+
+def _page_handler(server_name: str, title: str, location: Optional[str] = None) -> type:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = ("<html><head><title>%s</title></head><body>hello</body></html>" % title).encode()
+            self.send_response(302 if location else 200)
+            if location:
+                self.send_header("Location", "http://%s%s" % (self.headers.get("Host", "x"), location))
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def version_string(self) -> str:
+            return server_name
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+class Services:
+    """A NAS's services on loopback: admin HTTP (redirect like QTS), admin HTTPS, an SSH-like banner."""
+
+    def __init__(self, tmp: Path, cert_subject: str = "/C=TW/O=QNAP Systems Inc./OU=NAS/CN=QNAP NAS",
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
+        self._servers: List[Any] = []
+        self.cert, self.key = make_cert(tmp, "admin", cert_subject)
+        server_class = _Threading6 if ":" in host else _Threading
+        self.http = server_class((host, 0), _page_handler("http server 2.0", "QTS login", "/cgi-bin/"))
+        self.https = server_class((host, 0), _page_handler("http server 2.0", "QTS login (TLS)"))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        self.https.socket = context.wrap_socket(self.https.socket, server_side=True)
+        self.banner = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.banner.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.banner.bind((host, 0))
+        self.banner.listen(16)
+        self._stop = False
+        for server in (self.http, self.https):
+            self._servers.append(server)
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(target=self._banner_loop, daemon=True).start()
+        self.closed = free_port(host)
+
+    def _banner_loop(self) -> None:
+        while not self._stop:
+            try:
+                conn, _addr = self.banner.accept()
+            except OSError:
+                return
+            try:
+                conn.sendall(b"SSH-2.0-OpenSSH_8.0 test-nas\r\n")
+                time.sleep(0.05)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    @property
+    def http_port(self) -> int:
+        return self.http.server_address[1]
+
+    @property
+    def https_port(self) -> int:
+        return self.https.server_address[1]
+
+    @property
+    def ssh_port(self) -> int:
+        return self.banner.getsockname()[1]
+
+    def close(self) -> None:
+        self._stop = True
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self.banner.close()
+
+
+def write_tree(root: Path, ulinux: Dict[str, Dict[str, Any]]) -> Path:
+    """A fake QTS root with uLinux.conf holding ``ulinux`` ({section: {key: value}})."""
+    conf = root / "etc" / "config"
+    conf.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for section, keys in ulinux.items():
+        lines.append("[%s]" % section)
+        lines += ["%s = %s" % (k, v) for k, v in keys.items()]
+    (conf / "uLinux.conf").write_text("\n".join(lines) + "\n")
+    (root / "etc" / "default_config").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "default_config" / "uLinux.conf").write_text("[System]\nVersion = 5.1.4\nBuild Number = 20231128\n")
+    return root
+
+
+def nas_tree(root: Path, services: Services, **extra: Dict[str, Any]) -> Path:
+    """uLinux.conf pointing the admin/SSH ports at ``services``; FTP and Web Server at closed ports."""
+    closed = services.closed
+    ulinux: Dict[str, Dict[str, Any]] = {
+        "System": {"Web Access Port": services.http_port, "Server Name": "NAS1", "Model": "TS-453D"},
+        "Stunnel": {"Enable": 1, "Port": services.https_port},
+        "LOGIN": {"SSH Enable": "TRUE", "SSH Port": services.ssh_port},
+        "FTP": {"Port": closed},
+        "QWEB": {"Port": closed, "SSL_PORT": closed},
+    }
+    for section, keys in extra.items():
+        ulinux.setdefault(section, {}).update(keys)
+    return write_tree(root, ulinux)
+
+
+class FakeProber:
+    """Answers POST /v1/probe like the prober: fingerprints the asked ports on loopback itself.
+
+    ``override[port]`` replaces one port's result; ``respond`` replaces the whole answer
+    (status, body bytes, delay seconds); ``upnp`` is the WAN-side UPnP result to return."""
+
+    def __init__(self, hosts: Tuple[str, ...] = ("127.0.0.1",)) -> None:
+        self.override: Dict[int, Dict[str, Any]] = {}
+        self.respond: Optional[Callable[[Dict[str, Any]], Tuple[int, bytes, float]]] = None
+        self.upnp: Optional[Dict[str, Any]] = {"ssdp": {"answered": False, "port": 1900},
+                                                "igd": {"found": False, "tried": []}, "exposed": False, "error": None}
+        self.requests: List[Dict[str, Any]] = []
+        self.servers = []
+        port = 0
+        for host in hosts:
+            cls = _Threading6 if ":" in host else _Threading
+            server = cls((host, port), self._handler())
+            port = server.server_address[1]
+            self.servers.append(server)
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d" % self.port
+
+    def answer(self, request: Dict[str, Any], peer: str) -> Dict[str, Any]:
+        ports = []
+        for item in request["ports"]:
+            port = item["port"]
+            if port in self.override:
+                result = dict(self.override[port], port=port)
+            else:
+                fp = fingerprint_local(peer, port, tls=item.get("tls", False), probe=item.get("probe", "http"))
+                result = {k: fp[k] for k in ("port", "state", "http", "banner", "error")}
+                result["tls"] = {"sha256": fp["tls"]["sha256"], "error": fp["tls"]["error"]} if fp["tls"] else None
+            result.setdefault("connect_ms", 0.5)
+            for key in ("tls", "http", "banner", "error"):
+                result.setdefault(key, None)
+            ports.append(result)
+        return {"schema": "exposure-guard/prober/v1", "nonce": request["nonce"], "observed_address": peer,
+                "family": "ipv6" if ":" in peer else "ipv4", "via_proxy": False, "lab_mode": True,
+                "duration_ms": 3, "ports": ports, "upnp": self.upnp if request.get("upnp") else None,
+                "ignored_fields": [], "prober_version": "test"}
+
+    def _handler(self) -> type:
+        prober = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", "0"))
+                request = json.loads(self.rfile.read(length))
+                request["_authorization"] = self.headers.get("Authorization")
+                prober.requests.append(request)
+                peer = self.client_address[0]
+                if prober.respond is not None:
+                    status, body, delay = prober.respond(request)
+                else:
+                    status, body, delay = 200, json.dumps(prober.answer(request, peer)).encode(), 0.0
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if delay:
+                    # dribble the body out slowly
+                    for i in range(0, len(body), 16):
+                        self.wfile.write(body[i : i + 16])
+                        self.wfile.flush()
+                        time.sleep(delay)
+                else:
+                    self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()

@@ -1,0 +1,337 @@
+"""Agent side of the reachability callback against loopback services and a stand-in prober (no netns)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+from exposure_guard.checks import reachability
+from exposure_guard.checks.context import CheckContext
+from exposure_guard.qts.root import QtsRoot
+from exposure_guard.settings import load_settings
+from tests.unit.reach_helpers import FakeProber, Services, free_port, nas_tree
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    svc = Services(tmp_path_factory.mktemp("svc"))
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def prober():
+    fake = FakeProber()
+    yield fake
+    fake.close()
+
+
+def make_ctx(tmp_path: Path, services: Services, url: str, timeout: str = "5", **extra: Dict[str, Any]) -> CheckContext:
+    root = nas_tree(tmp_path / "root", services, **extra)
+    settings = load_settings(None, environ={}).with_overrides(
+        {("reachability", "prober_url"): url, ("reachability", "timeout"): timeout})
+    ctx = CheckContext(QtsRoot(root), settings)
+    ctx.shared["router.mappings"] = []  # the router audit ran and found no mapping
+    return ctx
+
+
+def by_port(outcome, port):
+    return [v for v in outcome.evidence["ports"] if v["port"] == port]
+
+
+def test_no_prober_configured_skips_everything(tmp_path, services):
+    ctx = make_ctx(tmp_path, services, "")
+    for evaluate in (reachability.reachability_admin, reachability.reachability_services,
+                     reachability.upnp_wan_exposed):
+        outcome = evaluate(ctx)
+        assert outcome.status == "skipped"
+        assert "prober_url" in outcome.summary
+
+
+def test_admin_verified_by_certificate_and_http(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, prober.url)
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "fail" and outcome.severity == "critical"
+    https = by_port(outcome, services.https_port)[0]
+    assert https["state"] == "verified" and https["matched_by"] == "tls-certificate"
+    http = by_port(outcome, services.http_port)[0]
+    assert http["state"] == "verified" and http["matched_by"] == "http"
+    # no UPnP mapping known for these ports: the forward must be a static rule on the router
+    assert "NOT a UPnP mapping" in https["forwarded"]
+    assert "NOT a UPnP mapping" in outcome.summary
+    asked = prober.requests[0]
+    assert {p["port"]: p["tls"] for p in asked["ports"]}[services.https_port] is True
+    assert asked["upnp"] is True and len(asked["nonce"]) >= 16
+
+
+def test_services_verified_by_banner(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, prober.url)
+    outcome = reachability.reachability_services(ctx)
+    assert outcome.status == "fail"
+    ssh = by_port(outcome, services.ssh_port)[0]
+    assert ssh["state"] == "verified" and ssh["matched_by"] == "banner" and ssh["service"] == "SSH"
+    assert outcome.severity == "critical"  # SSH is a management port
+    closed = by_port(outcome, services.closed)
+    assert closed and closed[0]["state"] == "closed"
+    # one callback served both checks
+    reachability.reachability_admin(ctx)
+    assert len(prober.requests) == 1
+
+
+def test_something_else_answers_is_open_unverified(tmp_path, services, prober):
+    prober.override[services.http_port] = {"state": "open", "http": {"status": 200, "server": "router-httpd",
+                                                                       "location": "", "title": "Router login"}}
+    prober.override[services.https_port] = {"state": "filtered", "error": "no answer"}
+    ctx = make_ctx(tmp_path, services, prober.url)
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "fail" and outcome.severity == "high"
+    assert "something else answers" in outcome.summary
+    verdict = by_port(outcome, services.http_port)[0]
+    assert verdict["state"] == "open-unverified"
+    assert verdict["remote"]["http"]["title"] == "Router login"
+    assert by_port(outcome, services.https_port)[0]["state"] == "filtered"
+
+
+def test_closed_and_filtered_pass(tmp_path, services, prober):
+    for port in (services.http_port, services.https_port):
+        prober.override[port] = {"state": "closed"}
+    ctx = make_ctx(tmp_path, services, prober.url)
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "pass", outcome.summary
+    assert {v["state"] for v in outcome.evidence["ports"]} == {"closed"}
+
+
+def test_empty_http_answers_do_not_verify(tmp_path, services, prober):
+    # Two bare 404s without Server/title/Location prove nothing about who answered.
+    from exposure_guard.fingerprint import compare
+
+    bare = {"state": "open", "http": {"status": 404, "server": "", "location": "", "title": ""}}
+    assert compare(bare, bare) is None
+    assert compare({"tls": {"sha256": "a" * 64}}, {"tls": {"sha256": "b" * 64}, "http": bare["http"]}) is None
+
+
+def test_upnp_mapping_is_named_and_mapped_ports_are_asked(tmp_path, services, prober):
+    ext = free_port()
+    ctx = make_ctx(tmp_path, services, prober.url)
+    ctx.shared["router.mappings"] = [
+        {"external_port": ext, "internal_port": services.http_port, "internal_client": "", "protocol": "TCP",
+         "enabled": True, "description": "QNAP web"},
+        {"external_port": 5555, "internal_port": 5555, "internal_client": "", "protocol": "UDP"},  # UDP ignored
+    ]
+    # The router maps ext → the admin port: the prober sees the admin page on ext.
+    prober.override[ext] = prober.answer({"nonce": "x" * 16, "ports": [{"port": services.http_port}]},
+                                         "127.0.0.1")["ports"][0]
+    outcome = reachability.reachability_admin(ctx)
+    verdict = by_port(outcome, ext)[0]
+    assert verdict["state"] == "verified" and verdict["local_port"] == services.http_port
+    assert "UPnP mapping" in verdict["forwarded"] and "QNAP web" in verdict["forwarded"]
+    assert 5555 not in [p["port"] for p in prober.requests[0]["ports"]]
+
+
+class _Mapping:
+    """Shaped like exposure_guard.upnp.models.PortMapping (read by attribute)."""
+
+    def __init__(self, external: int, internal: int, client: str = "10.77.0.10") -> None:
+        self.external_port, self.internal_port, self.internal_client = external, internal, client
+        self.protocol, self.enabled, self.description, self.remote_host = "TCP", True, "x", ""
+
+
+def test_port_cap_drops_the_least_important(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, prober.url)
+    ctx.shared["router.nas_mappings"] = [_Mapping(20000 + i, 30000 + i) for i in range(20)]
+    targets, dropped = reachability.plan_targets(ctx)
+    assert len(targets) == 16 and len(dropped) > 0
+    assert targets[0].service == "admin HTTP" and targets[1].service == "admin HTTPS"
+    assert any(t.service == "SSH" for t in targets)
+    outcome = reachability.reachability_services(ctx)
+    assert len(prober.requests[0]["ports"]) == 16
+    assert any("only 16 ports" in note for note in outcome.evidence["notes"])
+
+
+def test_router_table_unknown_says_so(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, prober.url)
+    del ctx.shared["router.mappings"]
+    ctx.shared["router.audit"] = None  # the router audit ran and could not read a table
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "fail"
+    assert "kind is unknown" in by_port(outcome, services.http_port)[0]["forwarded"]
+
+
+@pytest.mark.parametrize("router_ip, expected", [
+    ("100.64.3.4", "CGNAT"), ("192.168.0.2", "double NAT"), ("203.0.113.9", "another NAT"), ("127.0.0.1", None)])
+def test_nat_notes(tmp_path, services, prober, router_ip, expected):
+    ctx = make_ctx(tmp_path, services, prober.url)
+    ctx.shared["router.external_ip"] = router_ip
+    outcome = reachability.reachability_admin(ctx)
+    notes = " ".join(outcome.evidence.get("notes", []))
+    if expected:
+        assert expected in notes and expected in outcome.summary
+    else:
+        assert "NAT" not in notes
+
+
+def test_token_is_sent(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, prober.url)
+    ctx.settings = ctx.settings.with_overrides({("reachability", "token"): "s3cret"})
+    reachability.reachability_admin(ctx)
+    assert prober.requests[0]["_authorization"] == "Bearer s3cret"
+
+
+# ---------------------------------------------------------------- the prober misbehaves
+def test_prober_unreachable_is_unknown(tmp_path, services):
+    ctx = make_ctx(tmp_path, services, "http://127.0.0.1:%d" % free_port())
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "unknown"
+    assert "cannot connect to the prober" in outcome.summary
+
+
+@pytest.mark.parametrize("name, respond, reason", [
+    ("huge", lambda r: (200, b"[" + b"1," * 200000 + b"1]", 0.0), "larger than"),
+    ("not json", lambda r: (200, b"<html>hi</html>", 0.0), "does not follow"),
+    ("wrong nonce", None, "nonce does not match"),
+    ("refusal", lambda r: (429, json.dumps({"schema": "exposure-guard/prober/v1", "error": {
+        "code": "rate_limited", "message": "slow down"}}).encode(), 0.0), "rate_limited"),
+    ("500 html", lambda r: (500, b"oops", 0.0), "HTTP 500"),
+    ("bad state", None, "state must be one of"),
+    ("extra port", None, "not asked"),
+])
+def test_prober_garbage_is_unknown(tmp_path, services, prober, name, respond, reason):
+    if name == "wrong nonce":
+        prober.respond = lambda r: (200, json.dumps(dict(prober.answer(r, "127.0.0.1"), nonce="z" * 32)).encode(), 0)
+    elif name == "bad state":
+        def respond(r):  # noqa: F811
+            doc = prober.answer(r, "127.0.0.1")
+            doc["ports"][0]["state"] = "wide-open"
+            return 200, json.dumps(doc).encode(), 0
+
+        prober.respond = respond
+    elif name == "extra port":
+        def respond(r):  # noqa: F811
+            doc = prober.answer(r, "127.0.0.1")
+            doc["ports"].append(dict(doc["ports"][0], port=1))
+            return 200, json.dumps(doc).encode(), 0
+
+        prober.respond = respond
+    else:
+        prober.respond = respond
+    ctx = make_ctx(tmp_path, services, prober.url)
+    for evaluate in (reachability.reachability_admin, reachability.reachability_services,
+                     reachability.upnp_wan_exposed):
+        outcome = evaluate(ctx)
+        assert outcome.status == "unknown", (name, outcome.summary)
+        assert reason in outcome.summary
+
+
+def test_slow_prober_hits_the_deadline(tmp_path, services, prober):
+    prober.respond = lambda r: (200, json.dumps(prober.answer(r, "127.0.0.1")).encode(), 0.2)
+    ctx = make_ctx(tmp_path, services, prober.url, timeout="1")
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "unknown"
+    assert "too long" in outcome.summary or "did not answer" in outcome.summary
+
+
+# ---------------------------------------------------------------- IPv6
+def test_ipv6_asked_separately_when_the_nas_has_a_global_address(tmp_path, services, monkeypatch):
+    fake = FakeProber(hosts=("127.0.0.1", "::1"))
+    try:
+        real = socket.getaddrinfo
+
+        def resolve(host, *args, **kwargs):
+            if host == "prober.test":
+                return real("::1", *args, **kwargs) + real("127.0.0.1", *args, **kwargs)
+            return real(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        # The NAS "has" a global IPv6 address; local fingerprints stay on loopback (network rule).
+        monkeypatch.setattr(reachability, "_lan_addresses", lambda ctx: ["2001:db8:77::10"])
+        monkeypatch.setattr(reachability, "local_addresses",
+                            lambda ctx, family: ["::1"] if family == "ipv6" else ["127.0.0.1"])
+        svc6 = Services(tmp_path / "v6", host="::1")
+        try:
+            ctx = make_ctx(tmp_path, svc6, "http://prober.test:%d" % fake.port)
+            fake.override.update({p: {"state": "closed"} for p in (svc6.http_port, svc6.https_port)})
+            outcome = reachability.reachability_admin(ctx)
+        finally:
+            svc6.close()
+        families = sorted(r["nonce"] for r in fake.requests)
+        assert len(families) == 2
+        assert outcome.evidence["observed_addresses"] == {"ipv4": "127.0.0.1", "ipv6": "::1"}
+        assert outcome.status == "pass", outcome.summary
+    finally:
+        fake.close()
+
+
+def test_ipv6_no_route_to_prober_is_a_note_not_unknown(tmp_path, services, prober, monkeypatch):
+    monkeypatch.setattr(reachability, "_lan_addresses", lambda ctx: ["2001:db8:77::10"])
+    monkeypatch.setattr(reachability, "local_addresses",
+                        lambda ctx, family: ["::1"] if family == "ipv6" else ["127.0.0.1"])
+    for port in (services.http_port, services.https_port):
+        prober.override[port] = {"state": "filtered"}
+    ctx = make_ctx(tmp_path, services, prober.url)  # an IPv4-only prober URL
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "pass", outcome.summary
+    assert outcome.evidence["families"]["ipv6"].startswith("not reachable")
+
+
+def test_is_global_ipv6():
+    assert reachability.is_global_ipv6("2001:db8:77::10")
+    assert reachability.is_global_ipv6("2a01:4f8::1")
+    for other in ("fe80::1", "fd00::2", "::1", "10.0.0.1", "::ffff:10.0.0.1", "ff02::1", "junk"):
+        assert not reachability.is_global_ipv6(other)
+
+
+# ---------------------------------------------------------------- router.upnp-wan-exposed
+def test_wan_upnp_exposed(tmp_path, services, prober):
+    prober.upnp = {"exposed": True, "error": None,
+                   "ssdp": {"answered": True, "port": 1900, "server": "Linux UPnP/1.1 MiniUPnPd/2.3.1",
+                            "location": "http://127.0.0.1:5000/rootDesc.xml"},
+                   "igd": {"found": True, "port": 5000, "path": "/rootDesc.xml", "control_reachable": True,
+                           "device_type": "urn:schemas-upnp-org:device:InternetGatewayDevice:2"}}
+    ctx = make_ctx(tmp_path, services, prober.url)
+    outcome = reachability.upnp_wan_exposed(ctx)
+    assert outcome.status == "fail"
+    assert "answers SSDP" in outcome.summary and "accepts UPnP control calls" in outcome.summary
+    assert outcome.evidence["ipv4"]["ssdp"]["server"].endswith("MiniUPnPd/2.3.1")
+
+
+def test_wan_upnp_quiet_passes_and_missing_is_unknown(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, prober.url)
+    assert reachability.upnp_wan_exposed(ctx).status == "pass"
+    prober.upnp = None
+    ctx = make_ctx(tmp_path / "again", services, prober.url)
+    assert reachability.upnp_wan_exposed(ctx).status == "unknown"
+
+
+# ---------------------------------------------------------------- admin.default-cert
+def test_factory_certificate_fails(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, "")
+    outcome = reachability.default_cert(ctx)
+    assert outcome.status == "fail", outcome.summary
+    assert outcome.evidence["subject"]["CN"] == "QNAP NAS" and outcome.evidence["self_signed"] is True
+    # seen from the internet too (same leaf certificate through the prober): worse
+    ctx = make_ctx(tmp_path / "b", services, prober.url)
+    reachability.reachability_admin(ctx)
+    outcome = reachability.default_cert(ctx)
+    assert outcome.status == "fail" and outcome.severity == "medium"
+    assert outcome.evidence["seen_from_internet"]
+
+
+def test_own_certificate_passes_and_https_off(tmp_path):
+    svc = Services(tmp_path, cert_subject="/C=DE/O=Example/CN=nas.example.org")
+    try:
+        ctx = make_ctx(tmp_path, svc, "")
+        outcome = reachability.default_cert(ctx)
+        assert outcome.status == "pass" and "nas.example.org" in outcome.summary
+        ctx = make_ctx(tmp_path / "off", svc, "", Stunnel={"Enable": 0})
+        assert reachability.default_cert(ctx).status == "pass"
+    finally:
+        svc.close()
+
+
+def test_nothing_on_https_port_is_unknown(tmp_path, services):
+    ctx = make_ctx(tmp_path, services, "", Stunnel={"Port": services.closed})
+    assert reachability.default_cert(ctx).status == "unknown"

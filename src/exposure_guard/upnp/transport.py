@@ -9,11 +9,12 @@ environment, no content decoding (no decompression bombs), http and https only.
 
 from __future__ import annotations
 
+import heapq
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -33,17 +34,17 @@ _local = threading.local()
 
 
 class _Watchdog:
-    """Shuts down the sockets of one exchange when its deadline passes."""
+    """Shuts down the sockets of one exchange when its deadline passes (see :class:`_Reaper`)."""
 
     def __init__(self, seconds: float) -> None:
         self.fired = False
+        self.done = False
+        self.due = time.monotonic() + max(seconds, 0.0)
         self._sockets: List[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
 
     def start(self) -> None:
-        self._timer.start()
+        _REAPER.add(self)
 
     def register(self, sock: Optional[socket.socket]) -> None:
         if sock is None:
@@ -54,8 +55,10 @@ class _Watchdog:
         if fired:
             self._shutdown(sock)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self._lock:
+            if self.done:
+                return
             self.fired = True
             sockets = list(self._sockets)
         for sock in sockets:
@@ -69,7 +72,50 @@ class _Watchdog:
             pass
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self.done = True
+
+
+class _Reaper:
+    """One daemon thread for all watchdogs: starting a thread per request would cost more than the request."""
+
+    def __init__(self) -> None:
+        self._heap: List[Tuple[float, int, _Watchdog]] = []
+        self._cond = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._count = 0
+
+    def add(self, watchdog: _Watchdog) -> None:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._heap, (watchdog.due, self._count, watchdog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="upnp-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is watchdog:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait(5.0)
+                    if not self._heap:
+                        self._thread = None
+                        return
+                    continue
+                due, _n, watchdog = self._heap[0]
+                left = due - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+            watchdog.fire()
+
+
+_REAPER = _Reaper()
 
 
 def _register_socket(sock: Optional[socket.socket]) -> None:

@@ -133,12 +133,16 @@ do_start() {
 	echo "$(date '+%Y-%m-%d %H:%M:%S') starting with $PYTHON" >> "$LOGFILE"
 	# -S: no site-packages, only the libraries vendored in lib/ (PYTHONPATH).
 	"$PYTHON" -S -m exposure_guard run --root "$QTS_ROOT" --settings "$SETTINGS" >> "$LOGFILE" 2>&1 < /dev/null &
-	echo $! > "$PIDFILE"
-	# A bad settings file or a broken Python makes the agent exit at once: say so instead of "started".
+	_pid=$!
+	echo $_pid > "$PIDFILE"
+	# The agent writes its pid into agent.lock once its settings are valid and it holds the instance
+	# lock. A bad settings file, a second agent or a broken Python make it exit instead: say so, do not
+	# claim "started". (Up to 15 s: the first start compiles the libraries on a slow NAS CPU.)
 	_tries=0
-	while [ $_tries -lt 10 ]; do
-		sleep 0.2 2>/dev/null || sleep 1
+	while [ $_tries -lt 75 ]; do
 		_pid_running || break
+		[ "$(head -n 1 "$STATE_DIR/agent.lock" 2>/dev/null)" = "$_pid" ] && break
+		sleep 0.2 2>/dev/null || sleep 1
 		_tries=$((_tries + 1))
 	done
 	if ! _pid_running; then
@@ -159,11 +163,11 @@ do_stop() {
 	_pid=$(cat "$PIDFILE")
 	kill -TERM "$_pid" 2>/dev/null
 	_tries=0
-	while [ $_tries -lt 50 ] && kill -0 "$_pid" 2>/dev/null; do
+	while [ $_tries -lt 50 ] && _pid_running; do
 		sleep 0.2 2>/dev/null || sleep 1
 		_tries=$((_tries + 1))
 	done
-	if kill -0 "$_pid" 2>/dev/null; then
+	if _pid_running; then
 		kill -KILL "$_pid" 2>/dev/null
 		_event 1 "agent did not stop within 10 s and was killed"
 	fi

@@ -15,7 +15,7 @@ namespaces plus chroot (root only):
 * Python 3.8 from pyenv as QNAP's "Python3" app (registered in qpkg.conf, interpreter at
   <Install_Path>/opt/python3/bin/python3), or no Python at all.
 
-The namespaces are held by one ``sleep`` process (PID 1 of the rig); every command runs inside with
+The namespaces are held by a small reaper process (PID 1 of the rig, like init it reaps orphans); every command runs inside with
 ``nsenter``. The rig has its own, empty network namespace (loopback down): nothing the installed agent
 does can reach any network. Stopping the holder ends every process of the rig and drops its mounts.
 """
@@ -130,6 +130,10 @@ DAEMON_MGR = r"""#!/bin/sh
 echo "$*" >> /var/log/daemon_mgr.log
 """
 
+# PID 1 of the rig, like QTS's init it reaps orphans (the service's daemon is one): busybox ash collects
+# every exited child (waitpid(-1)) while it waits for its own `sleep`.
+INIT = "while :; do /bin/busybox sleep 1; done; : rig-init"
+
 BUSYBOX_APPLETS = [
     "[", "ash", "awk", "basename", "cat", "chmod", "cp", "cut", "date", "dd", "dirname", "echo", "env",
     "expr", "false", "find", "grep", "gunzip", "gzip", "head", "id", "kill", "ln", "ls", "md5sum", "mkdir",
@@ -238,7 +242,8 @@ class Rig:
         for source, target in binds:
             script.append('mount --bind -o ro "%s" "$R/%s"' % (source, target))
         script.append('touch "%s"' % ready)
-        script.append('exec chroot "$R" /bin/busybox sleep 86400')
+        # PID 1 of the rig: reaps orphans (the service's daemon ends up its child) like QTS's init.
+        script.append('exec chroot "$R" /bin/busybox sh -c "%s"' % INIT)
         self.holder = subprocess.Popen(
             ["unshare", "--mount", "--net", "--pid", "--fork", "--propagation", "private",
              "/bin/sh", "-c", "\n".join(script)],
@@ -253,12 +258,12 @@ class Rig:
         children = Path("/proc/%d/task/%d/children" % (self.holder.pid, self.holder.pid))
         while True:
             pids = children.read_text().split()
-            if pids and os.readlink("/proc/%s/root" % pids[0]) == str(self.root):
+            if pids and b"rig-init" in Path("/proc/%s/cmdline" % pids[0]).read_bytes():
                 self.pid = int(pids[0])
                 break
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("the QTS rig's holder process did not chroot")
+                raise RuntimeError("the QTS rig's init process did not start")
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -289,7 +294,7 @@ class Rig:
         """``/bin/sh -c COMMAND`` inside the rig (its /bin/sh: busybox ash or bash)."""
         environment = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin", "HOME": "/root", "LANG": "C"}
         environment.update(env or {})
-        argv: List[str] = ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", "-r", "-w", "--",
+        argv: List[str] = ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", "-r", "--",
                            "/bin/sh", "-c", "cd %s && %s" % (cwd, command)]
         return subprocess.run(argv, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout, check=False,
@@ -323,7 +328,8 @@ class Rig:
                 continue
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-                if b"exposure_guard run" in cmdline and os.readlink(str(entry / "root")) == str(self.root):
+                if b"exposure_guard run" in cmdline and os.readlink(str(entry / "root")) == str(self.root) \
+                        and b"State:\tZ" not in (entry / "status").read_bytes():
                     pids.append(int(entry.name))
             except OSError:
                 continue

@@ -42,8 +42,8 @@ def refusal(address: IPAddress, lab_allow: Sequence[IPNetwork]) -> Optional[str]
         ("is_loopback", "loopback"),
         ("is_link_local", "link-local"),
         ("is_multicast", "multicast"),
-        ("is_private", "private"),
         ("is_reserved", "reserved"),
+        ("is_private", "private"),
     ):
         if getattr(address, attribute):
             return reason

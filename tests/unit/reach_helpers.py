@@ -20,12 +20,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from exposure_guard.fingerprint import fingerprint_local
 
 
-def make_cert(directory: Path, name: str, subject: str) -> Tuple[str, str]:
+def make_cert(directory: Path, name: str, subject: str, san: str = "") -> Tuple[str, str]:
     """Self-signed certificate + key with ``subject`` (e.g. "/C=TW/O=QNAP Systems Inc./CN=QNAP NAS")."""
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / (name + ".crt"), directory / (name + ".key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", subject, "-keyout", str(key), "-out", str(cert)],
+                    "-nodes", "-days", "2", "-subj", subject, "-keyout", str(key), "-out", str(cert)]
+                   + (["-addext", "subjectAltName=" + san] if san else []),
                    check=True, capture_output=True)
     return str(cert), str(key)
 

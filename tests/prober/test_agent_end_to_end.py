@@ -1,0 +1,75 @@
+"""The agent's reachability checks against the real prober (lab mode on loopback): real services,
+real fingerprints on both sides, real token check, real WAN-side UPnP test against an IGD stand-in."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from exposure_guard.checks import reachability
+from exposure_guard.checks.context import CheckContext
+from exposure_guard.qts.root import QtsRoot
+from exposure_guard.settings import load_settings
+from tests.unit.reach_helpers import Services, nas_tree
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "igd"))
+from fakeigd import FakeIgd, FakeSsdp  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    svc = Services(tmp_path_factory.mktemp("svc"))
+    yield svc
+    svc.close()
+
+
+def context(tmp_path, services, url, token=""):
+    settings = load_settings(None, environ={}).with_overrides({
+        ("reachability", "prober_url"): url, ("reachability", "token"): token, ("reachability", "timeout"): "10"})
+    ctx = CheckContext(QtsRoot(nas_tree(tmp_path / "root", services)), settings)
+    ctx.shared["router.mappings"] = []
+    return ctx
+
+
+def test_everything_verified_through_the_real_prober(start_prober, services, tmp_path):
+    prober = start_prober(tokens=("e2e-token",))
+    ctx = context(tmp_path, services, prober.url(), token="e2e-token")
+    admin = reachability.reachability_admin(ctx)
+    assert admin.status == "fail" and admin.severity == "critical", admin.summary
+    states = {v["port"]: (v["state"], v.get("matched_by")) for v in admin.evidence["ports"]}
+    assert states[services.https_port] == ("verified", "tls-certificate")
+    assert states[services.http_port] == ("verified", "http")
+    services_outcome = reachability.reachability_services(ctx)
+    states = {v["port"]: (v["state"], v.get("matched_by")) for v in services_outcome.evidence["ports"]}
+    assert states[services.ssh_port] == ("verified", "banner")
+    assert states[services.closed] == ("closed", None)
+    assert reachability.upnp_wan_exposed(ctx).status == "pass"
+    cert = reachability.default_cert(ctx)
+    assert cert.status == "fail" and cert.evidence["seen_from_internet"]
+    # one callback for all four checks, to the caller only
+    assert len(prober.records("request")) == 1
+    assert {c["target"] for c in prober.connects()} == {"127.0.0.1"}
+
+
+def test_wrong_token_is_unknown_not_a_crash(start_prober, services, tmp_path):
+    prober = start_prober(tokens=("right",))
+    ctx = context(tmp_path, services, prober.url(), token="wrong")
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "unknown" and "unauthorized" in outcome.summary
+    assert prober.connects() == []
+
+
+def test_prober_outside_lab_mode_refuses_and_the_agent_says_why(start_prober, services, tmp_path):
+    prober = start_prober(lab_allow=())
+    outcome = reachability.reachability_admin(context(tmp_path, services, prober.url()))
+    assert outcome.status == "unknown" and "target_refused" in outcome.summary
+
+
+def test_router_answering_upnp_from_outside(start_prober, services, tmp_path):
+    with FakeIgd("igd2") as igd, FakeSsdp(igd.location) as ssdp:
+        prober = start_prober(ssdp_port=ssdp.address[1], ssdp_timeout=1.0)
+        outcome = reachability.upnp_wan_exposed(context(tmp_path, services, prober.url()))
+    assert outcome.status == "fail", outcome.summary
+    assert "answers SSDP" in outcome.summary and "accepts UPnP control calls" in outcome.summary

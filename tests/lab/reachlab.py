@@ -1,0 +1,168 @@
+"""Reachability additions on top of netlab.Lab: the real prober in the ``wan`` namespace, a connection
+counter there (nftables, the "capture"), and a driver that runs the agent's reachability checks in ``nas``.
+
+Nothing here edits the harness; everything it starts is spawned through ``Lab.spawn`` (killed at
+``Lab.down``) and every rule lives in the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from netlab import SRC, Lab
+
+PROBER_PORT = 8443
+LAB_ALLOW = "198.51.100.0/24,2001:db8::/32"
+
+# Runs inside nas: the agent's reachability checks through the Python API (so router.upnp-wan-exposed is
+# exercised even while the registry still carries the router family's placeholder for it).
+DRIVER = r'''
+import json, socket, sys, traceback
+from pathlib import Path
+root, ini, resolve = sys.argv[1], sys.argv[2], sys.argv[3]
+if resolve:  # "name=addr,addr": a prober name with A and AAAA records, without touching /etc/hosts
+    name, addrs = resolve.split("=")
+    real = socket.getaddrinfo
+    def fake(host, *args, **kwargs):
+        if host == name:
+            found = []
+            for address in addrs.split(","):
+                found += real(address, *args, **kwargs)
+            return found
+        return real(host, *args, **kwargs)
+    socket.getaddrinfo = fake
+from exposure_guard.checks import reachability as r
+from exposure_guard.checks.context import CheckContext
+from exposure_guard.qts.root import QtsRoot
+from exposure_guard.settings import load_settings
+ctx = CheckContext(QtsRoot(root), load_settings(Path(ini)))
+try:
+    from exposure_guard.checks.router import router_audit
+    router_audit(ctx)
+except Exception:
+    traceback.print_exc()
+out = {"router.external_ip": ctx.shared.get("router.external_ip")}
+for check_id, evaluate in (("reachability.admin", r.reachability_admin),
+                           ("reachability.services", r.reachability_services),
+                           ("router.upnp-wan-exposed", r.upnp_wan_exposed),
+                           ("admin.default-cert", r.default_cert)):
+    try:
+        o = evaluate(ctx)
+        out[check_id] = {"status": o.status, "severity": o.severity, "summary": o.summary, "evidence": o.evidence}
+    except Exception as exc:
+        out[check_id] = {"status": "error", "summary": traceback.format_exc()}
+print(json.dumps(out, default=str))
+'''
+
+ULINUX = """[System]
+Server Name = LABNAS
+Web Access Port = 8080
+[Stunnel]
+Enable = 1
+Port = 443
+[LOGIN]
+SSH Enable = FALSE
+SSH Port = 22
+[FTP]
+Port = 21
+[QWEB]
+Port = 80
+SSL_PORT = 8081
+"""
+
+
+@dataclass
+class Prober:
+    lab: Lab
+    name: str
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return "http://%s:%d" % (Lab.WAN_HOST, self.port)
+
+    def records(self, event: str = "") -> List[Dict[str, Any]]:
+        try:
+            lines = self.log_path.read_text().splitlines()
+        except OSError:
+            return []
+        return [r for r in (json.loads(line) for line in lines if line.strip()) if not event or r.get("event") == event]
+
+    def connect_targets(self) -> List[str]:
+        return [r["target"] for r in self.records("connect")]
+
+
+def start_prober(lab: Lab, *extra: str, port: int = PROBER_PORT, lab_mode: bool = True, ipv6: bool = False,
+                 name: str = "prober") -> Prober:
+    """The real prober (``python -m exposure_guard_prober serve``) in ns wan, JSON log with every connect."""
+    log = lab.dir / ("%s.jsonl" % name)
+    argv = ["env", "PYTHONPATH=%s" % SRC, sys.executable, "-m", "exposure_guard_prober", "serve",
+            "--listen", "%s:%d" % (Lab.WAN_HOST, port), "--log-connects", "--log-file", str(log),
+            "--connect-timeout", "1", "--io-timeout", "1", "--deadline", "5"]
+    if ipv6:
+        argv += ["--listen", "[%s]:%d" % (Lab.WAN_HOST6, port)]
+    if lab_mode:
+        argv += ["--lab-allow", LAB_ALLOW]
+    lab.spawn("wan", argv + list(extra), name)
+    lab.wait_port("wan", port)
+    return Prober(lab, name, port, log)
+
+
+def start_capture(lab: Lab, caller: str = Lab.ROUTER_WAN, caller6: str = Lab.NAS6) -> None:
+    """Count every new outbound connection/flow of ns wan: to the caller, and to anything else."""
+    lab.run("wan", ["nft", "-f", "-"], input="""
+table inet capture {
+  counter to_caller { }
+  counter to_other { }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ct state new ip daddr %s counter name "to_caller" accept
+    ct state new ip6 daddr %s counter name "to_caller" accept
+    ct state new counter name "to_other"
+  }
+}
+""" % (caller, caller6))
+
+
+def capture_counts(lab: Lab) -> Dict[str, int]:
+    out = {}
+    for name in ("to_caller", "to_other"):
+        text = lab.run("wan", ["nft", "list", "counter", "inet", "capture", name]).stdout
+        match = re.search(r"packets (\d+)", text)
+        out[name] = int(match.group(1)) if match else -1
+    return out
+
+
+def fake_nas(directory: Path, lab: Lab, prober_url: str, ipv6: bool = False,
+             extra_ini: Optional[Dict[str, str]] = None) -> Dict[str, Path]:
+    root = directory / "qts"
+    (root / "etc" / "config").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "config" / "uLinux.conf").write_text(ULINUX)
+    addresses = Lab.NAS + (" " + Lab.NAS6 if ipv6 else "")
+    lines = ["[agent]", "lan_addresses = %s" % addresses, "[router]", "igd_url = %s" % lab.igd_location,
+             "[reachability]", "prober_url = %s" % prober_url, "timeout = 20"]
+    lines += ["%s = %s" % item for item in (extra_ini or {}).items()]
+    ini = directory / "exposure-guard.ini"
+    ini.write_text("\n".join(lines) + "\n")
+    return {"root": root, "ini": ini}
+
+
+def run_checks(lab: Lab, nas: Dict[str, Path], resolve: str = "") -> Dict[str, Any]:
+    """The agent's reachability checks, run inside ns nas; {check id: outcome dict}."""
+    result = lab.python("nas", DRIVER, str(nas["root"]), str(nas["ini"]), resolve, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise AssertionError("driver output: %s\n%s" % (result.stdout[-2000:], result.stderr[-2000:])) from None
+
+
+def verdicts(outcome: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """{"ipv4:8080": verdict, ...} from a reachability outcome's evidence."""
+    return {"%s:%d" % (v["family"], v["port"]): v for v in outcome["evidence"].get("ports", [])}

@@ -168,7 +168,7 @@ def test_daemon_stop_action_uses_daemon_mgr_and_undo_restarts(qts_tree, run_cli)
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as nobody")
 def test_read_only_file_fix_fails_clearly_and_changes_nothing(tmp_path):
     """Run as an unprivileged user for whom upnpc.conf is read-only: clear error, nothing lost."""
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", "0"],
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", "import requests"],
                            capture_output=True, timeout=30)
     if probe.returncode != 0:
         pytest.skip("this Python cannot run as an unprivileged user: %s" % probe.stderr.decode()[:200])

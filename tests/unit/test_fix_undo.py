@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -165,39 +164,25 @@ def test_daemon_stop_action_uses_daemon_mgr_and_undo_restarts(qts_tree, run_cli)
     assert (root / "proc/777/comm").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as nobody")
-def test_read_only_file_fix_fails_clearly_and_changes_nothing(tmp_path):
-    """Run as an unprivileged user for whom upnpc.conf is read-only: clear error, nothing lost."""
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", "import requests"],
-                           capture_output=True, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip("this Python cannot run as an unprivileged user: %s" % probe.stderr.decode()[:200])
-    base = Path(tempfile.mkdtemp(prefix="eg-ro-"))
-    try:
-        os.chmod(base, 0o755)
-        root = base / "nas"
-        shutil.copytree(str(Path(__file__).resolve().parents[1] / "fixtures/qts/exposed"), str(root))
-        for path in [root, *root.rglob("*")]:
-            os.chown(path, 65534, 65534)
-        conf = root / "etc/config/upnpc.conf"
-        os.chown(conf, 0, 0)
-        os.chmod(conf, 0o644)
-        os.chown(conf.parent, 0, 0)  # nobody cannot replace files in etc/config either
-        os.chmod(conf.parent, 0o755)
-        before = conf.read_bytes()
-        src = str(Path(__file__).resolve().parents[2] / "src")
-        proc = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "exposure_guard",
-             "fix", "--root", str(root), "--offline", "--only", "myqnapcloud.upnp-forwarding", "--yes"],
-            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=src), stdin=subprocess.DEVNULL,
-            timeout=60)
-        assert proc.returncode == 3, proc.stdout + proc.stderr
-        assert "FAILED" in proc.stdout and "not writable" in proc.stdout
-        assert conf.read_bytes() == before
-        events = [json.loads(x) for x in (root / "var/exposure-guard/journal.jsonl").read_text().splitlines()]
-        assert [e["event"] for e in events] == ["planned", "failed"]
-    finally:
-        shutil.rmtree(str(base), ignore_errors=True)
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a read-only mount")
+def test_read_only_config_fix_fails_clearly_and_changes_nothing(qts_tree):
+    """etc/config mounted read-only (in a private mount namespace): clear error, nothing lost, journal says so."""
+    root = qts_tree("exposed")
+    conf = root / "etc/config/upnpc.conf"
+    before = conf.read_bytes()
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    script = 'mount --bind "$1/etc/config" "$1/etc/config" && mount -o remount,bind,ro "$1/etc/config" && shift && exec "$@"'
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(root), sys.executable, "-m",
+         "exposure_guard", "fix", "--root", str(root), "--offline", "--only", "myqnapcloud.upnp-forwarding", "--yes"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=src), stdin=subprocess.DEVNULL, timeout=60)
+    if "mount" in proc.stderr and proc.returncode not in (1, 3):
+        pytest.skip("cannot make a read-only bind mount here: %s" % proc.stderr.strip()[:200])
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "FAILED" in proc.stdout and "Read-only file system" in proc.stdout and "nothing was changed" in proc.stdout
+    assert conf.read_bytes() == before
+    events = [json.loads(x) for x in (root / "var/exposure-guard/journal.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["planned", "failed"]
 
 
 def test_torn_journal_line_after_power_loss_is_skipped(qts_tree, run_cli):

@@ -79,3 +79,33 @@ def test_connection_refused_is_a_clear_error():
     sock.close()
     with pytest.raises(UpnpError, match="connection refused"):
         fetch("http://127.0.0.1:%d/rootDesc.xml" % port, deadline=2)
+
+
+def test_concurrent_exchanges_each_keep_their_own_deadline():
+    import threading
+
+    results = {}
+
+    def one(name, deadline):
+        with HostileServer("drip-body", interval=0.05) as server:
+            started = time.monotonic()
+            try:
+                fetch(server.url, deadline=deadline)
+            except HostileResponse:
+                results[name] = time.monotonic() - started
+
+    threads = [threading.Thread(target=one, args=("short", 0.4)), threading.Thread(target=one, args=("long", 1.2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert 0.35 < results["short"] < 0.9 and 1.1 < results["long"] < 1.8, results
+
+
+def test_a_finished_exchange_is_not_cut_by_its_old_deadline():
+    # many quick exchanges with short deadlines: none may be shut down after it completed
+    with HostileServer("body", body=b"<ok/>") as server:
+        for _ in range(20):
+            assert fetch(server.url, deadline=0.3).body == b"<ok/>"
+        time.sleep(0.4)
+        assert fetch(server.url, deadline=0.3).body == b"<ok/>"

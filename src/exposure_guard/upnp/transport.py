@@ -249,10 +249,23 @@ def _read_capped(response: requests.Response, url: str, max_bytes: int, started:
     return b"".join(chunks)
 
 
+_REASONS = (
+    ("Connection refused", "connection refused (nothing listens there)"),
+    ("timed out", "timed out"),
+    ("No route to host", "no route to host"),
+    ("Name or service not known", "unknown host name"),
+    ("Network is unreachable", "network unreachable"),
+    ("Connection reset", "the device reset the connection"),
+    ("RemoteDisconnected", "the device closed the connection without answering"),
+    ("BadStatusLine", "the device did not answer HTTP (bad status line)"),
+    ("LineTooLong", "the device sent an over-long header line"),
+    ("got more than 100 headers", "the device sent more than 100 headers"),
+)
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "timed out", "No route to host", "Name or service not known",
-                   "Network is unreachable", "Connection reset", "RemoteDisconnected", "BadStatusLine"):
+    text = "%s %r" % (exc, exc)
+    for marker, reason in _REASONS:
         if marker in text:
-            return marker.lower()
-    return text[:300] or type(exc).__name__
+            return reason
+    return str(exc)[:300] or type(exc).__name__

@@ -174,3 +174,49 @@ def test_delete_add_and_specific_entry_round_trip():
         with pytest.raises(SoapFault, match="718"):
             soap.add_mapping(client, other)
         assert client.calls == 7
+
+
+def test_bomb_inside_the_port_listing_is_refused_not_worked_around():
+    from fakeigd import BOMB
+
+    listing = BOMB.decode().replace('<?xml version="1.0"?>\n', "")
+    answer = ENVELOPE % ('<u:GetListOfPortMappingsResponse xmlns:u="%s"><NewPortListing><![CDATA[%s]]>'
+                         "</NewPortListing></u:GetListOfPortMappingsResponse>" % (WANIP2, listing))
+    with FakeIgd("igd2", _table(3), soap_override={"GetListOfPortMappings": (200, answer.encode())}) as igd:
+        audit = read_tables(find_gateways(igd.location))
+    assert "XML we refuse" in audit.services[0].error
+    assert "GetGenericPortMappingEntry" not in igd.calls  # a hostile answer is reported, not retried around
+
+
+def test_a_stalling_control_url_is_cut_at_the_per_call_deadline():
+    import time
+
+    class Stalling(FakeIgd):
+        def soap(self, action, args, client):
+            if action == "GetGenericPortMappingEntry":
+                time.sleep(2)
+            return super().soap(action, args, client)
+
+    with Stalling("igd1", _table(2)) as igd:
+        started = time.monotonic()
+        audit = read_tables(find_gateways(igd.location), deadline=0.5)
+        took = time.monotonic() - started
+    item = audit.services[0]
+    assert "did not finish answering within 0.5 s" in item.error and item.external_ip == "203.0.113.7"
+    assert took < 1.5
+
+
+def test_redirects_are_not_followed():
+    from fakeigd import HostileServer
+
+    with FakeIgd("igd1") as igd:
+        target = igd.location
+
+    class Redirecting(HostileServer):
+        def _one(self, conn):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % target.encode())
+            conn.close()
+
+    with Redirecting("x") as server, pytest.raises(UpnpError, match="answered HTTP 302"):
+        find_gateways(server.url)

@@ -148,9 +148,9 @@ class Lab:
         """Why this machine cannot run the lab (None when it can)."""
         if os.geteuid() != 0:
             return "needs root (network namespaces, nftables)"
-        for tool in ("ip", "nft") + ((MINIUPNPD,) if igd else ()):
+        for tool in ("ip", "nft", "ss", "curl", "openssl") + ((MINIUPNPD,) if igd else ()):
             if shutil.which(tool) is None:
-                return "%s is not installed (apt-get install iproute2 nftables miniupnpd)" % tool
+                return "%s is not installed (apt-get install iproute2 nftables curl openssl miniupnpd)" % tool
         return None
 
     # ------------------------------------------------------------------ lifecycle

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 import pytest
 from netlab import Lab
+
+pytestmark = pytest.mark.skipif(shutil.which("upnpc") is None, reason="lab: upnpc (miniupnpc) is not installed")
 
 CAM = "10.77.0.20"  # another LAN host with its own mapping
 ULINUX = """[System]
@@ -138,3 +141,22 @@ def test_router_without_upnp_passes(make_lab, tmp_path):
     assert finding["status"] == "pass" and "does not offer UPnP" in finding["summary"]
     assert finding["evidence"]["upnp_offered"] is False
     assert finding["evidence"]["discovery"]["interfaces"] == [Lab.NAS]
+
+
+def test_turning_arc_off_also_removes_the_mappings_arc_made(lab, tmp_path):
+    add(lab, "nas", Lab.NAS, 8080, 8080, desc="QNAP web")  # ARC's: port recorded in uLinux.conf
+    add(lab, "nas", Lab.NAS, 18443, 443, desc="myQNAPcloud https")  # ARC's: description
+    add(lab, "nas", Lab.NAS, 6881, 6881, "UDP", desc="bt")  # not ARC's
+    root, settings = fake_nas(tmp_path)
+    ulinux = root / "etc" / "config" / "uLinux.conf"
+    ulinux.write_text(ULINUX.replace("Web Access Port = 8080\n", "Web Access Port = 8080\nExtPort = 8080\n"))
+    (root / "etc" / "config" / "upnpc.conf").write_text("[UPnP_Global]\nEnable = TRUE\n")
+    fixed = agent(lab, root, settings, "fix", "--only", "myqnapcloud.upnp-forwarding", "--yes")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert upnpc_list(lab) == {("UDP", 6881, Lab.NAS, 6881, "bt")}
+    assert "Enable = FALSE" in (root / "etc" / "config" / "upnpc.conf").read_text()
+    assert lab.http_get("wan", "http://%s:8080/" % Lab.ROUTER_WAN) is None
+    undone = agent(lab, root, settings, "undo", "--last")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert {m[1] for m in upnpc_list(lab)} == {8080, 18443, 6881}
+    assert lab.http_get("wan", "http://%s:8080/" % Lab.ROUTER_WAN) == "hello from nas"

@@ -294,7 +294,7 @@ class Rig:
         """``/bin/sh -c COMMAND`` inside the rig (its /bin/sh: busybox ash or bash)."""
         environment = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin", "HOME": "/root", "LANG": "C"}
         environment.update(env or {})
-        argv: List[str] = ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", "-r", "--",
+        argv: List[str] = ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", "-r", "-w", "--",
                            "/bin/sh", "-c", "cd %s && %s" % (cwd, command)]
         return subprocess.run(argv, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout, check=False,

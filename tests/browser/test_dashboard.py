@@ -1,0 +1,142 @@
+"""Headless Debian Chromium (Playwright, no downloaded browser) against the real server process:
+log in, read the summary counts, filter exposed devices, open a device page, save screenshots under
+artifacts/. Device strings carrying HTML/JS must show as text and never run."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "server"))
+
+from serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+XSS_HOST = '<img src=x onerror="alert(1)">evil'
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _report(device: Dict[str, Any], failing: List[str], exposed: bool, stamp: str) -> Dict[str, Any]:
+    from exposure_guard.report import Finding, Report
+
+    checks = ["router.upnp-mappings", "myqnapcloud.upnp-forwarding", "service.telnet", "admin.https"]
+    findings = [Finding(id=c, title="Title " + c, severity="critical" if c.startswith("router") else "high",
+                        status="fail" if c in failing else "pass", summary="%s is %s" % (c, "bad" if c in failing
+                                                                                           else "fine"),
+                        evidence={"file": "etc/config/uLinux.conf", "note": "<script>alert(2)</script>"},
+                        exposure=exposed) for c in checks]
+    report = Report(device=device, findings=findings)
+    report.generated_at = stamp
+    return report.to_dict()
+
+
+@pytest.fixture
+def populated_server(tmp_path: Path) -> Any:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
+    pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+    from sqlalchemy import text
+
+    from exposure_guard import checkin
+    from exposure_guard.qts.identity import DeviceIdentity
+    from exposure_guard.settings import load_settings
+    from exposure_guard_server.db import make_engine
+
+    db_url = "sqlite:///%s" % (tmp_path / "eg.db")
+    cli("init", "--db", db_url)
+    secret = cli("enroll-secret", "create", "--db", db_url).stdout.strip().splitlines()[-1]
+    server = ServerProcess(db_url, free_port(), tmp_path / "server.log", workers=1)
+    server.start()
+    settings = load_settings(None, environ={"EXPOSURE_GUARD_SERVER_URL": server.url})
+    fleet = [
+        ("qnap-b-001", "reception-nas", ["router.upnp-mappings", "myqnapcloud.upnp-forwarding"], True),
+        ("qnap-b-002", XSS_HOST, ["router.upnp-mappings"], True),
+        ("qnap-b-003", "accounting", ["service.telnet"], False),
+        ("qnap-b-004", "backup-1", ["admin.https"], False),
+        ("qnap-b-005", "backup-2", [], False),
+        ("qnap-b-006", "old-lab", [], False),
+    ]
+    try:
+        for i, (device_id, host, failing, exposed) in enumerate(fleet):
+            ident = DeviceIdentity(device_id=device_id, hostname=host, model="TS-453D", firmware="5.1.%d" % (i % 2),
+                                   build="20231128", lan_addresses=["192.168.1.%d" % (20 + i)])
+            state = tmp_path / ("agent-%d" % i)
+            checkin.enroll(server.url, secret, ident, state)
+            checkin.spool_report(state, _report(ident.to_dict(), [], False, "2024-05-01T10:00:00Z"), 10)
+            checkin.spool_report(state, _report(ident.to_dict(), failing, exposed, "2024-05-02T10:00:00Z"), 10)
+            result = checkin.deliver_spool(settings, state, deadline=20)
+            assert result.ok, result.summary()
+        # old-lab stopped checking in long ago.
+        engine = make_engine(db_url)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE devices SET stale_base = :t, last_seen_at = :t WHERE device_id = 'qnap-b-006'"),
+                         {"t": time.time() - 30 * 86400})
+        engine.dispose()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_dashboard_login_summary_filter_device(populated_server: ServerProcess) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url = populated_server.url
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    dialogs: List[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(url + "/")
+            assert "/login" in page.url
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", ADMIN_PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_selector("[data-count=exposed]")
+            counts = {s: page.inner_text("[data-count=%s]" % s) for s in ("exposed", "at_risk", "ok", "stale",
+                                                                          "total")}
+            assert counts == {"exposed": "2", "at_risk": "2", "ok": "1", "stale": "1", "total": "6"}
+            assert page.inner_text(".ranked li:first-child").startswith("router.upnp-mappings")
+            page.screenshot(path=str(artifacts / "dashboard-fleet.png"), full_page=True)
+
+            page.select_option("select[name=state]", "exposed")
+            page.click("form.filters button[type=submit]")
+            page.wait_for_url("**/?state=exposed**")
+            rows = page.locator("#devices tbody tr")
+            assert rows.count() == 2
+            hosts = sorted(rows.nth(i).locator("td a").inner_text() for i in range(2))
+            assert hosts == sorted(["reception-nas", XSS_HOST])  # the hostile name shows as plain text
+            assert page.locator("#devices img").count() == 0
+            page.screenshot(path=str(artifacts / "dashboard-exposed.png"), full_page=True)
+
+            page.click("text=reception-nas")
+            page.wait_for_selector("#device-name")
+            assert "reception-nas" in page.inner_text("#device-name")
+            assert "EXPOSED" in page.inner_text("#device-name")
+            body = page.inner_text("main")
+            assert "router.upnp-mappings" in body and "became exposed" in body
+            assert "Newly failing: myqnapcloud.upnp-forwarding, router.upnp-mappings" in body
+            page.click("summary >> nth=0")  # open an evidence block: the script tag is text
+            assert "<script>alert(2)</script>" in page.inner_text("details >> nth=0")
+            page.screenshot(path=str(artifacts / "dashboard-device.png"), full_page=True)
+
+            page.goto(url + "/devices/qnap-b-002")
+            assert XSS_HOST in page.inner_text("#device-name")
+            page.goto(url + "/?state=stale")
+            assert page.locator("#devices tbody tr").count() == 1 and "old-lab" in page.inner_text("#devices")
+        finally:
+            browser.close()
+    assert dialogs == []  # no injected script ever ran
+    assert (artifacts / "dashboard-device.png").stat().st_size > 10000

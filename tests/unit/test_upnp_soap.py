@@ -154,7 +154,8 @@ def test_total_budget_stops_a_slow_table():
         started = time.monotonic()
         audit = read_tables(find_gateways(igd.location), budget=1.0)
         took = time.monotonic() - started
-    assert "longer than 1 s in total" in audit.services[0].error and took < 2.5
+    # without the shared budget the last call alone could take the 5 s per-call deadline
+    assert "longer than 1 s in total" in audit.services[0].error and took < 4.0, (took, audit.services[0].error)
 
 
 def test_delete_add_and_specific_entry_round_trip():

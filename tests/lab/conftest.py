@@ -22,14 +22,21 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
             item.add_marker(pytest.mark.lab)
 
 
+_reaped = False
+
+
 @pytest.fixture
 def make_lab() -> Iterator[Callable[..., Lab]]:
     built: List[Lab] = []
 
     def make(**options: object) -> Lab:
+        global _reaped
         reason = Lab.missing(bool(options.get("igd", True)))
         if reason:
             pytest.skip("lab: " + reason)
+        if not _reaped:
+            _reaped = True
+            Lab.reap_stale()  # namespaces of earlier runs that were killed before their teardown
         lab = Lab(**options)  # type: ignore[arg-type]
         built.append(lab)
         return lab.up()

@@ -42,6 +42,7 @@ API (``role`` is "wan", "router", "nas" or a name given to add_lan_host)::
     lab.miniupnpd_log()                -> the daemon's log so far
     lab.restart_miniupnpd()            -> e.g. after changing lab.miniupnpd_extra
     lab.down()
+    Lab.reap_stale()                   -> removes namespaces left by labs whose process was killed
 
 Addresses are class attributes (Lab.WAN_HOST, ROUTER_WAN, ROUTER_LAN, NAS, and the *6 variants).
 """
@@ -153,6 +154,25 @@ class Lab:
                 return "%s is not installed (apt-get install iproute2 nftables curl openssl miniupnpd)" % tool
         return None
 
+    @staticmethod
+    def reap_stale() -> List[str]:
+        """Remove namespaces (and their processes and work dirs) left by labs whose process died without
+        tearing down (SIGKILL, power loss). Only names made by this harness (``eg<pid><4 letters>-``) whose
+        <pid> is gone are touched. Returns the namespaces removed."""
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        removed = []
+        for line in listing.splitlines():
+            name = line.split()[0] if line.split() else ""
+            match = re.match(r"^eg(\d+)([a-z]{4})-\w+$", name)
+            if not match or int(match.group(1)) == os.getpid() or Path("/proc/%s" % match.group(1)).exists():
+                continue
+            Lab._kill_strays_in(name)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            removed.append(name)
+            for leftover in Path(tempfile.gettempdir()).glob("eg%s%s-*" % match.groups()):
+                shutil.rmtree(str(leftover), ignore_errors=True)
+        return removed
+
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Lab:
         return self.up()
@@ -215,6 +235,10 @@ class Lab:
             proc.wait(3)
 
     def _kill_strays(self, ns: str) -> None:
+        self._kill_strays_in(ns)
+
+    @staticmethod
+    def _kill_strays_in(ns: str) -> None:
         """Kill whatever still runs inside one of OUR namespaces (by pid, from `ip netns pids`)."""
         found = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
         for pid in found.stdout.split():

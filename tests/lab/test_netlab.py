@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from netlab import Lab
@@ -62,3 +63,19 @@ def test_lan_host_and_python_helper(make_lab):
     assert result.returncode == 0 and result.stdout.split() == ["x", "127.0.0.1"]
     assert "10.77.0.20/24" in lab.run("cam", ["ip", "-br", "addr"]).stdout
     assert lab.python("nas", "json.tool", "--help").returncode == 0  # -m form
+
+
+def test_reap_stale_removes_only_dead_runs_leftovers(make_lab):
+    live = make_lab(igd=False, nas_http=None, nas_https=None)
+    dead_pid = 4000000  # above the usual pid range; checked below
+    while os.path.exists("/proc/%d" % dead_pid):
+        dead_pid += 1
+    stale = "eg%dzzzz-wan" % dead_pid
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "300"])
+    try:
+        removed = Lab.reap_stale()
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+    assert stale in removed and sleeper.wait(5) is not None
+    assert stale not in _namespaces() and live.ns["wan"] in _namespaces()

@@ -21,9 +21,8 @@ from typing import List
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests/qpkg"))
 
+from qpkg_helpers import next_version, run_build  # noqa: E402
 from qts_rig import QPKG_DIR, Rig, find_python38  # noqa: E402
-
-from conftest import next_version, run_build  # noqa: E402
 
 
 def spread(values: List[float]) -> str:

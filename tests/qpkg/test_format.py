@@ -18,8 +18,8 @@ from typing import Dict, List, Optional
 
 import build_qpkg
 import pytest
+from qpkg_helpers import REPO, run_build
 
-from conftest import REPO, run_build
 from exposure_guard.qpkg_inspect import inspect_qpkg, main, render
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import pytest
+from qpkg_helpers import REPO, Built
 from qts_rig import QPKG_DIR, Rig, find_python38
-
-from conftest import REPO, Built
 
 NAME = "ExposureGuard"
 PKG_DIR = QPKG_DIR + "/" + NAME

@@ -71,6 +71,10 @@ def test_qbuild_style_reader_finds_the_content_size(built):
     script_len, offset = (int(x) for x in proc.stdout.split())
     assert offset == len(built.data) - 100
     assert script_len == len(split(built.data)["header"])
+    # ... and extracts the control files the way the header does (busybox dd and tar, as on QTS).
+    extract = ("dd if=%s bs=%d skip=1 2>/dev/null | busybox tar -xO | busybox tar -tz" % (built.path, script_len))
+    listing = subprocess.run(["busybox", "sh", "-c", extract], capture_output=True, text=True, check=True).stdout
+    assert "./qpkg.cfg" in listing.split() and "./qinstall.sh" in listing.split()
 
 
 # ---- header ---------------------------------------------------------------------------------------------
@@ -328,9 +332,10 @@ def test_inspector_finds_damage(built, tmp_path):
     flipped = good[:middle] + bytes([good[middle] ^ 0xFF]) + good[middle + 1:]
     assert inspect_bytes(tmp_path, flipped)
     # script_len that does not match the header.
-    wrong = good.replace(b"script_len=3072", b"script_len=3073", 1) if b"script_len=3072" in good else None
-    if wrong is not None:
-        assert any("script_len" in p for p in inspect_bytes(tmp_path, wrong))
+    script_len = len(split(good)["header"])
+    wrong = good.replace(b"script_len=%d" % script_len, b"script_len=%d" % (script_len + 1), 1)
+    assert wrong != good
+    assert any("script_len" in p for p in inspect_bytes(tmp_path, wrong))
     # Junk between content and tail.
     assert any("unexplained" in p for p in inspect_bytes(tmp_path, good[:-100] + b"junk" + good[-100:]))
     # Not a package at all.

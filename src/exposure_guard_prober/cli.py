@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--burst", type=int, default=4, help="requests a source may make at once (default 4)")
     serve.add_argument("--per-client", type=int, default=2, help="probes per source running at once (default 2)")
     serve.add_argument("--max-concurrent", type=int, default=32, help="probe jobs at once, all sources (default 32)")
+    serve.add_argument("--queue-wait", type=float, default=2.0,
+                       help="seconds a request may wait for a free probe slot before 503 (default 2)")
     serve.add_argument("--max-connections", type=int, default=512, help="inbound connections at once (default 512)")
     serve.add_argument("--max-ports", type=int, default=16, help="ports per request, at most 16 (default 16)")
     serve.add_argument("--connect-timeout", type=float, default=3.0, help="seconds per TCP connect (default 3)")
@@ -94,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> ProberConfig:
         lab_allow=parse_networks(args.lab_allow), trusted_proxies=parse_networks(args.trusted_proxy),
         max_ports=args.max_ports, rate_per_minute=args.rate, burst=max(1, args.burst),
         per_client_inflight=max(1, args.per_client), max_concurrent=max(1, args.max_concurrent),
-        max_connections=max(1, args.max_connections), connect_timeout=args.connect_timeout,
+        max_connections=max(1, args.max_connections), queue_wait=max(0.0, args.queue_wait), connect_timeout=args.connect_timeout,
         tls_timeout=args.io_timeout, io_timeout=args.io_timeout, deadline=args.deadline,
         upnp=not args.no_upnp, ssdp_port=args.ssdp_port, igd_probes=_igd_probes(args.igd_probe),
         log_connects=args.log_connects, **extra)

@@ -106,7 +106,8 @@ class ProberServer:
         for listen in self.config.listen:
             server = await asyncio.start_server(
                 self._handle, listen.host, listen.port, ssl=context, limit=self.config.header_cap,
-                ssl_handshake_timeout=self.config.request_timeout if context else None, reuse_address=True)
+                ssl_handshake_timeout=self.config.request_timeout if context else None, reuse_address=True,
+                backlog=max(100, min(4096, self.config.max_connections)))
             self.servers.append(server)
             for sock in server.sockets:
                 name = sock.getsockname()

@@ -14,9 +14,7 @@ from exposure_guard_prober.config import ProberConfig
 from exposure_guard_prober.engine import ConnectFiltered, Connector, ConnectRefused, _close, _read_capped
 
 SEARCH_TARGET = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
-_SERVICE = re.compile(
-    r"<service>(.*?)</service>", re.IGNORECASE | re.DOTALL)
-_TAG = "<{0}>(.*?)</{0}>"
+_TAG = "<{0}>([^<]{{0,400}})</{0}>"
 
 
 def msearch(address: str, port: int) -> bytes:
@@ -57,12 +55,13 @@ def _same_host(url: str, address: str) -> Optional[Tuple[int, str]]:
 
 def parse_description(body: str) -> Dict[str, Any]:
     def tag(name: str, text: str) -> str:
-        match = re.search(_TAG.format(name), text, re.IGNORECASE | re.DOTALL)
+        match = re.search(_TAG.format(name), text, re.IGNORECASE)
         return clean_text(match.group(1)) if match else ""
 
     controls = []
-    for match in _SERVICE.finditer(body):
-        service = match.group(1)
+    # Linear split, not a lazy regex: a hostile description of 64 KiB of unclosed tags must stay cheap.
+    for chunk in body.split("<service>")[1:]:
+        service = chunk.split("</service>", 1)[0]
         kind = tag("serviceType", service)
         if "WANIPConnection" in kind or "WANPPPConnection" in kind:
             controls.append({"service": kind, "control_url": tag("controlURL", service)})

@@ -42,6 +42,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class _Threading(ThreadingMixIn, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the bench sends hundreds of probes at once
 
 
 class _Threading6(_Threading):
@@ -86,7 +87,7 @@ class Services:
         self.banner = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.banner.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.banner.bind((host, 0))
-        self.banner.listen(16)
+        self.banner.listen(256)
         self._stop = False
         for server in (self.http, self.https):
             self._servers.append(server)

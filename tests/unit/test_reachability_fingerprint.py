@@ -83,3 +83,10 @@ def test_hostile_bytes_never_raise(data):
 def test_certificate_length_lies():
     assert certificate_names(b"\x30\x84\xff\xff\xff\xff") == {}
     assert certificate_names(b"\x30\x85" + b"\x00" * 10) == {}
+
+
+def test_pathological_markup():
+    # Quadratic for a lazy regex; plain finds handle it (bench-free check: it must simply finish right).
+    assert extract_title(b"<title>" * 9000) == ""
+    assert extract_title(b"<title" * 10000) == ""
+    assert extract_title(b"<TITLE lang=x>\n Hi &amp; you </title>") == "Hi & you"

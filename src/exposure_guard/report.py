@@ -70,7 +70,9 @@ class Report:
 
     @property
     def exposed(self) -> bool:
-        return any(f.status == "fail" and f.exposure for f in self.findings)
+        """design.md: a failing reachability or router finding on a management port. Those checks fail as
+        critical exactly then (admin/SSH verified from outside, a UPnP mapping of a management port)."""
+        return any(f.status == "fail" and f.exposure and f.severity == "critical" for f in self.findings)
 
     def verdict(self) -> str:
         """EXPOSED (the internet reaches it), AT RISK (risky settings), or OK."""

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jsonschema
-from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from exposure_guard.report import load_schema
@@ -23,21 +24,33 @@ from exposure_guard_server import models as m
 from exposure_guard_server.db import WRITE, is_sqlite
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.reportlogic import RISK, derive_transitions, failing_checks, parse_time, verdict_of
+from exposure_guard_server.schemacheck import Unsupported, compile_schema
 from exposure_guard_server.security import NODE_KEY_PREFIX, new_secret, token_hash
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux
+    fcntl = None  # type: ignore[assignment]
 
 MIN_INTERVAL, MAX_INTERVAL = 60, 7 * 86400
 
 _SCHEMA = load_schema()
 _REPORT_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
 _DEVICE_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA["properties"]["device"])
+try:
+    _FAST_REPORT_CHECK: Optional[Callable[[Any], bool]] = compile_schema(_SCHEMA)
+except Unsupported:  # a future schema keyword: jsonschema alone
+    _FAST_REPORT_CHECK = None
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError("%s is not valid JSON" % name)
 
 
-def decode_body(raw: bytes, content_encoding: str, max_body: int) -> Dict[str, Any]:
-    """Gunzip (bounded: a gzip bomb is refused, not inflated) and parse one JSON object."""
+def decode_body(raw: bytes, content_encoding: str, max_body: int) -> Tuple[Dict[str, Any], bytes]:
+    """Gunzip (bounded: a gzip bomb is refused, not inflated) and parse one JSON object.
+
+    Returns the document and its JSON bytes as received."""
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("gzip", "x-gzip"):
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -59,7 +72,7 @@ def decode_body(raw: bytes, content_encoding: str, max_body: int) -> Dict[str, A
         raise ApiError(400, "body is not valid UTF-8 JSON: %s" % str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise ApiError(400, "body must be a JSON object")
-    return doc
+    return doc, data
 
 
 def _first_error(validator: jsonschema.protocols.Validator, doc: Any) -> Optional[str]:
@@ -82,24 +95,36 @@ class PreparedReport:
     sha256: str
 
 
-def prepare_report(doc: Dict[str, Any]) -> PreparedReport:
-    """Validate against report-v1.schema.json and derive what the server stores (CPU only, no DB)."""
+def validate_report(doc: Dict[str, Any]) -> None:
+    """Raise 422 unless ``doc`` matches report-v1.schema.json (fast check first, jsonschema for the words)."""
+    if _FAST_REPORT_CHECK is not None and _FAST_REPORT_CHECK(doc):
+        return
     problem = _first_error(_REPORT_VALIDATOR, doc)
     if problem:
         raise ApiError(422, "report does not match exposure-guard/report/v1: " + problem)
+
+
+def prepare_report(doc: Dict[str, Any], data: Optional[bytes] = None, stored: Optional[bytes] = None) -> PreparedReport:
+    """Validate and derive what the server stores (CPU only, no DB).
+
+    ``data`` is the JSON as received (its SHA-256 tells a replay from a different report under the same id);
+    ``stored`` is what to keep: the received gzip bytes when the agent sent gzip, else zlib of ``data``."""
+    validate_report(doc)
     generated = parse_time(doc["generated_at"])
     if generated is None:
         raise ApiError(422, "report does not match exposure-guard/report/v1: generated_at is not RFC 3339")
-    canonical = json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if data is None:
+        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return PreparedReport(
         doc=doc, report_id=doc["report_id"].lower(), device_id=doc["device"]["device_id"], generated_at=generated,
-        verdict=verdict_of(doc), failing=failing_checks(doc), body=zlib.compress(canonical, 6),
-        sha256=hashlib.sha256(canonical).hexdigest(),
+        verdict=verdict_of(doc), failing=failing_checks(doc), body=stored or zlib.compress(data, 1),
+        sha256=hashlib.sha256(data).hexdigest(),
     )
 
 
 def load_body(blob: bytes) -> Dict[str, Any]:
-    return json.loads(zlib.decompress(blob).decode("utf-8"))
+    """A stored report (zlib or gzip: wbits 47 reads both)."""
+    return json.loads(zlib.decompress(blob, 47).decode("utf-8"))
 
 
 def parse_interval(header: Optional[str], default: int) -> int:
@@ -120,10 +145,18 @@ class Ingest:
         self.writer = engine.execution_options(**WRITE)
         self.default_interval = default_interval
         self.stale_grace = stale_grace
-        # SQLite has one writer at a time; queueing our own threads here is cheaper than its busy handler.
-        self._write_lock: Optional[threading.Lock] = threading.Lock() if is_sqlite(str(engine.url)) else None
+        # SQLite has one writer at a time. Queueing here (threads on a lock, processes on an flock of a file
+        # next to the database) wakes the next writer at once; SQLite's busy handler polls with sleeps.
+        self._write_lock: Optional[threading.Lock] = None
+        self._lock_file = ""
+        if is_sqlite(str(engine.url)):
+            self._write_lock = threading.Lock()
+            database = engine.url.database or ""
+            if database and database != ":memory:":
+                self._lock_file = database + ".write-lock"
         self.stats: Dict[str, int] = {}
         self._stats_lock = threading.Lock()
+        self.sql = HotSql(engine.dialect)
 
     def count(self, name: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -135,7 +168,7 @@ class Ingest:
         return out
 
     def _write(self) -> Any:
-        return _Locked(self._write_lock, self.writer)
+        return _Locked(self._write_lock, self.writer, self._lock_file)
 
     # -- enrollment ------------------------------------------------------------------------------------
     def enroll(self, body: Any, now: Optional[float] = None) -> Dict[str, Any]:
@@ -187,42 +220,41 @@ class Ingest:
         return {"node_key": node_key, "device_id": device["device_id"], "re_enrolled": again}
 
     # -- check-in --------------------------------------------------------------------------------------
-    def authenticate(self, node_key: Optional[str]) -> Tuple[int, str]:
-        if not node_key:
-            raise ApiError(401, "missing node key (Authorization: Bearer <node key>)",
-                           {"WWW-Authenticate": "Bearer"})
-        with self.engine.connect() as conn:
-            row = conn.execute(select(m.devices.c.id, m.devices.c.device_id).where(
-                m.devices.c.node_key_hash == token_hash(node_key))).first()
-        if row is None:
-            raise ApiError(401, "unknown node key: enroll this device again", {"WWW-Authenticate": "Bearer"})
-        return row.id, row.device_id
-
     def checkin(self, node_key: Optional[str], raw: bytes, content_encoding: str, interval_header: Optional[str],
                 max_body: int, now: Optional[float] = None) -> Dict[str, Any]:
         try:
             result = self._checkin(node_key, raw, content_encoding, interval_header, max_body, now)
         except ApiError as exc:
             self.count("checkins_rejected_%d" % exc.status)
+            exc.counted = True  # type: ignore[attr-defined]
             raise
         self.count("checkins_duplicate" if result["duplicate"] else "checkins_stored")
         return result
 
     def _checkin(self, node_key: Optional[str], raw: bytes, content_encoding: str, interval_header: Optional[str],
                  max_body: int, now: Optional[float]) -> Dict[str, Any]:
-        device_pk, device_id = self.authenticate(node_key)
-        report = prepare_report(decode_body(raw, content_encoding, max_body))
+        if not node_key:
+            raise ApiError(401, "missing node key (Authorization: Bearer <node key>)", {"WWW-Authenticate": "Bearer"})
+        doc, data = decode_body(raw, content_encoding, max_body)
+        report_id = doc.get("report_id")
+        report_id = report_id.lower()[:64] if isinstance(report_id, str) else ""
+        sql = self.sql
+        # One round trip: who is calling, and has this report_id been stored already?
+        with self.engine.connect() as conn:
+            row = sql.run(conn, "whoami", h=token_hash(node_key), rid=report_id).first()
+        if row is None:
+            raise ApiError(401, "unknown node key: enroll this device again", {"WWW-Authenticate": "Bearer"})
+        device_pk, device_id = row.id, row.device_id
+        gzipped = content_encoding.strip().lower() in ("gzip", "x-gzip")
+        report = prepare_report(doc, data, raw if gzipped else None)
         if report.device_id != device_id:
             raise ApiError(403, "report is for device %r but the node key belongs to another device" %
                            report.device_id[:128])
-        with self.engine.connect() as conn:
-            seen = _existing_report(conn, report.report_id)
-        if seen is not None:
-            return _duplicate(seen, device_pk, report)
+        if row.device_pk is not None:
+            return _duplicate(row, device_pk, report)
         try:
             with self._write() as conn:
-                return self._store(conn, device_pk, report, interval_header,
-                                   time.time() if now is None else now)
+                return self._store(conn, device_pk, report, interval_header, time.time() if now is None else now)
         except IntegrityError:
             # Lost a race with a concurrent delivery of the same report_id.
             with self.engine.connect() as conn:
@@ -233,21 +265,16 @@ class Ingest:
 
     def _store(self, conn: Connection, device_pk: int, report: PreparedReport, interval_header: Optional[str],
                now: float) -> Dict[str, Any]:
-        d = m.devices.c
-        dev = conn.execute(select(d.id, d.interval_s, d.last_generated_at, d.verdict, d.failing, d.stale,
-                                  d.report_count).where(d.id == device_pk).with_for_update()).first()
+        sql = self.sql
+        dev = sql.run(conn, "device_for_update", pk=device_pk).first()
         if dev is None:
             raise ApiError(401, "unknown node key: enroll this device again")
-        seen = _existing_report(conn, report.report_id)
-        if seen is not None:
-            return _duplicate(seen, device_pk, report)
-        report_pk = conn.execute(insert(m.reports).values(
-            report_id=report.report_id, device_pk=device_pk, generated_at=report.generated_at, received_at=now,
-            verdict=report.verdict, fail_count=len(report.failing), body_sha256=report.sha256, body=report.body,
-        )).inserted_primary_key[0]
+        report_pk = sql.run(conn, "insert_report", report_id=report.report_id, device_pk=device_pk,
+                            generated_at=report.generated_at, received_at=now, verdict=report.verdict,
+                            fail_count=len(report.failing), body_sha256=report.sha256, body=report.body).scalar()
         interval = parse_interval(interval_header, dev.interval_s)
-        values: Dict[str, Any] = {"last_seen_at": now, "stale_base": now + 2 * interval, "stale": False,
-                                  "interval_s": interval, "report_count": dev.report_count + 1}
+        seen = {"pk": device_pk, "last_seen_at": now, "stale_base": now + 2 * interval, "stale": False,
+                "interval_s": interval, "report_count": dev.report_count + 1}
         events: List[Tuple[str, Dict[str, Any]]] = []
         if dev.stale:
             events.append(("back", {"last_report_id": report.report_id}))
@@ -255,17 +282,17 @@ class Ingest:
         if latest:
             previous_failing = {item[0]: item[1] for item in json.loads(dev.failing)}
             device = report.doc["device"]
-            values.update(
-                last_generated_at=report.generated_at, last_report_pk=report_pk, verdict=report.verdict,
-                risk=RISK[report.verdict], fail_count=len(report.failing),
-                failing=json.dumps(sorted(report.failing.items())),
-                hostname=device["hostname"], model=device["model"], firmware=device["firmware"],
-                build=device["build"], lan_addresses=json.dumps(device["lan_addresses"]),
-                agent_version=str(report.doc["agent"]["version"])[:64],
-            )
+            sql.run(conn, "update_latest", last_generated_at=report.generated_at, last_report_pk=report_pk,
+                    verdict=report.verdict, risk=RISK[report.verdict], fail_count=len(report.failing),
+                    failing=json.dumps(sorted(report.failing.items())), hostname=device["hostname"],
+                    model=device["model"], firmware=device["firmware"], build=device["build"],
+                    lan_addresses=json.dumps(device["lan_addresses"]),
+                    agent_version=str(report.doc["agent"]["version"])[:64], **seen)
             events.extend(derive_transitions(dev.verdict, previous_failing, report.verdict, report.failing))
-            _sync_failing(conn, device_pk, previous_failing, report.failing)
-        conn.execute(update(m.devices).where(d.id == device_pk).values(**values))
+            if previous_failing != report.failing:
+                _sync_failing(conn, device_pk, previous_failing, report.failing)
+        else:
+            sql.run(conn, "update_seen", **seen)
         for kind, detail in events:
             detail = dict(detail, report_id=report.report_id)
             add_transition(conn, device_pk, kind, now, report_pk, detail)
@@ -288,30 +315,85 @@ class Ingest:
         return len(rows)
 
 
-class _Locked:
-    """``with`` a write transaction, holding the in-process write lock first (SQLite only)."""
+class HotSql:
+    """The check-in path's statements, compiled once for the dialect and run with ``exec_driver_sql``:
+    SQLAlchemy's per-execution compile-cache lookup costs more than SQLite takes to run them."""
 
-    def __init__(self, lock: Optional[threading.Lock], engine: Engine) -> None:
-        self.lock, self.engine = lock, engine
+    def __init__(self, dialect: Any) -> None:
+        d, r = m.devices.c, m.reports.c
+        seen_cols = ("last_seen_at", "stale_base", "stale", "interval_s", "report_count")
+        latest_cols = seen_cols + ("last_generated_at", "last_report_pk", "verdict", "risk", "fail_count", "failing",
+                                   "hostname", "model", "firmware", "build", "lan_addresses", "agent_version")
+        statements = {
+            "whoami": select(d.id, d.device_id, r.device_pk, r.body_sha256, r.verdict)
+            .select_from(m.devices.outerjoin(m.reports, r.report_id == bindparam("rid")))
+            .where(d.node_key_hash == bindparam("h")),
+            "device_for_update": select(d.id, d.interval_s, d.last_generated_at, d.verdict, d.failing, d.stale,
+                                        d.report_count).where(d.id == bindparam("pk")).with_for_update(),
+            "insert_report": insert(m.reports).values(
+                {c: bindparam(c) for c in ("report_id", "device_pk", "generated_at", "received_at", "verdict",
+                                           "fail_count", "body_sha256", "body")}).returning(r.id),
+            "update_seen": update(m.devices).where(d.id == bindparam("pk"))
+            .values({c: bindparam(c) for c in seen_cols}),
+            "update_latest": update(m.devices).where(d.id == bindparam("pk"))
+            .values({c: bindparam(c) for c in latest_cols}),
+        }
+        self.compiled: Dict[str, Tuple[str, Optional[List[str]]]] = {}
+        for name, statement in statements.items():
+            compiled = statement.compile(dialect=dialect)
+            order = list(compiled.positiontup or []) if compiled.positional else None
+            self.compiled[name] = (compiled.string, order)
+
+    def run(self, conn: Connection, name: str, **params: Any) -> Any:
+        text, order = self.compiled[name]
+        if order is not None:
+            return conn.exec_driver_sql(text, tuple(params[key] for key in order))
+        return conn.exec_driver_sql(text, params)
+
+
+class _Locked:
+    """``with`` a write transaction, holding the in-process and cross-process write locks first (SQLite)."""
+
+    _fds: Dict[str, int] = {}
+
+    def __init__(self, lock: Optional[threading.Lock], engine: Engine, lock_file: str = "") -> None:
+        self.lock, self.engine, self.lock_file = lock, engine, lock_file
         self._ctx: Any = None
+        self._fd = -1
+
+    def _flock(self) -> None:
+        if not self.lock_file or fcntl is None:
+            return
+        fd = self._fds.get(self.lock_file)
+        if fd is None:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fds[self.lock_file] = fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._fd = fd
+
+    def _release(self) -> None:
+        if self._fd >= 0 and fcntl is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._fd = -1
+        if self.lock is not None:
+            self.lock.release()
 
     def __enter__(self) -> Connection:
         if self.lock is not None:
             self.lock.acquire()
         try:
+            self._flock()
             self._ctx = self.engine.begin()
             return self._ctx.__enter__()
         except BaseException:
-            if self.lock is not None:
-                self.lock.release()
+            self._release()
             raise
 
     def __exit__(self, *exc: Any) -> Any:
         try:
             return self._ctx.__exit__(*exc)
         finally:
-            if self.lock is not None:
-                self.lock.release()
+            self._release()
 
 
 def _existing_report(conn: Connection, report_id: str) -> Any:

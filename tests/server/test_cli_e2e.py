@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from server_helpers import device_identity, make_report
 from serverproc import ServerProcess, cli, free_port
 
-from conftest import device_identity, make_report
 from exposure_guard import checkin
 from exposure_guard.qts.identity import DeviceIdentity
 from exposure_guard.settings import load_settings

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List
 
 import pytest
+from server_helpers import Api, device_identity, make_report
 
-from conftest import Api, device_identity, make_report
 from exposure_guard_server.webhooks import WebhookSender
 
 

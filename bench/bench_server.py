@@ -1,0 +1,443 @@
+"""Fleet server figures (loopback only): check-in throughput and latency, and read latency on a big fleet.
+
+    python3 bench/bench_server.py [--duration 10] [--connections 32] [--workers 2]
+                                  [--devices 100000] [--reports-per-device 10] [--skip-pg] [--skip-fleet]
+
+1. Check-ins/s sustained against the real `exposure-guard-server serve --workers 2` (SQLite WAL), each a
+   gzip'd report v1 with a fresh report_id from one of 200 enrolled devices, and the same load against a
+   bare ASGI endpoint (uvicorn, same workers, reads the body and answers 201) in the same run: ratio.
+   p50/p99 check-in latency as the client sees it. Then the same on PostgreSQL (EXPOSURE_GUARD_TEST_PG_URL).
+2. A fleet of --devices devices and --reports-per-device reports each, generated with bulk inserts (COPY
+   on PostgreSQL), then the latency of the fleet summary, device lists (filters, sorts, deep page), a
+   device page and the dashboard's HTML fleet page through the real server.
+
+The load generator is a small asyncio HTTP/1.1 keep-alive client in this process; it shares the 2 cores
+with the server, so absolute figures understate what a server alone on the machine does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests" / "server"))
+
+from serverproc import ServerProcess, cli, free_port  # noqa: E402
+
+BARE_APP = r'''
+import json
+BODY = json.dumps({"stored": True, "duplicate": False}).encode()
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    if scope["path"] == "/healthz":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"status": "ok"}'})
+        return
+    await send({"type": "http.response.start", "status": 201,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]})
+    await send({"type": "http.response.body", "body": BODY})
+'''
+
+CHECKS = ["myqnapcloud.upnp-forwarding", "myqnapcloud.published-services", "myqnapcloud.ddns", "router.upnp-mappings",
+          "router.upnp-wan-exposed", "reachability.admin", "reachability.services", "admin.default-ports",
+          "admin.https", "admin.default-cert", "service.telnet", "service.ssh", "account.default-admin",
+          "system.autorun", "upnp.nas-discovery", "firmware.version"]
+
+
+def device(i: int) -> Dict[str, Any]:
+    return {"device_id": "qnap-bench-%06d" % i, "hostname": "nas-%06d" % i, "model": "TS-453D",
+            "firmware": "5.1.%d.2596" % (i % 5), "build": "20231128", "lan_addresses": ["10.%d.%d.%d" % (
+                i // 65536 % 256, i // 256 % 256, i % 256)]}
+
+
+def failing_for(dev: Dict[str, Any], rng: random.Random, change: float = 0.02) -> set:
+    """A device's failing checks: stable from one report to the next, changing in ``change`` of them."""
+    seeded = random.Random(dev["device_id"])
+    failing = set(seeded.sample(CHECKS, seeded.choice([0, 0, 0, 1, 1, 2, 3])))
+    if rng.random() < change:
+        failing ^= {rng.choice(CHECKS)}
+    return failing
+
+
+def report(dev: Dict[str, Any], rng: random.Random, stamp: float, failing: Optional[set] = None) -> Dict[str, Any]:
+    """A realistic report: the 16 catalogue checks, a few failing, evidence of a typical size."""
+    if failing is None:
+        failing = failing_for(dev, rng)
+    findings = [{"id": c, "title": "Title of " + c, "severity": "high", "status": "fail" if c in failing else "pass",
+                 "summary": "%s: one line a person understands" % c,
+                 "evidence": {"file": "etc/config/uLinux.conf", "section": "System", "key": "Some Key",
+                              "value": "TRUE"},
+                 "fixable": c.startswith("myqnapcloud"), "fixed": False,
+                 "references": ["https://www.qnap.com/en/security-advisory/qsa-23-01"]} for c in CHECKS]
+    exposed = "router.upnp-mappings" in failing or "reachability.admin" in failing
+    return {"schema": "exposure-guard/report/v1", "report_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + ".000000Z", "duration_ms": 412,
+            "agent": {"version": "1.0.0", "python": "3.8.10", "mode": "report"}, "device": dev,
+            "findings": findings, "changes": [],
+            "summary": {"fail": len(failing), "pass": 16 - len(failing), "unknown": 0, "error": 0, "skipped": 0,
+                        "exposed": exposed}}
+
+
+# -- load generator ------------------------------------------------------------------------------------
+
+class Load:
+    def __init__(self, host: str, port: int, requests: List[bytes]) -> None:
+        self.host, self.port, self.requests = host, port, requests
+        self.next = 0
+        self.latencies: List[float] = []
+        self.statuses: Dict[int, int] = {}
+
+    async def worker(self, end: float) -> None:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            while time.perf_counter() < end and self.next < len(self.requests):
+                request = self.requests[self.next]
+                self.next += 1
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                self.latencies.append(time.perf_counter() - started)
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    def run(self, duration: float, connections: int) -> Dict[str, Any]:
+        async def main() -> float:
+            end = time.perf_counter() + duration
+            start = time.perf_counter()
+            await asyncio.gather(*(self.worker(end) for _ in range(connections)))
+            return time.perf_counter() - start
+
+        try:
+            import uvloop
+
+            wall = uvloop.run(main())
+        except ImportError:
+            wall = asyncio.run(main())
+        lat = sorted(self.latencies)
+        ok = sum(n for s, n in self.statuses.items() if 200 <= s < 300)
+        return {"requests": len(lat), "ok": ok, "statuses": self.statuses, "wall_s": wall, "rps": ok / wall,
+                "p50_ms": 1000 * lat[len(lat) // 2] if lat else 0,
+                "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0}
+
+
+def checkin_requests(keys: List[Tuple[Dict[str, Any], str]], count: int, host: str, seed: int) -> List[bytes]:
+    rng = random.Random(seed)
+    out = []
+    base = time.time() - 86400
+    for i in range(count):
+        dev, key = keys[i % len(keys)]
+        body = gzip.compress(json.dumps(report(dev, rng, base + i), separators=(",", ":")).encode(), 6)
+        out.append(("POST /api/v1/checkin HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                    "Content-Type: application/json\r\nContent-Encoding: gzip\r\nX-ExposureGuard-Interval: 3600\r\n"
+                    "Content-Length: %d\r\n\r\n" % (host, key, len(body))).encode() + body)
+    return out
+
+
+def start_bare(port: int, workers: int, tmp: Path) -> subprocess.Popen:
+    (tmp / "bare_asgi.py").write_text(BARE_APP)
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_asgi:app", "--app-dir", str(tmp), "--host",
+                             "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+                             "--no-access-log"], start_new_session=True)
+    import requests
+
+    for _ in range(200):
+        try:
+            requests.get("http://127.0.0.1:%d/healthz" % port, timeout=1)
+            return proc
+        except requests.RequestException:
+            time.sleep(0.05)
+    raise SystemExit("bare ASGI server did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=30)
+
+
+def checkin_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
+    from exposure_guard import checkin
+    from exposure_guard.qts.identity import DeviceIdentity
+
+    cli("init", "--db", db_url)
+    secret = cli("enroll-secret", "create", "--db", db_url).stdout.strip().splitlines()[-1]
+    port = free_port()
+    server = ServerProcess(db_url, port, tmp / ("server-%s.log" % label), workers=args.workers)
+    server.start()
+    try:
+        keys = []
+        for i in range(200):
+            state = tmp / ("agents-%s" % label) / str(i)
+            checkin.enroll(server.url, secret, DeviceIdentity(**device(i)), state)
+            keys.append((device(i), checkin.read_node_key(state)))
+        per_second_guess = 6000
+        requests = checkin_requests(keys, int(per_second_guess * (args.duration + 2)), "127.0.0.1:%d" % port, 1)
+        Load("127.0.0.1", port, requests[:400]).run(2, args.connections)  # warm-up (first reports per device)
+        result = Load("127.0.0.1", port, requests[400:]).run(args.duration, args.connections)
+    finally:
+        server.stop()
+    return result
+
+
+def bare_bench(args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
+    port = free_port()
+    proc = start_bare(port, args.workers, tmp)
+    try:
+        keys = [(device(i), "egn_x") for i in range(200)]
+        requests = checkin_requests(keys, int(20000 * (args.duration + 2)) // 4, "127.0.0.1:%d" % port, 2)
+        requests = requests * 4
+        Load("127.0.0.1", port, requests[:2000]).run(1, args.connections)
+        return Load("127.0.0.1", port, requests).run(args.duration, args.connections)
+    finally:
+        stop(proc)
+
+
+def show(label: str, r: Dict[str, Any]) -> None:
+    print("  %-34s %7.0f check-ins/s  (%d ok of %d, statuses %s)  p50 %.1f ms  p99 %.1f ms" % (
+        label, r["rps"], r["ok"], r["requests"], r["statuses"], r["p50_ms"], r["p99_ms"]), flush=True)
+
+
+# -- big fleet -----------------------------------------------------------------------------------------
+
+def generate_fleet(db_url: str, devices: int, per_device: int) -> float:
+    """Bulk-insert the fleet; returns seconds taken."""
+    from sqlalchemy import insert, text
+
+    from exposure_guard_server import models as m
+    from exposure_guard_server.db import make_engine, migrate
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    rng = random.Random(7)
+    now = time.time()
+    body = zlib.compress(json.dumps(report(device(0), rng, now)).encode(), 6)
+    sha = "0" * 64
+    started = time.perf_counter()
+    verdicts = []
+    dev_rows, failing_rows = [], []
+    for i in range(devices):
+        roll = rng.random()
+        verdict = "exposed" if roll < 0.05 else "at_risk" if roll < 0.30 else "ok"
+        failing = []
+        if verdict == "exposed":
+            failing = ["router.upnp-mappings"] + rng.sample(CHECKS[5:], rng.randint(0, 2))
+        elif verdict == "at_risk":
+            failing = rng.sample(CHECKS[7:], rng.randint(1, 3))
+        stale = rng.random() < 0.04
+        last_seen = now - (rng.uniform(3 * 86400, 30 * 86400) if stale else rng.uniform(0, 3600))
+        d = device(i)
+        dev_rows.append({
+            "id": i + 1, "device_id": d["device_id"], "node_key_hash": "%064x" % (i + 1), "enroll_secret_id": None,
+            "enrolled_at": now - 90 * 86400, "hostname": d["hostname"], "model": d["model"], "firmware": d["firmware"],
+            "build": d["build"], "lan_addresses": json.dumps(d["lan_addresses"]), "agent_version": "1.0.0",
+            "interval_s": 3600, "last_seen_at": last_seen, "last_generated_at": last_seen,
+            "last_report_pk": (i + 1) * per_device, "verdict": verdict, "risk": {"ok": 1, "at_risk": 2,
+                                                                                "exposed": 3}[verdict],
+            "fail_count": len(failing), "failing": json.dumps([[c, "high"] for c in sorted(failing)]),
+            "stale_base": last_seen + 7200, "stale": stale, "report_count": per_device})
+        failing_rows.extend({"device_pk": i + 1, "check_id": c, "severity": "high"} for c in failing)
+        verdicts.append(verdict)
+    is_pg = engine.dialect.name == "postgresql"
+    with engine.execution_options(eg_write=True).begin() as conn:
+        conn.execute(insert(m.devices), dev_rows)
+        conn.execute(insert(m.device_failing), failing_rows)
+    print("  %d devices, %d failing-check rows inserted in %.1f s" % (devices, len(failing_rows),
+                                                                    time.perf_counter() - started), flush=True)
+    total = devices * per_device
+    batch = 50000
+    if is_pg:
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            with cursor.copy("COPY reports (id, report_id, device_pk, generated_at, received_at, verdict, fail_count, "
+                             "body_sha256, body) FROM STDIN") as copy:
+                for n in range(total):
+                    pk = n + 1
+                    dev = n // per_device
+                    copy.write_row((pk, "%032x" % pk, dev + 1, now - (per_device - n % per_device) * 3600,
+                                    now, verdicts[dev], 0, sha, body))
+            cursor.execute("SELECT setval(pg_get_serial_sequence('reports', 'id'), %s)" % total)
+            cursor.execute("SELECT setval(pg_get_serial_sequence('devices', 'id'), %s)" % devices)
+            raw.commit()
+        finally:
+            raw.close()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    else:
+        with engine.execution_options(eg_write=True).begin() as conn:
+            for start in range(0, total, batch):
+                rows = []
+                for n in range(start, min(total, start + batch)):
+                    dev = n // per_device
+                    rows.append({"id": n + 1, "report_id": "%032x" % (n + 1), "device_pk": dev + 1,
+                                 "generated_at": now - (per_device - n % per_device) * 3600, "received_at": now,
+                                 "verdict": verdicts[dev], "fail_count": 0, "body_sha256": sha, "body": body})
+                conn.execute(insert(m.reports), rows)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def read_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) -> None:
+    import requests
+
+    print("\n== %s: fleet of %d devices / %d reports" % (label, args.devices, args.devices * args.reports_per_device),
+          flush=True)
+    seconds = generate_fleet(db_url, args.devices, args.reports_per_device)
+    print("  generated in %.1f s" % seconds, flush=True)
+    token = cli("api-token", "create", "--db", db_url).stdout.strip().splitlines()[-1]
+    server = ServerProcess(db_url, free_port(), tmp / ("read-%s.log" % label), workers=1)
+    server.start()
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + token
+    try:
+        # Dashboard session for the HTML page.
+        from exposure_guard_server.admin import Admin
+        from exposure_guard_server.db import make_engine
+
+        engine = make_engine(db_url)
+        Admin(engine).set_password("bench", "bench password 1")
+        engine.dispose()
+        browser = requests.Session()
+        page = browser.get(server.url + "/login").text
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        browser.post(server.url + "/login", data={"username": "bench", "password": "bench password 1", "csrf": csrf,
+                                                  "next": "/"})
+        probes = [
+            ("fleet summary", session, "/api/v1/summary"),
+            ("device list (riskiest first)", session, "/api/v1/devices"),
+            ("device list exposed", session, "/api/v1/devices?state=exposed"),
+            ("device list stale", session, "/api/v1/devices?state=stale"),
+            ("device list failing check", session, "/api/v1/devices?check=service.telnet"),
+            ("device list firmware", session, "/api/v1/devices?firmware=5.1.3.2596"),
+            ("device list by last seen", session, "/api/v1/devices?sort=last_seen"),
+            ("device list hostname search", session, "/api/v1/devices?q=nas-0999"),
+            ("device list page 1000", session, "/api/v1/devices?sort=hostname&page=1000"),
+            ("device detail (history, diff)", session, "/api/v1/devices/qnap-bench-054321"),
+            ("dashboard HTML fleet page", browser, "/"),
+            ("dashboard HTML exposed filter", browser, "/?state=exposed"),
+        ]
+        for name, client, path in probes:
+            times = []
+            for i in range(args.read_repeats + 2):
+                started = time.perf_counter()
+                response = client.get(server.url + path, timeout=60)
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 200, (path, response.status_code, response.text[:200])
+                if i >= 2:
+                    times.append(elapsed * 1000)
+            times.sort()
+            print("  %-32s median %6.1f ms   p95 %6.1f ms   max %6.1f ms" % (
+                name, statistics.median(times), times[int(len(times) * 0.95) - 1 if len(times) > 1 else 0],
+                times[-1]), flush=True)
+    finally:
+        server.stop()
+
+
+def pg_database(name: str) -> Optional[str]:
+    url = os.environ.get("EXPOSURE_GUARD_TEST_PG_URL")
+    if not url:
+        return None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from exposure_guard_server.db import normalise_url
+
+    url = normalise_url(url)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name))
+        conn.execute(text('CREATE DATABASE "%s"' % name))
+    admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--devices", type=int, default=100000)
+    parser.add_argument("--reports-per-device", type=int, default=10)
+    parser.add_argument("--read-repeats", type=int, default=20)
+    parser.add_argument("--skip-pg", action="store_true")
+    parser.add_argument("--skip-checkin", action="store_true")
+    parser.add_argument("--skip-fleet", action="store_true")
+    args = parser.parse_args()
+    try:
+        import httptools  # noqa: F401
+        import uvloop  # noqa: F401
+
+        stack = "uvicorn + httptools + uvloop"
+    except ImportError:
+        stack = "uvicorn + h11 + asyncio (install uvicorn[standard] for httptools/uvloop)"
+    print("ExposureGuard server bench: %d cores, Python %s, %s; load generator in the same machine" % (
+        os.cpu_count() or 0, sys.version.split()[0], stack), flush=True)
+    with tempfile.TemporaryDirectory(prefix="eg-bench-") as folder:
+        tmp = Path(folder)
+        pg_url = None if args.skip_pg else pg_database("eg_bench_checkin")
+        if not args.skip_checkin:
+            print("\n== check-ins, %d server workers, %d connections, %.0f s" % (args.workers, args.connections,
+                                                                            args.duration), flush=True)
+            bare = bare_bench(args, tmp)
+            show("bare ASGI endpoint", bare)
+            sqlite = checkin_bench("sqlite", "sqlite:///%s" % (tmp / "bench.db"), args, tmp)
+            show("server on SQLite (WAL)", sqlite)
+            print("  SQLite / bare ASGI ratio: %.0f %%" % (100 * sqlite["rps"] / bare["rps"]), flush=True)
+            if pg_url:
+                pg = checkin_bench("pg", pg_url, args, tmp)
+                show("server on PostgreSQL", pg)
+                print("  PostgreSQL / bare ASGI ratio: %.0f %%" % (100 * pg["rps"] / bare["rps"]), flush=True)
+            elif not args.skip_pg:
+                print("  PostgreSQL: skipped (EXPOSURE_GUARD_TEST_PG_URL unset; source .ci/start-postgres.sh)")
+        if not args.skip_fleet:
+            read_bench("SQLite", "sqlite:///%s" % (tmp / "fleet.db"), args, tmp)
+            pg_fleet = None if args.skip_pg else pg_database("eg_bench_fleet")
+            if pg_fleet:
+                read_bench("PostgreSQL", pg_fleet, args, tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

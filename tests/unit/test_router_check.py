@@ -120,7 +120,7 @@ def test_fake_root_never_searches_the_lan_unless_told(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("SSDP must not be sent for a --root tree")
 
-    monkeypatch.setattr(router, "find_gateways", boom)
+    monkeypatch.setattr(upnp_audit, "find_gateways", boom)
     out = evaluate(make_ctx(tmp_path))
     assert out.status == "skipped" and "[router] discover = yes" in out.summary
     out = evaluate(make_ctx(tmp_path, router__discover="no"))
@@ -128,7 +128,7 @@ def test_fake_root_never_searches_the_lan_unless_told(tmp_path, monkeypatch):
 
 
 def _loopback_discovery(monkeypatch, responder):
-    monkeypatch.setattr(router, "find_gateways", functools.partial(upnp_audit.find_gateways, interfaces=["127.0.0.1"],
+    monkeypatch.setattr(upnp_audit, "find_gateways", functools.partial(upnp_audit.find_gateways, interfaces=["127.0.0.1"],
                                                                    group=responder.address))
 
 
@@ -151,7 +151,7 @@ def test_no_igd_answering_passes_saying_the_router_offers_no_upnp(tmp_path, monk
 
 
 def test_discovery_that_cannot_search_is_unknown(tmp_path, monkeypatch):
-    monkeypatch.setattr(router, "find_gateways", functools.partial(upnp_audit.find_gateways, interfaces=[]))
+    monkeypatch.setattr(upnp_audit, "find_gateways", functools.partial(upnp_audit.find_gateways, interfaces=[]))
     out = evaluate(make_ctx(tmp_path, router__discover="yes"))
     assert out.status == "unknown" and out.evidence["upnp_offered"] is None
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from exposure_guard.checks.context import CheckContext
 from exposure_guard.checks.evidence import Unknowable, read_key
 from exposure_guard.checks.local import ADVISORY_2022, SECURE_ACCESS, UPNP_ADVISORY, admin_ports
 from exposure_guard.checks.registry import Outcome, check, failed, passed, skipped, unknown
 from exposure_guard.fingerprint import compare, fingerprint_local
-from exposure_guard.probeclient import MAX_PORTS, PortAsk, ProbeAnswer, ProberError, ProberUnreachable, ask
 from exposure_guard.qts.root import ULINUX_CONF
+
+if TYPE_CHECKING:
+    from exposure_guard.probeclient import ProbeAnswer
+
+# probeclient pulls in requests: imported where the callback runs, so local-only runs start fast.
 
 UPNPROXY = "https://www.akamai.com/blog/security/upnproxy-eternalsilence"
 LOCAL_TIMEOUT = 2.0
@@ -95,6 +99,8 @@ def nas_mappings(ctx: CheckContext) -> Optional[List[Dict[str, Any]]]:
 
 def plan_targets(ctx: CheckContext) -> Tuple[List[Target], List[Target]]:
     """(targets asked, targets dropped by the 16-port cap), most important first."""
+    from exposure_guard.probeclient import MAX_PORTS
+
     try:
         admin = admin_ports(ctx)
     except Unknowable:
@@ -242,6 +248,8 @@ def _brief(fp: Dict[str, Any]) -> Dict[str, Any]:
 
 def reachability_run(ctx: CheckContext) -> ReachabilityRun:
     """Ask the prober once per address family (cached for the run). Raises Unknowable on planning errors."""
+    from exposure_guard.probeclient import MAX_PORTS, PortAsk, ProberError, ProberUnreachable, ask
+
     if "reachability.run" in ctx.shared:
         return ctx.shared["reachability.run"]
     settings = ctx.settings

@@ -13,7 +13,7 @@ Reachability checks may call :func:`router_audit` themselves: whichever check ru
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from exposure_guard.checks.context import CheckContext
 from exposure_guard.checks.evidence import Unknowable, read_key
@@ -23,10 +23,14 @@ from exposure_guard.errors import ExposureGuardError
 from exposure_guard.journal import ChangeJournal, ChangeRecord
 from exposure_guard.qts.root import ULINUX_CONF
 from exposure_guard.remediation import Action, register_action_kind
-from exposure_guard.upnp import soap
-from exposure_guard.upnp.audit import RouterAudit, find_gateways, read_tables
 from exposure_guard.upnp.errors import SoapFault, UpnpError
 from exposure_guard.upnp.models import PortMapping, ServiceAudit, WanService
+
+if TYPE_CHECKING:
+    from exposure_guard.upnp.audit import RouterAudit
+
+# The UPnP client (soap, audit) pulls in requests: imported where used, so a local-only run
+# (`check --offline`, the demo) starts fast.
 
 UPNPROXY = "https://www.akamai.com/blog/security/upnproxy-eternalsilence"
 SHOWN_OTHER = 100  # other hosts' mappings listed in evidence
@@ -59,6 +63,8 @@ def router_audit(ctx: CheckContext) -> Optional[RouterAudit]:
     if not igd_url and not discovery_allowed(ctx)[0]:
         ctx.shared["router.audit"] = None
         return None
+    from exposure_guard.upnp.audit import RouterAudit, find_gateways, read_tables
+
     try:
         audit = find_gateways(igd_url, timeout=ctx.settings.get("router", "discovery_timeout"))
     except UpnpError as exc:
@@ -221,6 +227,8 @@ class IgdMappingDeleteAction(Action):
         return "absent"
 
     def _live(self) -> Optional[PortMapping]:
+        from exposure_guard.upnp import soap
+
         client = soap.SoapClient(self.service)
         try:
             return soap.specific_mapping(client, *self.mapping.key)
@@ -250,6 +258,8 @@ class IgdMappingDeleteAction(Action):
                 "mapping": self.mapping.to_dict()}
 
     def apply(self, ctx: CheckContext, journal: ChangeJournal, change_id: str) -> Dict[str, Any]:
+        from exposure_guard.upnp import soap
+
         client = soap.SoapClient(self.service)
         try:
             soap.delete_mapping(client, self.mapping)
@@ -259,6 +269,8 @@ class IgdMappingDeleteAction(Action):
 
     @classmethod
     def undo(cls, ctx: CheckContext, record: ChangeRecord) -> str:
+        from exposure_guard.upnp import soap
+
         p = record.params
         mapping = PortMapping.from_dict(p["mapping"])
         client = soap.SoapClient(WanService(p["service_type"], p["control_url"]))
@@ -343,18 +355,3 @@ def arc_recorded_ports(ctx: CheckContext) -> List[int]:
         if port:
             ports.append(port)
     return ports
-
-
-@check(
-    "router.upnp-wan-exposed",
-    title="The router answers UPnP from the internet",
-    severity="critical",
-    family="router",
-    rationale="A router that answers UPnP on its WAN side lets anyone add port mappings (UPnProxy).",
-    remediation="Update the router's firmware or turn UPnP off on the router.",
-    reads=("prober's WAN-side SSDP/IGD test",),
-    exposure=True,
-    network=True,
-)
-def upnp_wan_exposed(ctx: CheckContext) -> Outcome:
-    return skipped("needs the callback prober (not implemented in this version)")

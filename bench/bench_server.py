@@ -354,7 +354,8 @@ def read_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) -> 
             ("device list by last seen", session, "/api/v1/devices?sort=last_seen"),
             ("device list hostname search", session, "/api/v1/devices?q=nas-0999"),
             ("device list page 1000", session, "/api/v1/devices?sort=hostname&page=1000"),
-            ("device detail (history, diff)", session, "/api/v1/devices/qnap-bench-054321"),
+            ("device detail (history, diff)", session, "/api/v1/devices/qnap-bench-%06d" % (args.devices * 54 // 100)),
+            ("device page HTML", browser, "/devices/qnap-bench-%06d" % (args.devices * 54 // 100)),
             ("dashboard HTML fleet page", browser, "/"),
             ("dashboard HTML exposed filter", browser, "/?state=exposed"),
         ]

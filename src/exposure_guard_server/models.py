@@ -100,12 +100,14 @@ devices = Table(
     Column("stale", Boolean, nullable=False, default=False),
     Column("report_count", Integer, nullable=False, default=0),
     Index("ix_devices_verdict", "verdict"),
-    Index("ix_devices_risk_hostname", "risk", "hostname"),
     Index("ix_devices_hostname", "hostname"),
     Index("ix_devices_last_seen_at", "last_seen_at"),
     Index("ix_devices_firmware", "firmware"),
-    Index("ix_devices_stale_base", "stale_base"),
+    Index("ix_devices_stale_base", "stale_base", "verdict"),  # covering: stale counts per verdict
 )
+
+# The default device list order (riskiest first, then by name) straight from an index.
+Index("ix_devices_risk_hostname", devices.c.risk.desc(), devices.c.hostname, devices.c.id)
 
 device_failing = Table(
     "device_failing", metadata,

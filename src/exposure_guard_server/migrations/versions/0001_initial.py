@@ -96,11 +96,11 @@ def upgrade() -> None:
                                 name="fk_devices_enroll_secret_id_enroll_secrets", ondelete="SET NULL"),
     )
     op.create_index("ix_devices_verdict", "devices", ["verdict"])
-    op.create_index("ix_devices_risk_hostname", "devices", ["risk", "hostname"])
+    op.create_index("ix_devices_risk_hostname", "devices", [sa.text("risk DESC"), "hostname", "id"])
     op.create_index("ix_devices_hostname", "devices", ["hostname"])
     op.create_index("ix_devices_last_seen_at", "devices", ["last_seen_at"])
     op.create_index("ix_devices_firmware", "devices", ["firmware"])
-    op.create_index("ix_devices_stale_base", "devices", ["stale_base"])
+    op.create_index("ix_devices_stale_base", "devices", ["stale_base", "verdict"])
     op.create_table(
         "device_failing",
         sa.Column("device_pk", sa.Integer, nullable=False),

@@ -227,3 +227,27 @@ def test_enroll_secret_api(api: Api) -> None:
     assert any(s["name"] == "branch" and s["enrolled_count"] == 1 for s in listed)
     assert api.client.delete("/api/v1/enroll-secrets/%d" % created.json()["id"], headers=api.auth).status_code == 200
     assert api.enroll(device_identity("dev-m"), secret=secret).status_code == 401
+
+
+def test_concurrent_duplicate_deliveries_store_once(api: Api) -> None:
+    """The same report sent at once on several connections (a retry racing a slow first attempt)."""
+    import gzip
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    dev = device_identity("dev-race")
+    key = api.enroll_key(dev)
+    docs = [make_report(dev, failing=["service.telnet"] if i % 2 else [], generated_at="2024-01-01T00:%02d:00Z" % i)
+            for i in range(5)]
+    bodies = [gzip.compress(json.dumps(doc).encode()) for doc in docs]
+    ingest = api.server.ingest
+
+    def send(i: int) -> dict:
+        return ingest.checkin(key, bodies[i % 5], "gzip", "3600", 1 << 20)
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(send, range(40)))
+    assert sum(1 for r in results if not r["duplicate"]) == 5
+    assert api.count("reports") == 5
+    detail = api.client.get("/api/v1/devices/dev-race", headers=api.auth).json()
+    assert detail["reports"] == 5 and detail["verdict"] == "ok"  # the newest report (i = 4) wins

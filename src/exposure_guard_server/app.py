@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -9,11 +10,11 @@ import logging
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 from urllib.parse import quote, urlencode
 
-import anyio
 import jinja2
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -73,13 +74,16 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class CheckinEndpoint:
-    """``POST /api/v1/checkin`` as plain ASGI: the busiest route skips the framework's routing and request
-    objects (a third of a check-in's CPU otherwise). Everything else passes through to FastAPI."""
+class ExposureGuardApp:
+    """The ASGI entry point. ``POST /api/v1/checkin`` is served here as plain ASGI: the busiest route skips
+    the framework's middleware, routing and request objects (a third of a check-in's CPU otherwise) and
+    runs the ingest in a small dedicated thread pool. Everything else goes to the FastAPI app."""
 
-    def __init__(self, app: Any, server: Server) -> None:
+    def __init__(self, app: FastAPI, server: Server) -> None:
         self.app = app
         self.server = server
+        self.state = app.state
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eg-checkin")
 
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != CHECKIN_PATH:
@@ -117,8 +121,8 @@ class CheckinEndpoint:
                     raise ApiError(413, "body is larger than %d bytes" % cap)
                 chunks.append(chunk)
                 more = message.get("more_body", False)
-            result = await anyio.to_thread.run_sync(
-                ingest.checkin, key, b"".join(chunks), headers.get(b"content-encoding", ""),
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.pool, ingest.checkin, key, b"".join(chunks), headers.get(b"content-encoding", ""),
                 headers.get(b"x-exposureguard-interval"), cap)
             status = 200 if result["duplicate"] else 201
             payload = json.dumps(result).encode("utf-8")
@@ -127,7 +131,9 @@ class CheckinEndpoint:
                 ingest.count("checkins_rejected_%d" % exc.status)
             status, payload = exc.status, json.dumps({"detail": exc.detail}).encode("utf-8")
             extra.update(exc.headers)
-        out = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        out = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+               (b"cache-control", b"no-store")]
+        out.extend(SECURITY_HEADERS)
         out.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items())
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": payload})
@@ -278,7 +284,7 @@ def _is_api(request: Request) -> bool:
     return path.startswith("/api/") or path in ("/metrics", "/healthz")
 
 
-def create_app(config: ServerConfig) -> FastAPI:
+def create_app(config: ServerConfig) -> ExposureGuardApp:
     server = Server(config)
 
     @contextlib.asynccontextmanager
@@ -294,13 +300,13 @@ def create_app(config: ServerConfig) -> FastAPI:
             else:
                 with contextlib.suppress(Exception):
                     server.flush()
+            entry.pool.shutdown(wait=False)
             server.engine.dispose()
 
     app = FastAPI(title="ExposureGuard server", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url="/api/v1/openapi.json")
     app.state.server = server
-    app.add_middleware(CheckinEndpoint, server=server)
-    app.add_middleware(SecurityHeaders)  # outermost: on the check-in answers too
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     # -- errors ----------------------------------------------------------------------------------------
@@ -618,7 +624,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         server.admin.delete_webhook(hook_id)
         return RedirectResponse("/admin", status_code=303)
 
-    return app
+    entry = ExposureGuardApp(app, server)
+    return entry
 
 
 def _safe_next(target: str) -> str:
@@ -628,7 +635,7 @@ def _safe_next(target: str) -> str:
     return target
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> ExposureGuardApp:
     """uvicorn factory for ``serve --workers N`` (each worker process builds its own app)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return create_app(ServerConfig.from_env())

@@ -304,7 +304,7 @@ def create_app(config: ServerConfig) -> ExposureGuardApp:
             server.engine.dispose()
 
     app = FastAPI(title="ExposureGuard server", version=__version__, lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url="/api/v1/openapi.json")
+                  redoc_url=None, openapi_url=None)
     app.state.server = server
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
@@ -517,6 +517,8 @@ def create_app(config: ServerConfig) -> ExposureGuardApp:
                                           form.get("password", ""))
         if user_id is None:
             recent.append(now)
+            if len(server.login_failures) > 10000:  # bounded memory under a spray of addresses
+                server.login_failures = {k: v for k, v in server.login_failures.items() if now - v[-1] < LOGIN_WINDOW}
             server.login_failures[client] = recent
             response = _page(request, "login.html", {"login_csrf": expected, "error": "Wrong user name or password.",
                                                      "next": target}, status=401)

@@ -190,9 +190,12 @@ class Ingest:
         agent_version = str(agent.get("version", ""))[:64]
         node_key = new_secret(NODE_KEY_PREFIX)
         key_hash = token_hash(node_key)
+        secret_ok = (m.enroll_secrets.c.secret_hash == token_hash(secret), m.enroll_secrets.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:  # refuse bad secrets without touching the write lock
+            if conn.execute(select(m.enroll_secrets.c.id).where(*secret_ok)).first() is None:
+                raise ApiError(401, "invalid or revoked enrollment secret")
         with self._write() as conn:
-            row = conn.execute(select(m.enroll_secrets.c.id).where(
-                m.enroll_secrets.c.secret_hash == token_hash(secret), m.enroll_secrets.c.revoked_at.is_(None))).first()
+            row = conn.execute(select(m.enroll_secrets.c.id).where(*secret_ok)).first()
             if row is None:
                 raise ApiError(401, "invalid or revoked enrollment secret")
             secret_id = row.id
@@ -237,26 +240,27 @@ class Ingest:
                  max_body: int, now: Optional[float]) -> Dict[str, Any]:
         if not node_key:
             raise ApiError(401, "missing node key (Authorization: Bearer <node key>)", {"WWW-Authenticate": "Bearer"})
-        doc, data = decode_body(raw, content_encoding, max_body)
-        report_id = doc.get("report_id")
-        report_id = report_id.lower()[:64] if isinstance(report_id, str) else ""
         sql = self.sql
         # One pool checkout for the whole check-in; the hot statements go straight to the driver's cursor.
         with self.writer.connect() as conn:
             cursor = conn.connection.cursor()
             try:
-                # One round trip: who is calling, and has this report_id been stored already?
-                row = sql.run(cursor, "whoami", h=token_hash(node_key), rid=report_id).fetchone()
+                # Who is calling? Answered before the body is even parsed.
+                row = sql.run(cursor, "whoami", h=token_hash(node_key)).fetchone()
                 if row is None:
                     raise ApiError(401, "unknown node key: enroll this device again", {"WWW-Authenticate": "Bearer"})
                 device_pk, device_id = row[0], row[1]
+                doc, data = decode_body(raw, content_encoding, max_body)
+                report_id = doc.get("report_id")
+                seen = sql.run(cursor, "seen", rid=report_id.lower()[:64] if isinstance(report_id, str) else ""
+                               ).fetchone()
                 gzipped = content_encoding.strip().lower() in ("gzip", "x-gzip")
                 report = prepare_report(doc, data, raw if gzipped else None)
                 if report.device_id != device_id:
                     raise ApiError(403, "report is for device %r but the node key belongs to another device" %
                                    report.device_id[:128])
-                if row[2] is not None:
-                    return _duplicate(_Seen(row[2], row[3], row[4]), device_pk, report)
+                if seen is not None:
+                    return _duplicate(_Seen(*seen), device_pk, report)
                 try:
                     with _Locked(self._write_lock, self.writer, self._lock_file, conn=conn):
                         return self._store(conn, cursor, device_pk, report, interval_header,
@@ -335,9 +339,8 @@ class HotSql:
         latest_cols = seen_cols + ("last_generated_at", "last_report_pk", "verdict", "risk", "fail_count", "failing",
                                    "hostname", "model", "firmware", "build", "lan_addresses", "agent_version")
         statements = {
-            "whoami": select(d.id, d.device_id, r.device_pk, r.body_sha256, r.verdict)
-            .select_from(m.devices.outerjoin(m.reports, r.report_id == bindparam("rid")))
-            .where(d.node_key_hash == bindparam("h")),
+            "whoami": select(d.id, d.device_id).where(d.node_key_hash == bindparam("h")),
+            "seen": select(r.device_pk, r.body_sha256, r.verdict).where(r.report_id == bindparam("rid")),
             "device_for_update": select(d.id, d.interval_s, d.last_generated_at, d.verdict, d.failing, d.stale,
                                         d.report_count).where(d.id == bindparam("pk")).with_for_update(),
             "insert_report": insert(m.reports).values(

@@ -26,6 +26,10 @@ def test_missing_and_bad_node_keys(api: Api) -> None:
     assert api.checkin(None, doc, headers={"Authorization": "Basic YWRtaW46YWRtaW4="}).status_code == 401
     response = api.checkin("x" * 5000, doc)
     assert response.status_code == 401 and response.headers.get("www-authenticate") == "Bearer"
+    # The key is checked before the body is parsed: garbage from strangers is never looked at.
+    assert api.checkin("egn_not-a-real-key", None, raw=b"{garbage").status_code == 401
+    assert api.checkin("egn_not-a-real-key", None, raw=b"\x1f\x8b junk",
+                       headers={"Content-Encoding": "gzip"}).status_code == 401
     _nothing_stored(api)
 
 

@@ -97,10 +97,11 @@ class Daemon:
             verdict, len(failing), (": " + ", ".join(failing[:8])) if failing else ""))
 
     def _check_in(self, document: dict) -> None:
-        if not self.settings.get("server", "url"):
-            return
         from exposure_guard import checkin
 
+        # `enroll --server URL` records the server, so settings need not repeat it.
+        if not self.settings.get("server", "url") and not (self.state_dir / checkin.ENROLLMENT_FILE).exists():
+            return
         try:
             checkin.spool_report(self.state_dir, document, self.settings.get("server", "spool_max"))
             result = checkin.deliver_spool(self.settings, self.state_dir, deadline=60)

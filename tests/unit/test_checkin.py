@@ -343,3 +343,20 @@ def test_backoff_delay_grows_and_is_capped() -> None:
         ceiling = min(checkin.MAX_BACKOFF, 2 ** attempt)
         assert ceiling / 2 <= delay <= ceiling
     assert os.name == "posix"
+
+
+def test_daemon_checks_in_after_enroll_without_server_in_settings(tmp_path: Path, server: FakeServer) -> None:
+    """`enroll --server URL` then `run`: the daemon delivers each cycle's report to the enrolled server."""
+    from exposure_guard.daemon import Daemon
+    from exposure_guard.qts.root import QtsRoot
+    from tests.conftest import QTS_TREES
+
+    state = tmp_path / "state"
+    _enrolled(state, server)
+    daemon = Daemon(QtsRoot(QTS_TREES / "hardened"), load_settings(None, environ={}), state, offline=True)
+    assert daemon.run_once_locked() == 0
+    sent = [r for r in server.requests if r["path"] == "/api/v1/checkin"]
+    assert len(sent) == 1
+    last = json.loads((state / "last-report.json").read_text())
+    assert sent[0]["json"]["report_id"] == last["report_id"]
+    assert not list((state / "spool").glob("*.json"))  # delivered, so removed from the spool

@@ -15,7 +15,8 @@ from typing import Optional, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
     try:
         fd = os.open(str(folder), os.O_RDONLY)
     except OSError:
@@ -61,7 +62,7 @@ def atomic_write(path: PathLike, data: bytes, mode: Optional[int] = None, _crash
         os.replace(tmp_name, str(target))
         if _crash_after == "renamed":
             raise _SimulatedCrash("")
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except _SimulatedCrash:
         raise
     except BaseException:

@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import requests
 
 from exposure_guard import __version__
-from exposure_guard.atomicio import atomic_write
+from exposure_guard.atomicio import atomic_write, fsync_dir
 from exposure_guard.errors import ExposureGuardError
 
 log = logging.getLogger("exposure_guard.checkin")
@@ -363,18 +363,6 @@ def _reject(state_dir: Path, path: Path, reason: str) -> None:
     log.error("check-in: %s", reason)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(str(folder), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def backoff_delay(attempt: int, base: float = BASE_BACKOFF, cap: float = MAX_BACKOFF,
                   rng: Optional[random.Random] = None) -> float:
@@ -492,7 +480,7 @@ def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, st
 def _delete_delivered(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _post_once(session: requests.Session, url: str, base: str, body: bytes, headers: Dict[str, str],

@@ -78,7 +78,7 @@ def lan_addresses(root: QtsRoot, config: QtsConfig) -> List[str]:
             raw = parts[0]
             _add_address(found, ":".join(raw[i : i + 4] for i in range(0, 32, 4)))
     if root.is_live:
-        for address in _live_ipv4_addresses():
+        for address in interface_ipv4_addresses():
             _add_address(found, address)
     return found
 
@@ -95,8 +95,8 @@ def _add_address(found: List[str], value: str) -> None:
         found.append(text)
 
 
-def _live_ipv4_addresses() -> List[str]:
-    """Addresses of this host's interfaces via SIOCGIFADDR, without sending any packet."""
+def interface_ipv4_addresses() -> List[str]:
+    """IPv4 addresses of this host's interfaces via SIOCGIFADDR, without sending any packet."""
     import fcntl
     import struct
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import select
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -66,24 +65,15 @@ def parse_answer(data: bytes) -> Optional[Dict[str, str]]:
 
 def lan_interfaces() -> List[str]:
     """This host's IPv4 interface addresses that can reach a LAN (not loopback, not link-local)."""
-    import fcntl
+    from exposure_guard.qts.identity import interface_ipv4_addresses
 
     out: List[str] = []
-    try:
-        names = [name for _index, name in socket.if_nameindex()]
-    except OSError:
-        return out
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for name in names:
-            try:
-                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
-            except OSError:
-                continue
-            address = ipaddress.ip_address(socket.inet_ntoa(packed[20:24]))
-            if address.is_loopback or address.is_link_local or address.is_unspecified:
-                continue
-            if str(address) not in out:
-                out.append(str(address))
+    for text in interface_ipv4_addresses():
+        address = ipaddress.ip_address(text)
+        if address.is_loopback or address.is_link_local or address.is_unspecified:
+            continue
+        if text not in out:
+            out.append(text)
     return out
 
 

@@ -79,6 +79,8 @@ def test_advisory_end_to_end(scenario: Advisory) -> None:
     assert [k for k, v in port_verdicts(report).items() if v["state"] == "verified"] == ["ipv4:%d" % STATIC_FORWARD[0]]
     assert "NOT a UPnP mapping" in admin["summary"] and "remove it in the router's port-forwarding settings" in \
         admin["summary"]
+    # the exact rule the owner has to delete on the router
+    assert "(external TCP %d -> 10.77.0.10:443)" % STATIC_FORWARD[0] in admin["summary"]
     assert [f["id"] for f in report["findings"] if f["status"] == "fail"] == ["reachability.admin"]
 
     # 3. the owner removes the static forward: OK.

@@ -319,15 +319,18 @@ def _prober_configured(ctx: CheckContext) -> bool:
     return bool(ctx.settings.get("reachability", "prober_url"))
 
 
-def _forward_kind(verdict: Dict[str, Any], run: ReachabilityRun, targets: Dict[int, Target]) -> str:
+def _forward_kind(verdict: Dict[str, Any], run: ReachabilityRun, targets: Dict[int, Target],
+                  nas_ipv4: Optional[str]) -> str:
     if verdict["family"] == "ipv6":
         return "over IPv6 (no NAT: the router's IPv6 firewall lets it in, or there is none)"
     target = targets.get(verdict["port"])
     if target is not None and target.mappings:
         return "through the router's UPnP mapping %s" % "; ".join(target.mappings)
     if run.mappings_known:
+        local = target.local if target is not None else verdict["port"]
+        rule = "external TCP %d -> %s:%d" % (verdict["port"], nas_ipv4 or "this NAS", local)
         return ("through a port forward that is NOT a UPnP mapping (a static rule on the router, or a DMZ host): "
-                "remove it in the router's port-forwarding settings")
+                "remove it in the router's port-forwarding settings (%s)" % rule)
     return "through a router port forward (the router's UPnP table was not read, so its kind is unknown)"
 
 
@@ -348,8 +351,9 @@ def _evaluate(ctx: CheckContext, category: str) -> Outcome:
         evidence["notes"] = run.notes
     verified = [v for v in verdicts if v["state"] == VERIFIED]
     unverified = [v for v in verdicts if v["state"] == UNVERIFIED]
+    nas_ipv4 = next((a for a in _lan_addresses(ctx) if ":" not in a), None)
     for v in verified:
-        v["forwarded"] = _forward_kind(v, run, by_port)
+        v["forwarded"] = _forward_kind(v, run, by_port, nas_ipv4)
     note = (" (" + "; ".join(run.notes) + ")") if any("NAT" in n for n in run.notes) else ""
     if verified:
         names = ", ".join("%s %s:%d %s" % (v["service"], v["family"], v["port"], v["forwarded"]) for v in verified)

@@ -73,9 +73,6 @@ def atomic_write(path: PathLike, data: bytes, mode: Optional[int] = None, _crash
         raise
 
 
-def atomic_write_text(path: PathLike, text: str, mode: Optional[int] = None) -> None:
-    atomic_write(path, text.encode("utf-8"), mode)
-
 
 def append_line_durably(path: PathLike, line: str) -> None:
     """Append one line (a journal entry) and fsync: an append of a whole line is all-or-nothing

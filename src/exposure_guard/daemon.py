@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import IO, Any, Optional
 
@@ -151,15 +150,12 @@ class Daemon:
         return EXIT_OK
 
     def _safe_cycle(self) -> None:
-        started = time.monotonic()
         try:
             self.cycle()
         except ExposureGuardError as exc:
             log_event(self.root, ERROR, "check run failed: %s" % exc)
         except Exception as exc:  # the daemon must survive a bad cycle
             log_event(self.root, ERROR, "internal error in check run: %r" % exc)
-        finally:
-            self.last_cycle_seconds = time.monotonic() - started
 
 
 __all__ = ["Daemon", "InstanceLock"]

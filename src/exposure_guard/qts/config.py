@@ -105,15 +105,6 @@ class ConfigDocument:
         entry = self.find(section, key)
         return entry.value if entry is not None else default
 
-    def has_section(self, section: str) -> bool:
-        return section.strip().lower() in self.sections and (
-            section.strip() != "" or any(e.section == "" for e in self.entries)
-        )
-
-    def section_items(self, section: str) -> List[Entry]:
-        wanted = section.strip().lower()
-        return [e for e in self.entries if e.section.lower() == wanted]
-
     def _newline(self) -> bytes:
         for raw in self.lines:
             if raw.endswith(b"\r\n"):
@@ -198,9 +189,6 @@ class QtsConfig:
             raise ConfigFileError(self._errors[rel]) from None
         self._cache[rel] = doc
         return doc
-
-    def exists(self, file: str) -> bool:
-        return self.root.path(file).is_file()
 
     def getcfg(self, section: str, key: str, file: str = ULINUX_CONF, default: Optional[str] = None) -> Optional[str]:
         """Like ``getcfg SECTION KEY -f FILE -d DEFAULT``: the default when the key (or file) is absent."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional
+from typing import List, Optional
 
 from exposure_guard.qts.root import QtsRoot
 
@@ -74,9 +74,6 @@ class ListenerTable:
             available = True
             listeners.extend(parse_proc_net_tcp(text, family))
         return cls(listeners, available, "/proc/net/tcp, /proc/net/tcp6")
-
-    def ports(self) -> FrozenSet[int]:
-        return frozenset(item.port for item in self.listeners)
 
     def listening(self, port: int) -> Optional[bool]:
         """True/False, or None when nothing could be read."""

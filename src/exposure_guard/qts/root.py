@@ -10,20 +10,7 @@ ULINUX_CONF = "etc/config/uLinux.conf"
 DEFAULT_ULINUX_CONF = "etc/default_config/uLinux.conf"
 UPNPC_CONF = "etc/config/upnpc.conf"
 QNAPDDNS_CONF = "etc/config/qnapddns.conf"
-QID_CONF = "etc/config/qid.conf"
 QPKG_CONF = "etc/config/qpkg.conf"
-
-# Files whose *contents* the agent must never read out or log: it may only state facts
-# about them (present, mode).
-SECRET_FILES = frozenset(
-    {
-        "etc/config/qid.conf",
-        "etc/shadow",
-        "etc/config/smbpasswd",
-        "etc/config/ssmtp/ssmtp.conf",
-        "etc/config/qddns_users.conf",
-    }
-)
 
 
 class QtsRoot:

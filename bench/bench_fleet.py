@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import requests
 
@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests" / "server"))
 
-from serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port  # noqa: E402
+from serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port, pg_database  # noqa: E402
 
 STATES = ("ok", "at_risk", "exposed")
 EXPOSED_FAILS = ("reachability.admin", "router.upnp-mappings")
@@ -360,22 +360,6 @@ def run(label: str, db_url: str, args: argparse.Namespace, work: Path) -> Dict[s
     return figures
 
 
-def pg_database(name: str) -> Optional[str]:
-    url = os.environ.get("EXPOSURE_GUARD_TEST_PG_URL")
-    if not url:
-        return None
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from exposure_guard_server.db import normalise_url
-
-    url = normalise_url(url)
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name))
-        conn.execute(text('CREATE DATABASE "%s"' % name))
-    admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_pg_database(name: str) -> None:

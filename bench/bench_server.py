@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests" / "server"))
 
-from serverproc import ServerProcess, cli, free_port  # noqa: E402
+from serverproc import ServerProcess, cli, free_port, pg_database  # noqa: E402
 
 BARE_APP = r'''
 import json
@@ -385,22 +385,6 @@ def read_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) -> 
         server.stop()
 
 
-def pg_database(name: str) -> Optional[str]:
-    url = os.environ.get("EXPOSURE_GUARD_TEST_PG_URL")
-    if not url:
-        return None
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from exposure_guard_server.db import normalise_url
-
-    url = normalise_url(url)
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name))
-        conn.execute(text('CREATE DATABASE "%s"' % name))
-    admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def main() -> int:

@@ -95,3 +95,22 @@ class ServerProcess:
             return "\n".join(self.log_path.read_text("utf-8", "replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def pg_database(name: str) -> Optional[str]:
+    """A fresh database ``name`` on the PostgreSQL of EXPOSURE_GUARD_TEST_PG_URL (dropped first); None without it."""
+    url = os.environ.get("EXPOSURE_GUARD_TEST_PG_URL")
+    if not url:
+        return None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from exposure_guard_server.db import normalise_url
+
+    url = normalise_url(url)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name))
+        conn.execute(text('CREATE DATABASE "%s"' % name))
+    admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)

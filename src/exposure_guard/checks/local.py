@@ -10,7 +10,7 @@ from exposure_guard.checks.evidence import Unknowable, read_key
 from exposure_guard.checks.firmware import assess_firmware
 from exposure_guard.checks.registry import Outcome, check, failed, fixes, passed, unknown
 from exposure_guard.qts.root import QNAPDDNS_CONF, ULINUX_CONF, UPNPC_CONF
-from exposure_guard.qts.services import UPNPCD_COMMAND, find_processes
+from exposure_guard.qts.services import UPNPCD_COMMAND
 from exposure_guard.remediation import Action, ConfigKeyAction, DaemonStopAction
 
 ADVISORY_2022 = "https://www.qnap.com/en/security-news/2022/take-immediate-actions-to-stop-your-nas-from-exposing-to-the-internet-and-fight-against-ransomware-together"
@@ -74,14 +74,14 @@ until they expire or are deleted. Use myQNAPcloud Link or a VPN for remote acces
 )
 def upnp_forwarding(ctx: CheckContext) -> Outcome:
     enable = read_key(ctx, UPNPC_CONF, "UPnP_Global", "Enable", "FALSE", missing_file_ok=True)
-    pids = find_processes(ctx.root, "upnpcd")
-    evidence = dict(enable.evidence(), upnpcd_running=bool(pids))
+    running = ctx.running("upnpcd")
+    evidence = dict(enable.evidence(), upnpcd_running=running)
     on = enable.as_bool()
     if on is None:
         return unknown("[UPnP_Global] Enable has an unrecognised value %r" % enable.value, **evidence)
-    if on or pids:
+    if on or running:
         why = "Enable UPnP Port Forwarding is on" if on else "the UPnP port forwarding daemon upnpcd runs"
-        return failed("%s: the NAS opens its ports on the router" % why, data={"running": bool(pids)}, **evidence)
+        return failed("%s: the NAS opens its ports on the router" % why, data={"running": running}, **evidence)
     return passed("UPnP port forwarding (Auto Router Configuration) is off", **evidence)
 
 
@@ -280,7 +280,7 @@ def telnet(ctx: CheckContext) -> Outcome:
     port_read = read_key(ctx, ULINUX_CONF, *TELNET_PORT, default=TELNET_DEFAULT_PORT)
     port = port_read.as_port() or int(TELNET_DEFAULT_PORT)
     listening = ctx.listeners.listening(port)
-    running = bool(find_processes(ctx.root, "utelnetd") or find_processes(ctx.root, "telnetd"))
+    running = ctx.running("utelnetd", "telnetd")
     evidence = {"enable": enable.evidence(), "port": port_read.evidence(), "listener": _listening(ctx, port),
                 "telnetd_running": running, "key_confidence": "unverified"}
     on = enable.as_bool()

@@ -5,37 +5,43 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from typing import List
+from typing import Dict, List
 
 from exposure_guard.qts.root import QtsRoot
 
 UPNPCD_COMMAND = "/sbin/upnpcd -i 300 &"
 
 
-def find_processes(root: QtsRoot, name: str) -> List[int]:
-    """PIDs whose command name (``/proc/PID/comm``) or argv[0] basename is ``name``."""
-    pids: List[int] = []
+def process_table(root: QtsRoot) -> Dict[str, List[int]]:
+    """Every running process by name: its command name (``/proc/PID/comm``) and its argv[0] basename."""
+    table: Dict[str, List[int]] = {}
     proc = root.path("proc")
     try:
         entries = os.listdir(str(proc))
     except OSError:
-        return pids
+        return table
     for entry in entries:
         if not entry.isdigit():
             continue
         base = proc / entry
+        names = set()
         try:
-            comm = (base / "comm").read_text("utf-8", "replace").strip()
-        except OSError:
-            comm = ""
-        argv0 = ""
-        try:
-            argv0 = (base / "cmdline").read_bytes().split(b"\0", 1)[0].decode("utf-8", "replace")
+            names.add((base / "comm").read_text("utf-8", "replace").strip())
         except OSError:
             pass
-        if comm == name or os.path.basename(argv0) == name:
-            pids.append(int(entry))
-    return sorted(pids)
+        try:
+            argv0 = (base / "cmdline").read_bytes().split(b"\0", 1)[0].decode("utf-8", "replace")
+            names.add(os.path.basename(argv0))
+        except OSError:
+            pass
+        for name in names - {""}:
+            table.setdefault(name, []).append(int(entry))
+    return table
+
+
+def find_processes(root: QtsRoot, name: str) -> List[int]:
+    """PIDs whose command name or argv[0] basename is ``name``."""
+    return sorted(process_table(root).get(name, []))
 
 
 def stop_daemon(root: QtsRoot, name: str, command: str) -> str:

@@ -4,7 +4,8 @@ the same target in the same run, SSDP discovery time, and behaviour against a sl
 Targets (printed with every figure):
 - real: Debian's miniupnpd in the network-namespace lab (tests/lab/netlab.py), agent and upnpc both run
   in the nas namespace; needs root + miniupnpd. miniupnpd 2.3.1 (nftables) gets very slow with many
-  mappings (lab.md: 500 took 15 min to add and 6 min to list), so it is used up to ``--real`` sizes only.
+  mappings (500 took 15 min to add and 6 min to list; see docs/lab.md#Scale: many mappings), so it is used
+  up to ``--real`` sizes only.
 - stand-in: the loopback IGD stand-in of the unit tests (tests/fixtures/igd/fakeigd.py, real miniupnpd
   answers from an in-memory table) on 127.0.0.1, for every ``--standin`` size; upnpc and the agent both
   read the same stand-in.

@@ -1,4 +1,4 @@
-"""A simulated QTS system to install a real .qpkg into (see ../shared/qpkg-format.md sections 3b/3c).
+"""A simulated QTS system to install a real .qpkg into (see docs/qpkg-format.md#Simulated QTS for tests).
 
 One rig = a directory laid out like a QNAP NAS root, entered through new mount, PID and network
 namespaces plus chroot (root only):

@@ -1,7 +1,7 @@
 """The built .qpkg byte for byte: header, control.tar, data.tar.gz, tail, checksum, reproducibility.
 
-Facts compared against are the published ones of QDK 2.x output (../shared/qpkg-format.md section 1,
-including the te0dor/QDK build/QDK_2.3.4.qpkg sample).
+Facts compared against are the published ones of QDK 2.x output (docs/qpkg-format.md#File layout through
+#Verified against a QDK-built package, including the te0dor/QDK build/QDK_2.3.4.qpkg sample).
 """
 
 from __future__ import annotations

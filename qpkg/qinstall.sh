@@ -1,5 +1,6 @@
 #!/bin/sh
 # ExposureGuard installer: our own implementation of the QPKG install contract (not QDK code).
+# The contract: docs/qpkg-format.md#Install flow on the NAS (and #qpkg.conf entry, #Uninstall).
 #
 # The package header extracts the control files and data.tar.gz into <volume>/.qpkg/.tmp-ExposureGuard/
 # and runs `/bin/sh qinstall.sh` there. This script then, like QDK's qinstall.sh:

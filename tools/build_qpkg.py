@@ -1,6 +1,6 @@
 """Assemble dist/ExposureGuard_<ver>.qpkg without QDK (called by build.sh; stdlib only).
 
-Layout, as QDK 2.x ``qbuild`` writes a generic (all-architecture) package (see docs/qpkg.md):
+Layout, as QDK 2.x ``qbuild`` writes a generic (all-architecture) package (see docs/qpkg-format.md#File layout):
 
     header (sh script, ends "exit 1\\n", length = script_len)
     control.tar      plain tar holding one member control.tar.gz (./qinstall.sh ./package_routines

@@ -2,6 +2,7 @@
 # ExposureGuard service script (QTS init script contract): start | stop | restart | status | check | remove,
 # plus `cli ARGS...` (any exposure-guard command, e.g. `cli undo --all`) and `find-python`.
 # Linked as /etc/init.d/exposure-guard.sh; QTS calls it at boot and from App Center's start/stop switch.
+# Contract: docs/qpkg-format.md#Service script contract; Python search: docs/qpkg-format.md#Python on QTS.
 #
 # Environment (optional):
 #   EXPOSURE_GUARD_PYTHON    the Python 3 to use (else: QNAP Python3 app, QPython3xx, Entware, PATH)

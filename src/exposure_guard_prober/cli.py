@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import sys
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from exposure_guard_prober import __version__
 from exposure_guard_prober.config import DEFAULT_IGD_PROBES, ProberConfig, parse_listen, parse_networks
@@ -87,7 +87,7 @@ def config_from_args(args: argparse.Namespace) -> ProberConfig:
     tokens = tuple(args.token) + tuple(_read_tokens(args.token_file))
     env_tokens = os.environ.get("EXPOSURE_GUARD_PROBER_TOKENS", "")
     tokens += tuple(t for t in env_tokens.replace(",", " ").split() if t)
-    extra = {}
+    extra: Dict[str, Any] = {}
     if args.metrics_allow:
         extra["metrics_allow"] = parse_networks(args.metrics_allow)
     return ProberConfig(

@@ -1,14 +1,13 @@
-"""The probing engine: every outbound connection goes through ``Connector``, which only ever receives
-the one address the API layer resolved for the caller. Ports are probed concurrently under one deadline."""
+"""The probing engine: the caller's ports (and the WAN-side UPnP test) probed concurrently under one
+deadline, every connection opened through ``connector.Connector``."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from exposure_guard.fingerprint import (
     banner_of,
@@ -19,8 +18,18 @@ from exposure_guard.fingerprint import (
     parse_http_response,
 )
 from exposure_guard_prober.config import ProberConfig
-
-OPEN, CLOSED, FILTERED = "open", "closed", "filtered"
+from exposure_guard_prober.connector import (
+    CLOSED,
+    FILTERED,
+    OPEN,
+    ConnectFiltered,
+    Connector,
+    ConnectRefused,
+    close_writer,
+    read_capped,
+    tls_client_context,
+)
+from exposure_guard_prober.upnpwan import wan_upnp_test
 
 
 @dataclass(frozen=True)
@@ -29,127 +38,6 @@ class PortRequest:
     tls: bool = False
     probe: str = "http"  # http: send GET / ; banner: only listen (SSH, FTP speak first)
 
-
-class ConnectRefused(Exception):
-    """RST: nothing listens."""
-
-
-class ConnectFiltered(Exception):
-    """No answer in time, or an ICMP error: something drops or rejects the packets."""
-
-
-def tls_client_context() -> ssl.SSLContext:
-    # Whatever certificate is served is what we fingerprint; verifying it would hide self-signed ones.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class Connector:
-    """The single place that opens outbound sockets, with a global cap and an optional connect log."""
-
-    def __init__(self, config: ProberConfig, log: Optional[Callable[[Dict[str, Any]], None]] = None,
-                 count: Optional[Callable[[str], None]] = None) -> None:
-        self.config = config
-        self.slots = asyncio.Semaphore(config.max_outbound)
-        self.log = log
-        self.count = count or (lambda _proto: None)
-
-    def _note(self, proto: str, address: str, port: int, result: str) -> None:
-        self.count(proto)
-        if self.log is not None and self.config.log_connects:
-            self.log({"event": "connect", "proto": proto, "target": address, "port": port, "result": result})
-
-    async def tcp(self, address: str, port: int, timeout: float) -> socket.socket:
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), timeout)
-        except ConnectionRefusedError:
-            sock.close()
-            self._note("tcp", address, port, CLOSED)
-            raise ConnectRefused() from None
-        except asyncio.TimeoutError:
-            sock.close()
-            self._note("tcp", address, port, FILTERED)
-            raise ConnectFiltered("no answer within %.1f s" % timeout) from None
-        except OSError as exc:
-            sock.close()
-            self._note("tcp", address, port, FILTERED)
-            raise ConnectFiltered(clean_text(exc.strerror or str(exc))) from None
-        except BaseException:
-            sock.close()
-            raise
-        self._note("tcp", address, port, OPEN)
-        return sock
-
-    async def udp_exchange(self, address: str, port: int, payload: bytes, timeout: float,
-                           max_datagrams: int = 4) -> List[bytes]:
-        """Send one datagram to address:port; collect what that same address answers within ``timeout``."""
-        loop = asyncio.get_running_loop()
-        received: List[bytes] = []
-        done = loop.create_future()
-
-        class Protocol(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: Tuple[Any, ...]) -> None:
-                # A connected UDP socket only delivers datagrams from the peer; keep a few, capped.
-                if len(received) < max_datagrams:
-                    received.append(data[:8192])
-
-            def error_received(self, exc: Exception) -> None:  # ICMP port unreachable
-                if not done.done():
-                    done.set_exception(ConnectRefused())
-
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        transport, _protocol = await loop.create_datagram_endpoint(Protocol, remote_addr=(address, port),
-                                                                   family=family)
-        self._note("udp", address, port, "sent")
-        try:
-            transport.sendto(payload)
-            try:
-                await asyncio.wait_for(asyncio.shield(done), timeout)
-            except asyncio.TimeoutError:
-                pass
-            except ConnectRefused:
-                if not received:
-                    raise
-        finally:
-            transport.close()
-        return received
-
-
-async def _read_capped(reader: asyncio.StreamReader, cap: int, deadline: float, until_line: bool = False) -> bytes:
-    data = b""
-    loop = asyncio.get_running_loop()
-    while len(data) < cap:
-        left = deadline - loop.time()
-        if left <= 0:
-            break
-        try:
-            chunk = await asyncio.wait_for(reader.read(min(16384, cap - len(data))), left)
-        except (asyncio.TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
-            break
-        if not chunk:
-            break
-        data += chunk
-        if until_line and b"\n" in data:
-            break
-        if b"</title" in data[-len(chunk) - 8 :].lower():
-            break
-    return data
-
-
-async def _close(writer: Optional[asyncio.StreamWriter]) -> None:
-    if writer is None:
-        return
-    try:
-        writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
-    except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
-        pass
 
 
 async def probe_port(connector: Connector, address: str, request: PortRequest, config: ProberConfig,
@@ -185,12 +73,12 @@ async def probe_port(connector: Connector, address: str, request: PortRequest, c
             reader, writer = await asyncio.open_connection(sock=sock)
         deadline = loop.time() + config.io_timeout
         if request.probe == "banner":
-            data = await _read_capped(reader, 1024, deadline, until_line=True)
+            data = await read_capped(reader, 1024, deadline, until_line=True)
             result["banner"] = banner_of(data) or None
             return
         writer.write(http_request(host_header(address, request.port)))
         await asyncio.wait_for(writer.drain(), config.io_timeout)
-        data = await _read_capped(reader, config.read_cap, deadline)
+        data = await read_capped(reader, config.read_cap, deadline)
         result["http"] = parse_http_response(data)
         if result["http"] is None and data:
             result["banner"] = banner_of(data) or None
@@ -198,7 +86,7 @@ async def probe_port(connector: Connector, address: str, request: PortRequest, c
         result["error"] = clean_text(str(exc) or type(exc).__name__)
     finally:
         if writer is not None:
-            await _close(writer)
+            await close_writer(writer)
         else:
             sock.close()
 
@@ -211,8 +99,6 @@ def new_port_result(request: PortRequest) -> Dict[str, Any]:
 async def run_job(connector: Connector, address: str, ports: List[PortRequest], config: ProberConfig,
                   upnp: bool) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]], float]:
     """Probe every port (and the WAN-side UPnP test) concurrently; stop at the total deadline."""
-    from exposure_guard_prober.upnpwan import wan_upnp_test
-
     started = time.monotonic()
     results = [new_port_result(request) for request in ports]
     tasks = [asyncio.ensure_future(_guarded(probe_port(connector, address, request, config, result), result))

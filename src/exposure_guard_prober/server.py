@@ -21,7 +21,8 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 from exposure_guard_prober import API_SCHEMA, __version__
 from exposure_guard_prober.api import encode, error_document, parse_probe_request
 from exposure_guard_prober.config import ProberConfig
-from exposure_guard_prober.engine import Connector, run_job
+from exposure_guard_prober.connector import Connector
+from exposure_guard_prober.engine import run_job
 from exposure_guard_prober.metrics import Metrics
 from exposure_guard_prober.policy import (
     PolicyError,

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from exposure_guard.fingerprint import clean_text, host_header
 from exposure_guard_prober.config import ProberConfig
-from exposure_guard_prober.engine import ConnectFiltered, Connector, ConnectRefused, _close, _read_capped
+from exposure_guard_prober.connector import ConnectFiltered, Connector, ConnectRefused, close_writer, read_capped
 
 SEARCH_TARGET = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 _TAG = "<{0}>([^<]{{0,400}})</{0}>"
@@ -85,7 +85,7 @@ async def _exchange(connector: Connector, address: str, port: int, payload: byte
         deadline = loop.time() + config.io_timeout
         data = b""
         while len(data) < cap:  # descriptions have no <title>: read to the end, the cap or the deadline
-            chunk = await _read_capped(reader, cap - len(data), deadline)
+            chunk = await read_capped(reader, cap - len(data), deadline)
             if not chunk:
                 break
             data += chunk
@@ -94,7 +94,7 @@ async def _exchange(connector: Connector, address: str, port: int, payload: byte
         return None
     finally:
         if writer is not None:
-            await _close(writer)
+            await close_writer(writer)
         else:
             sock.close()
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from exposure_guard_prober.config import ProberConfig
-from exposure_guard_prober.engine import ConnectFiltered, Connector, PortRequest, run_job
+from exposure_guard_prober.connector import ConnectFiltered, Connector
+from exposure_guard_prober.engine import PortRequest, run_job
 from exposure_guard_prober.upnpwan import _same_host, parse_description, parse_ssdp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "igd"))

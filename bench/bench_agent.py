@@ -45,8 +45,8 @@ def import_seconds() -> float:
 
 def in_process_cycle(runs: int) -> float:
     sys.path.insert(0, SRC)
-    from exposure_guard.checks.context import CheckContext
     from exposure_guard.checks.runner import run_checks
+    from exposure_guard.context import CheckContext
     from exposure_guard.qts.root import QtsRoot
 
     times = []

@@ -74,10 +74,9 @@ _CATALOGUE: List[Any] = []
 
 def catalogue() -> List[Any]:
     if not _CATALOGUE:
-        from exposure_guard.checks import registry
+        from exposure_guard.checks import all_checks
 
-        registry._load_families()
-        _CATALOGUE.extend(registry.all_checks())
+        _CATALOGUE.extend(all_checks())
     return _CATALOGUE
 
 

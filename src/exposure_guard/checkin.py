@@ -29,6 +29,7 @@ import requests
 
 from exposure_guard import __version__
 from exposure_guard.atomicio import atomic_write, fsync_dir
+from exposure_guard.contracts import utc_now
 from exposure_guard.errors import ExposureGuardError
 
 log = logging.getLogger("exposure_guard.checkin")
@@ -209,15 +210,11 @@ def enroll(server_url: str, secret: str, identity: Any, state_dir: Path, *, ca_f
     state.mkdir(parents=True, exist_ok=True)
     atomic_write(state / NODE_KEY_FILE, (node_key + "\n").encode("ascii"), 0o600)
     os.chmod(str(state / NODE_KEY_FILE), 0o600)
-    record = {"server_url": base, "device_id": device.get("device_id", ""), "enrolled_at": _utc_now()}
+    record = {"server_url": base, "device_id": device.get("device_id", ""), "enrolled_at": utc_now("s")}
     atomic_write(state / ENROLLMENT_FILE, (json.dumps(record, indent=2) + "\n").encode("utf-8"), 0o600)
     again = " again" if answer.get("re_enrolled") else ""
     return "enrolled%s %s (%s) with %s; node key stored in %s" % (
         again, device.get("hostname", ""), device.get("device_id", ""), base, state / NODE_KEY_FILE)
-
-
-def _utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- spool ---------------------------------------------------------------------------------------------
@@ -367,9 +364,8 @@ def _reject(state_dir: Path, path: Path, reason: str) -> None:
 def backoff_delay(attempt: int, base: float = BASE_BACKOFF, cap: float = MAX_BACKOFF,
                   rng: Optional[random.Random] = None) -> float:
     """Exponential backoff with jitter ("equal jitter"): half fixed, half random, capped."""
-    rng = rng or random
     ceiling = min(cap, base * (2 ** max(0, attempt)))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 # -- delivery ------------------------------------------------------------------------------------------

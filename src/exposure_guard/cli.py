@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from exposure_guard import __version__
 from exposure_guard.errors import (
@@ -20,6 +20,10 @@ from exposure_guard.errors import (
     UsageError,
 )
 from exposure_guard.settings import SEVERITY_NAMES, Settings, load_settings
+
+if TYPE_CHECKING:
+    from exposure_guard.context import CheckContext
+    from exposure_guard.qts.root import QtsRoot
 
 DEMO_ROOT = Path(__file__).resolve().parent / "data" / "demo_nas"
 
@@ -91,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def settings_for(args: argparse.Namespace) -> Settings:
+    """Settings for a command that checks or fixes: the ini file, env, then the flags; [checks] ids are
+    validated against the catalogue here, so a typo fails before anything runs."""
+    from exposure_guard.checks.runner import validate_policies
+
     path = getattr(args, "settings", None)
     required = path is not None
     if path is None:
@@ -103,18 +111,20 @@ def settings_for(args: argparse.Namespace) -> Settings:
         overrides[("router", "igd_url")] = args.igd
     if getattr(args, "prober", None):
         overrides[("reachability", "prober_url")] = args.prober
-    return settings.with_overrides(overrides) if overrides else settings
+    settings = settings.with_overrides(overrides) if overrides else settings
+    validate_policies(settings)
+    return settings
 
 
 def state_dir_for(args: argparse.Namespace) -> Path:
-    from exposure_guard.journal import default_state_dir
+    from exposure_guard.fixes.journal import default_state_dir
 
     if getattr(args, "state_dir", None):
         return Path(args.state_dir)
     return default_state_dir(args.root)
 
 
-def root_for(args: argparse.Namespace):  # -> QtsRoot
+def root_for(args: argparse.Namespace) -> QtsRoot:
     from exposure_guard.qts.root import QtsRoot
 
     root = Path(args.root)
@@ -123,8 +133,8 @@ def root_for(args: argparse.Namespace):  # -> QtsRoot
     return QtsRoot(root)
 
 
-def context_for(args: argparse.Namespace, settings: Settings):  # -> CheckContext
-    from exposure_guard.checks.context import CheckContext
+def context_for(args: argparse.Namespace, settings: Settings) -> CheckContext:
+    from exposure_guard.context import CheckContext
 
     return CheckContext(root_for(args), settings, offline=getattr(args, "offline", False),
                         state_dir=state_dir_for(args))
@@ -134,23 +144,14 @@ def only_list(args: argparse.Namespace) -> Optional[List[str]]:
     return [item for item in args.only.split(",") if item.strip()] if getattr(args, "only", None) else None
 
 
-def write_last_report(state_dir: Path, document: dict) -> None:
-    from exposure_guard.atomicio import atomic_write
-
-    try:
-        atomic_write(state_dir / "last-report.json", json.dumps(document, indent=2).encode("utf-8"), mode=0o600)
-    except OSError:
-        pass  # a read-only state dir must not hide the findings
-
-
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_check(args: argparse.Namespace) -> int:
-    from exposure_guard.checks.runner import run_checks
+    from exposure_guard.core import check_once
     from exposure_guard.render import render_report
 
     settings = settings_for(args)
     ctx = context_for(args, settings)
-    report, _ = run_checks(ctx, only_list(args))
+    report = check_once(ctx, only_list(args)).report
     if args.json:
         sys.stdout.write(report.to_json() + "\n")
     else:
@@ -168,15 +169,12 @@ def confirm(question: str) -> bool:
 
 
 def cmd_fix(args: argparse.Namespace) -> int:
-    from exposure_guard.checks.runner import run_checks
-    from exposure_guard.journal import ChangeJournal
-    from exposure_guard.remediation import apply_actions, plan_fixes
+    from exposure_guard.core import check_once, fix_once, plan_fixes, write_last_report
     from exposure_guard.render import render_report
 
     settings = settings_for(args)
     ctx = context_for(args, settings)
-    _report, outcomes = run_checks(ctx, only_list(args))
-    planned = plan_fixes(ctx, outcomes, daemon=False)
+    planned = plan_fixes(ctx, check_once(ctx, only_list(args)).outcomes, daemon=False)
     out = sys.stdout
     if not planned:
         out.write("Nothing to fix: no failing check has a safe automatic fix that is still needed.\n")
@@ -190,19 +188,16 @@ def cmd_fix(args: argparse.Namespace) -> int:
     if not args.yes and not confirm("Apply these changes?"):
         out.write("Nothing was changed.\n")
         return EXIT_OK
-    journal = ChangeJournal(ctx.state_dir)
-    result = apply_actions(ctx, journal, planned)
+    run = fix_once(ctx, planned, only_list(args))
+    result, report = run.result, run.report
     for record in result.applied:
         out.write("applied %s  %s: %r -> %r\n" % (record.change_id, record.target, record.before, record.after))
     for line in result.failed:
         out.write("FAILED  %s\n" % line)
-    report, _ = run_checks(ctx, only_list(args))
-    fixed_ids = {r.check_id for r in result.applied}
-    for finding in report.findings:
-        finding.fixed = finding.id in fixed_ids and finding.status == "pass"
-    report.changes = [r.to_report() for r in result.applied]
     report.mode = "fix"
-    write_last_report(ctx.state_dir, report.to_dict())
+    problem = write_last_report(state_dir_for(args), report)
+    if problem:
+        sys.stderr.write("exposure-guard: warning: %s\n" % problem)
     out.write("\nAfter the fix:\n")
     out.write(report.to_json() + "\n" if args.json else render_report(report, out))
     out.write("Undo with: exposure-guard undo --last%s\n" % ("" if args.root == "/" else " --root %s" % args.root))
@@ -212,12 +207,12 @@ def cmd_fix(args: argparse.Namespace) -> int:
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
-    from exposure_guard.journal import ChangeJournal
-    from exposure_guard.remediation import undo_changes
+    from exposure_guard.fixes.apply import undo_changes
+    from exposure_guard.fixes.journal import ChangeJournal
 
     settings = settings_for(args)
     ctx = context_for(args, settings)
-    journal = ChangeJournal(ctx.state_dir)
+    journal = ChangeJournal(state_dir_for(args))
     records = [r for r in journal.changes() if r.state in ("applied", "planned")]
     if args.change_id:
         records = [journal.get(args.change_id)]
@@ -233,7 +228,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from exposure_guard.journal import ChangeJournal
+    from exposure_guard.fixes.journal import ChangeJournal
 
     records = ChangeJournal(state_dir_for(args)).changes()
     if args.json:
@@ -251,7 +246,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
-    from exposure_guard.checks.registry import all_checks
+    from exposure_guard.checks import all_checks
 
     checks = all_checks()
     if args.json:
@@ -266,7 +261,7 @@ def cmd_checks(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     import textwrap
 
-    from exposure_guard.checks.registry import get_check
+    from exposure_guard.checks import get_check
 
     c = get_check(args.check_id)
     if c is None:
@@ -274,7 +269,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     fill = lambda text: textwrap.fill(" ".join(text.split()), 100, initial_indent="  ", subsequent_indent="  ")  # noqa: E731
     parts = ["%s — %s" % (c.id, c.title), "severity: %s   family: %s   automatic fix: %s" % (
         c.severity, c.family, "yes (undoable)" if c.fixable else "no"), "", "Why it matters:", fill(c.rationale),
-        "", "What it reads:"] + ["  - " + r for r in c.reads] + ["", "How to fix it by hand:", fill(c.remediation)]
+        "", "What it reads:"] + ["  - " + r for r in c.read_lines()] + ["", "How to fix it by hand:", fill(c.remediation)]
     if c.confirm:
         parts += ["", "How to confirm the setting on your NAS:", fill(c.confirm)]
     if c.references:
@@ -306,10 +301,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from exposure_guard.checks.context import CheckContext
-    from exposure_guard.checks.runner import run_checks
+    from exposure_guard.context import CheckContext
+    from exposure_guard.core import check_once, plan_fixes
     from exposure_guard.qts.root import QtsRoot
-    from exposure_guard.remediation import plan_fixes
     from exposure_guard.render import render_report
 
     out = sys.stdout
@@ -317,9 +311,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "a box set up the way QNAP's January 2022 advisory warned about. No network, nothing is changed.\n\n"
               % DEMO_ROOT)
     ctx = CheckContext(QtsRoot(DEMO_ROOT), load_settings(None, environ={}), offline=True)
-    report, outcomes = run_checks(ctx)
-    out.write(render_report(report, out))
-    planned = plan_fixes(ctx, outcomes, daemon=False)
+    run = check_once(ctx)
+    out.write(render_report(run.report, out))
+    planned = plan_fixes(ctx, run.outcomes, daemon=False)
     out.write("\nWhat `exposure-guard fix` would change on this NAS (each change journaled and undoable):\n")
     for item in planned:
         out.write("  [%s] %s\n" % (item.action.check_id, item.description))

@@ -1,16 +1,26 @@
-"""What checks see: the QTS root, parsed config files, listeners, identity, settings, shared results."""
+"""What checks and fixes see of one run: the QTS root, its parsed config files, the settings, and the
+facts every check may ask for. Each fact is read once, on first use, and cached for the run, so checks
+never depend on each other's order."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
+from exposure_guard.facts.keys import Key, KeyRead, read_key
+from exposure_guard.facts.router import RouterFacts, audit_router
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.identity import DeviceIdentity, read_identity
 from exposure_guard.qts.listeners import ListenerTable
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.qts.services import process_table
 from exposure_guard.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from exposure_guard.facts.reachability import ReachabilityRun
+
+_UNREAD = object()
+NO_PROBER = "no callback prober configured ([reachability] prober_url is empty)"
 
 
 class CheckContext:
@@ -21,11 +31,15 @@ class CheckContext:
         self.offline = offline
         self.config = QtsConfig(root)
         self.state_dir = state_dir
-        # Results one check leaves for another (e.g. router mappings for the reachability ports).
-        self.shared: Dict[str, Any] = {}
         self._listeners: Optional[ListenerTable] = None
         self._identity: Optional[DeviceIdentity] = None
         self._processes: Optional[Dict[str, List[int]]] = None
+        self._router: object = _UNREAD
+        self._reachability: Optional[ReachabilityRun] = None
+
+    def read(self, key: Key) -> KeyRead:
+        """A declared config key, like getcfg (raises Unknowable when its file cannot be read)."""
+        return read_key(self.config, key)
 
     @property
     def listeners(self) -> ListenerTable:
@@ -46,9 +60,43 @@ class CheckContext:
             self._identity = read_identity(self.root, self.config, extra)
         return self._identity
 
+    def lan_addresses(self) -> List[str]:
+        """This NAS's LAN addresses; empty when its identity cannot be read (the runner reports why)."""
+        try:
+            return list(self.identity.lan_addresses)
+        except Exception:
+            return []
+
+    @property
+    def router(self) -> Optional[RouterFacts]:
+        """The router audit (IGDs and their mapping tables); None when this run may not look for a router
+        (see ``facts.router.discovery_allowed``)."""
+        if self._router is _UNREAD:
+            self._router = audit_router(self.root, self.settings, self.lan_addresses())
+        return self._router  # type: ignore[return-value]
+
+    def provide_router(self, facts: Optional[RouterFacts]) -> None:
+        """Use an audit made elsewhere (a caller that already read the router, or a test)."""
+        self._router = facts
+
+    @property
+    def prober_configured(self) -> bool:
+        return bool(self.settings.get("reachability", "prober_url"))
+
+    @property
+    def reachability(self) -> ReachabilityRun:
+        """The callback prober's answer for this run (asked once per address family)."""
+        if self._reachability is None:
+            # The prober client and the fingerprints pull in requests and ssl: only when a check needs them.
+            from exposure_guard.facts.reachability import reachability_run
+
+            self._reachability = reachability_run(self)
+        return self._reachability
+
     def refresh(self) -> None:
-        """Forget cached reads (after a fix changed files)."""
+        """Forget cached reads (after a fix changed files or the router's table)."""
         self.config = QtsConfig(self.root)
         self._listeners = None
         self._processes = None
-        self.shared.clear()
+        self._router = _UNREAD
+        self._reachability = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import random
 import signal
@@ -13,14 +12,11 @@ from typing import IO, Any, Optional
 
 import schedule
 
-from exposure_guard.atomicio import atomic_write
-from exposure_guard.checks.context import CheckContext
-from exposure_guard.checks.runner import run_checks
+from exposure_guard.context import CheckContext
+from exposure_guard.core import check_once, fix_once, plan_fixes, write_last_report
 from exposure_guard.errors import EXIT_FINDINGS, EXIT_OK, ExposureGuardError, LockedError
-from exposure_guard.journal import ChangeJournal
 from exposure_guard.qts.eventlog import ERROR, INFO, WARNING, log_event
 from exposure_guard.qts.root import QtsRoot
-from exposure_guard.remediation import apply_actions, plan_fixes
 from exposure_guard.report import Report
 from exposure_guard.settings import Settings
 
@@ -66,26 +62,23 @@ class Daemon:
     # -- one cycle ------------------------------------------------------------------------------------
     def cycle(self) -> Report:
         ctx = CheckContext(self.root, self.settings, offline=self.offline, state_dir=self.state_dir)
-        report, outcomes = run_checks(ctx)
-        planned = plan_fixes(ctx, outcomes, daemon=True)
+        run = check_once(ctx)
+        report = run.report
+        planned = plan_fixes(ctx, run.outcomes, daemon=True)
         if planned:
-            result = apply_actions(ctx, ChangeJournal(self.state_dir), planned)
-            fixed = {r.check_id for r in result.applied}
-            changes = [r.to_report() for r in result.applied]
-            for line in result.failed:
+            fixed = fix_once(ctx, planned)
+            report = fixed.report
+            for line in fixed.result.failed:
                 log_event(self.root, ERROR, "fix failed: " + line)
-            report, _ = run_checks(ctx)
-            report.changes = changes
-            for finding in report.findings:
-                finding.fixed = finding.id in fixed and finding.status == "pass"
-            for change in changes:
+            for change in report.changes:
                 log_event(self.root, WARNING, "changed %s from %r to %r (undo: exposure-guard undo %s)"
                           % (change["target"], change["before"], change["after"], change["change_id"]))
         self.cycles += 1
-        document = report.to_dict()
-        atomic_write(self.state_dir / "last-report.json", json.dumps(document, indent=2).encode("utf-8"), mode=0o600)
+        problem = write_last_report(self.state_dir, report)
+        if problem:
+            log_event(self.root, WARNING, problem)
         self._log_verdict(report)
-        self._check_in(document)
+        self._check_in(report.to_dict())
         return report
 
     def _log_verdict(self, report: Report) -> None:

@@ -46,3 +46,8 @@ class RefusedError(UsageError):
 
 class LockedError(ExposureGuardError):
     """Another agent instance holds the lock."""
+
+
+class Unknowable(Exception):
+    """A check cannot tell: its input is missing or unreadable. The message is the reason; the check
+    runner turns it into an ``unknown`` finding. Not an ExposureGuardError: it never reaches the user as one."""

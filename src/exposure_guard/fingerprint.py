@@ -181,7 +181,8 @@ def certificate_names(der: bytes) -> Dict[str, Any]:
             fields = fields[1:]
         # serialNumber, signature, issuer, validity, subject
         issuer, subject = fields[2], fields[4]
-        result = {"issuer": _name(der, issuer[1], issuer[2]), "subject": _name(der, subject[1], subject[2])}
+        result: Dict[str, Any] = {"issuer": _name(der, issuer[1], issuer[2]),
+                                  "subject": _name(der, subject[1], subject[2])}
     except (ValueError, IndexError):
         return {}
     result["self_signed"] = bool(result["subject"]) and result["subject"] == result["issuer"]

@@ -375,12 +375,12 @@ def check_control(handle: IO[bytes], section: Section, result: Inspection) -> No
     except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
         result.problems.append("control.tar.gz is not a valid tar.gz archive: %s" % exc)
         return
-    names = {m.name[2:] if m.name.startswith("./") else m.name for m in result.control_members}
+    member_names = {m.name[2:] if m.name.startswith("./") else m.name for m in result.control_members}
     for required in ("qpkg.cfg", "qinstall.sh"):
-        if required not in names:
+        if required not in member_names:
             result.problems.append("control.tar.gz has no %s" % required)
     for optional in ("package_routines", "built_info"):
-        if optional not in names:
+        if optional not in member_names:
             result.notes.append("control.tar.gz has no %s" % optional)
     for member in result.control_members:
         if _unsafe(member.name):

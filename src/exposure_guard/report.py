@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import platform
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from exposure_guard import __version__
+from exposure_guard.contracts import REPORT_SCHEMA_FILE as SCHEMA_FILE
+from exposure_guard.contracts import REPORT_SCHEMA_ID as SCHEMA_ID
+from exposure_guard.contracts import SEVERITIES, SEVERITY_RANK, STATUSES, utc_now
 
-SCHEMA_ID = "exposure-guard/report/v1"
-SCHEMA_FILE = Path(__file__).with_name("data") / "report-v1.schema.json"
-
-STATUSES = ("pass", "fail", "unknown", "error", "skipped")
-SEVERITIES = ("critical", "high", "medium", "low", "info")
-SEVERITY_RANK = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}  # info=0 … critical=4
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+__all__ = ["SCHEMA_FILE", "SCHEMA_ID", "SEVERITIES", "SEVERITY_RANK", "STATUSES", "Finding", "Report", "load_schema",
+           "utc_now"]
 
 
 @dataclass

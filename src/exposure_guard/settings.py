@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from exposure_guard.contracts import SEVERITIES
 from exposure_guard.errors import SettingsError
 
 MODES = ("report", "fix")
 POLICIES = ("report", "fix", "ignore")
-SEVERITY_NAMES = ("critical", "high", "medium", "low", "info")
+SEVERITY_NAMES = SEVERITIES
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -170,13 +171,6 @@ def _parse_value(section: str, key: str, raw: str, file: str, line: int) -> Any:
         ) from None
 
 
-def _known_checks() -> Dict[str, bool]:
-    """check id -> has a safe fix."""
-    from exposure_guard.checks import registry
-
-    return {check.id: check.fixable for check in registry.all_checks()}
-
-
 def _line_numbers(text: str) -> Dict[Tuple[str, str], int]:
     lines: Dict[Tuple[str, str], int] = {}
     section = ""
@@ -233,29 +227,17 @@ def _read_file(path: Path, values: Dict[Tuple[str, str], Any], sources: Dict[str
         message = str(exc).splitlines()[0]
         raise SettingsError("cannot parse settings: %s" % message, file=shown, line=line) from None
     lines = _line_numbers(text)
-    known_checks = None
     for section in parser.sections():
         sec = section.strip().lower()
         for key, value in parser.items(section):
             norm = key.strip().lower()
             line = lines.get((sec, norm), 0)
             if sec == "checks":
-                if known_checks is None:
-                    known_checks = _known_checks()
-                if norm not in known_checks:
-                    raise SettingsError(
-                        "unknown check id %r in [checks]; run `exposure-guard checks` for the list" % key,
-                        file=shown, line=line, key=key,
-                    )
+                # Whether the id exists and has a fix is checked against the catalogue by the check runner.
                 policy = value.strip().lower()
                 if policy not in POLICIES:
                     raise SettingsError(
                         "[checks] %s = %r is not valid; allowed: %s" % (key, value, ", ".join(POLICIES)),
-                        file=shown, line=line, key=key,
-                    )
-                if policy == "fix" and not known_checks[norm]:
-                    raise SettingsError(
-                        "[checks] %s = fix: this check has no automatic fix; allowed: report, ignore" % key,
                         file=shown, line=line, key=key,
                     )
                 policies[norm] = policy

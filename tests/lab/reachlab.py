@@ -36,21 +36,21 @@ if resolve:  # "name=addr,addr": a prober name with A and AAAA records, without 
             return found
         return real(host, *args, **kwargs)
     socket.getaddrinfo = fake
-from exposure_guard.checks import reachability as r
-from exposure_guard.checks.context import CheckContext
+from exposure_guard.checks import admin, reachability as r, router
+from exposure_guard.context import CheckContext
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
 ctx = CheckContext(QtsRoot(root), load_settings(Path(ini)))
 try:
-    from exposure_guard.checks.router import router_audit
-    router_audit(ctx)
+    facts = ctx.router
 except Exception:
     traceback.print_exc()
-out = {"router.external_ip": ctx.shared.get("router.external_ip")}
+    facts = None
+out = {"router.external_ip": facts.external_ip if facts is not None else None}
 for check_id, evaluate in (("reachability.admin", r.reachability_admin),
                            ("reachability.services", r.reachability_services),
-                           ("router.upnp-wan-exposed", r.upnp_wan_exposed),
-                           ("admin.default-cert", r.default_cert)):
+                           ("router.upnp-wan-exposed", router.upnp_wan_exposed),
+                           ("admin.default-cert", admin.default_cert)):
     try:
         o = evaluate(ctx)
         out[check_id] = {"status": o.status, "severity": o.severity, "summary": o.summary, "evidence": o.evidence}

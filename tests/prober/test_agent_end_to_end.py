@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from exposure_guard.checks import reachability
-from exposure_guard.checks.context import CheckContext
+from exposure_guard.checks import admin as admin_checks
+from exposure_guard.checks import reachability, router
+from exposure_guard.context import CheckContext
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
-from tests.unit.reach_helpers import Services, nas_tree
+from tests.unit.reach_helpers import Services, nas_tree, router_facts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "igd"))
 from fakeigd import FakeIgd, FakeSsdp  # noqa: E402
@@ -29,7 +30,7 @@ def context(tmp_path, services, url, token=""):
     settings = load_settings(None, environ={}).with_overrides({
         ("reachability", "prober_url"): url, ("reachability", "token"): token, ("reachability", "timeout"): "10"})
     ctx = CheckContext(QtsRoot(nas_tree(tmp_path / "root", services)), settings)
-    ctx.shared["router.mappings"] = []
+    ctx.provide_router(router_facts([]))  # the router audit ran and found no mapping
     return ctx
 
 
@@ -45,8 +46,8 @@ def test_everything_verified_through_the_real_prober(start_prober, services, tmp
     states = {v["port"]: (v["state"], v.get("matched_by")) for v in services_outcome.evidence["ports"]}
     assert states[services.ssh_port] == ("verified", "banner")
     assert states[services.closed] == ("closed", None)
-    assert reachability.upnp_wan_exposed(ctx).status == "pass"
-    cert = reachability.default_cert(ctx)
+    assert router.upnp_wan_exposed(ctx).status == "pass"
+    cert = admin_checks.default_cert(ctx)
     assert cert.status == "fail" and cert.evidence["seen_from_internet"]
     # one callback for all four checks, to the caller only
     assert len(prober.records("request")) == 1
@@ -70,6 +71,6 @@ def test_prober_outside_lab_mode_refuses_and_the_agent_says_why(start_prober, se
 def test_router_answering_upnp_from_outside(start_prober, services, tmp_path):
     with FakeIgd("igd2") as igd, FakeSsdp(igd.location) as ssdp:
         prober = start_prober(ssdp_port=ssdp.address[1], ssdp_timeout=1.0)
-        outcome = reachability.upnp_wan_exposed(context(tmp_path, services, prober.url()))
+        outcome = router.upnp_wan_exposed(context(tmp_path, services, prober.url()))
     assert outcome.status == "fail", outcome.summary
     assert "answers SSDP" in outcome.summary and "accepts UPnP control calls" in outcome.summary

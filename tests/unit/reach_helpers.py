@@ -239,3 +239,27 @@ class FakeProber:
         for server in self.servers:
             server.shutdown()
             server.server_close()
+
+
+NAS_ADDRESS = "10.77.0.10"  # a NAS LAN address as data only: no test sends anything to it
+
+
+def tcp_mapping(external: int, internal: int, client: str = NAS_ADDRESS, description: str = "x",
+                protocol: str = "TCP", enabled: bool = True) -> Any:
+    from exposure_guard.upnp.models import PortMapping
+
+    return PortMapping("", external, protocol, internal, client, enabled, description, 0)
+
+
+def router_facts(mappings: Any = (), nas: Tuple[str, ...] = (NAS_ADDRESS,), external_ip: Optional[str] = None) -> Any:
+    """The router facts of a run whose audit read one IGD table holding ``mappings``."""
+    from exposure_guard.facts.router import RouterFacts
+    from exposure_guard.upnp.audit import RouterAudit
+    from exposure_guard.upnp.models import WANIP1, Gateway, ServiceAudit, WanService
+
+    service = WanService(WANIP1, "http://127.0.0.1:9/ctl")
+    gateway = Gateway("http://127.0.0.1:9/rootDesc.xml", "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
+                      "stand-in", "", "", "uuid:stand-in", (service,))
+    audit = RouterAudit(source="igd_url", gateways=[gateway],
+                        services=[ServiceAudit(gateway, service, external_ip, list(mappings))])
+    return RouterFacts(audit, tuple(nas))

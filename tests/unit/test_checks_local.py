@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from exposure_guard.checks.context import CheckContext
 from exposure_guard.checks.runner import run_checks
+from exposure_guard.context import CheckContext
 from exposure_guard.qts.root import QtsRoot
 from tests.conftest import QTS_TREES
 
@@ -127,12 +128,13 @@ def test_secrets_are_never_read_out(qts_tree):
 def test_a_broken_check_is_an_error_not_a_crash(monkeypatch):
     from exposure_guard.checks import registry
 
-    check = registry.get_check("system.autorun")
+    check = registry.REGISTRY.get("system.autorun")
 
     def boom(ctx):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setitem(registry._REGISTRY, "system.autorun", registry.Check(**{**check.__dict__, "evaluate": boom}))
+    monkeypatch.setattr(registry.REGISTRY, "_checks", dict(registry.REGISTRY._checks))
+    registry.REGISTRY.replace(dataclasses.replace(check, evaluate=boom))
     found, _ = statuses(QTS_TREES / "exposed")
     assert found["system.autorun"].status == "error"
     assert "kaboom" in found["system.autorun"].summary

@@ -88,12 +88,12 @@ def test_usage_errors_exit_2(run_cli, tmp_path):
 
 
 def test_internal_error_exits_3_without_traceback(run_cli, monkeypatch):
-    import exposure_guard.checks.runner as runner
+    import exposure_guard.core as core
 
     def boom(*a, **k):
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(runner, "run_checks", boom)
+    monkeypatch.setattr(core, "check_once", boom)
     code, _, err = run_cli("check", "--root", str(QTS_TREES / "exposed"), "--offline")
     assert code == 3 and "internal error: unexpected" in err and "Traceback" not in err
 

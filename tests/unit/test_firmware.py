@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exposure_guard.checks.firmware import assess_firmware, load_table, parse_version
+from exposure_guard.facts.firmware import assess_firmware, load_table, parse_version
 
 TABLE = {
     "as_of": "2026-01-01",

@@ -113,7 +113,7 @@ def test_fix_without_yes_and_without_tty_refuses(qts_tree, run_cli, monkeypatch)
 
 def test_fix_never_touches_protected_keys():
     from exposure_guard.errors import ExposureGuardError
-    from exposure_guard.remediation import ConfigKeyAction
+    from exposure_guard.fixes.actions import ConfigKeyAction
 
     for section, key in [("System", "Web Access Port"), ("Stunnel", "Enable"), ("LOGIN", "SSH Enable"),
                          ("system", "force ssl")]:
@@ -131,11 +131,12 @@ def test_per_check_report_policy_is_respected_by_fix(qts_tree, run_cli, tmp_path
 
 def test_daemon_stop_action_uses_daemon_mgr_and_undo_restarts(qts_tree, run_cli):
     """With QTS tools present, the ARC fix stops upnpcd through daemon_mgr; undo starts it again."""
-    from exposure_guard.checks.context import CheckContext
     from exposure_guard.checks.runner import run_checks
-    from exposure_guard.journal import ChangeJournal
+    from exposure_guard.context import CheckContext
+    from exposure_guard.core import plan_fixes
+    from exposure_guard.fixes.apply import apply_actions, undo_changes
+    from exposure_guard.fixes.journal import ChangeJournal
     from exposure_guard.qts.root import QtsRoot
-    from exposure_guard.remediation import apply_actions, plan_fixes, undo_changes
 
     root = qts_tree("exposed")
     (root / "proc/777").mkdir()

@@ -9,11 +9,12 @@ from typing import Any, Dict
 
 import pytest
 
-from exposure_guard.checks import reachability
-from exposure_guard.checks.context import CheckContext
+from exposure_guard.checks import admin, reachability, router
+from exposure_guard.context import CheckContext
+from exposure_guard.facts import reachability as reach_facts
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
-from tests.unit.reach_helpers import FakeProber, Services, free_port, nas_tree
+from tests.unit.reach_helpers import FakeProber, Services, free_port, nas_tree, router_facts, tcp_mapping
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def make_ctx(tmp_path: Path, services: Services, url: str, timeout: str = "5", *
     settings = load_settings(None, environ={}).with_overrides(
         {("reachability", "prober_url"): url, ("reachability", "timeout"): timeout})
     ctx = CheckContext(QtsRoot(root), settings)
-    ctx.shared["router.mappings"] = []  # the router audit ran and found no mapping
+    ctx.provide_router(router_facts([]))  # the router audit ran and found no mapping
     return ctx
 
 
@@ -46,7 +47,7 @@ def by_port(outcome, port):
 def test_no_prober_configured_skips_everything(tmp_path, services):
     ctx = make_ctx(tmp_path, services, "")
     for evaluate in (reachability.reachability_admin, reachability.reachability_services,
-                     reachability.upnp_wan_exposed):
+                     router.upnp_wan_exposed):
         outcome = evaluate(ctx)
         assert outcome.status == "skipped"
         assert "prober_url" in outcome.summary
@@ -117,11 +118,8 @@ def test_empty_http_answers_do_not_verify(tmp_path, services, prober):
 def test_upnp_mapping_is_named_and_mapped_ports_are_asked(tmp_path, services, prober):
     ext = free_port()
     ctx = make_ctx(tmp_path, services, prober.url)
-    ctx.shared["router.mappings"] = [
-        {"external_port": ext, "internal_port": services.http_port, "internal_client": "", "protocol": "TCP",
-         "enabled": True, "description": "QNAP web"},
-        {"external_port": 5555, "internal_port": 5555, "internal_client": "", "protocol": "UDP"},  # UDP ignored
-    ]
+    ctx.provide_router(router_facts([tcp_mapping(ext, services.http_port, description="QNAP web"),
+                                     tcp_mapping(5555, 5555, protocol="UDP")]))  # UDP ignored
     # The router maps ext → the admin port: the prober sees the admin page on ext.
     prober.override[ext] = prober.answer({"nonce": "x" * 16, "ports": [{"port": services.http_port}]},
                                          "127.0.0.1")["ports"][0]
@@ -132,18 +130,10 @@ def test_upnp_mapping_is_named_and_mapped_ports_are_asked(tmp_path, services, pr
     assert 5555 not in [p["port"] for p in prober.requests[0]["ports"]]
 
 
-class _Mapping:
-    """Shaped like exposure_guard.upnp.models.PortMapping (read by attribute)."""
-
-    def __init__(self, external: int, internal: int, client: str = "10.77.0.10") -> None:
-        self.external_port, self.internal_port, self.internal_client = external, internal, client
-        self.protocol, self.enabled, self.description, self.remote_host = "TCP", True, "x", ""
-
-
 def test_port_cap_drops_the_least_important(tmp_path, services, prober):
     ctx = make_ctx(tmp_path, services, prober.url)
-    ctx.shared["router.nas_mappings"] = [_Mapping(20000 + i, 30000 + i) for i in range(20)]
-    targets, dropped = reachability.plan_targets(ctx)
+    ctx.provide_router(router_facts([tcp_mapping(20000 + i, 30000 + i) for i in range(20)]))
+    targets, dropped = reach_facts.plan_targets(ctx)
     assert len(targets) == 16 and len(dropped) > 0
     assert targets[0].service == "admin HTTP" and targets[1].service == "admin HTTPS"
     assert any(t.service == "SSH" for t in targets)
@@ -154,8 +144,7 @@ def test_port_cap_drops_the_least_important(tmp_path, services, prober):
 
 def test_router_table_unknown_says_so(tmp_path, services, prober):
     ctx = make_ctx(tmp_path, services, prober.url)
-    del ctx.shared["router.mappings"]
-    ctx.shared["router.audit"] = None  # the router audit ran and could not read a table
+    ctx.provide_router(None)  # the router's table was not read
     outcome = reachability.reachability_admin(ctx)
     assert outcome.status == "fail"
     assert "kind is unknown" in by_port(outcome, services.http_port)[0]["forwarded"]
@@ -165,7 +154,7 @@ def test_router_table_unknown_says_so(tmp_path, services, prober):
     ("100.64.3.4", "CGNAT"), ("192.168.0.2", "double NAT"), ("203.0.113.9", "another NAT"), ("127.0.0.1", None)])
 def test_nat_notes(tmp_path, services, prober, router_ip, expected):
     ctx = make_ctx(tmp_path, services, prober.url)
-    ctx.shared["router.external_ip"] = router_ip
+    ctx.provide_router(router_facts([], external_ip=router_ip))
     outcome = reachability.reachability_admin(ctx)
     notes = " ".join(outcome.evidence.get("notes", []))
     if expected:
@@ -220,7 +209,7 @@ def test_prober_garbage_is_unknown(tmp_path, services, prober, name, respond, re
         prober.respond = respond
     ctx = make_ctx(tmp_path, services, prober.url)
     for evaluate in (reachability.reachability_admin, reachability.reachability_services,
-                     reachability.upnp_wan_exposed):
+                     router.upnp_wan_exposed):
         outcome = evaluate(ctx)
         assert outcome.status == "unknown", (name, outcome.summary)
         assert reason in outcome.summary
@@ -247,8 +236,8 @@ def test_ipv6_asked_separately_when_the_nas_has_a_global_address(tmp_path, servi
 
         monkeypatch.setattr(socket, "getaddrinfo", resolve)
         # The NAS "has" a global IPv6 address; local fingerprints stay on loopback (network rule).
-        monkeypatch.setattr(reachability, "_lan_addresses", lambda ctx: ["2001:db8:77::10"])
-        monkeypatch.setattr(reachability, "local_addresses",
+        monkeypatch.setattr(CheckContext, "lan_addresses", lambda ctx: ["2001:db8:77::10"])
+        monkeypatch.setattr(reach_facts, "local_addresses",
                             lambda ctx, family: ["::1"] if family == "ipv6" else ["127.0.0.1"])
         svc6 = Services(tmp_path / "v6", host="::1")
         try:
@@ -266,8 +255,8 @@ def test_ipv6_asked_separately_when_the_nas_has_a_global_address(tmp_path, servi
 
 
 def test_ipv6_no_route_to_prober_is_a_note_not_unknown(tmp_path, services, prober, monkeypatch):
-    monkeypatch.setattr(reachability, "_lan_addresses", lambda ctx: ["2001:db8:77::10"])
-    monkeypatch.setattr(reachability, "local_addresses",
+    monkeypatch.setattr(CheckContext, "lan_addresses", lambda ctx: ["2001:db8:77::10"])
+    monkeypatch.setattr(reach_facts, "local_addresses",
                         lambda ctx, family: ["::1"] if family == "ipv6" else ["127.0.0.1"])
     for port in (services.http_port, services.https_port):
         prober.override[port] = {"state": "filtered"}
@@ -278,10 +267,10 @@ def test_ipv6_no_route_to_prober_is_a_note_not_unknown(tmp_path, services, probe
 
 
 def test_is_global_ipv6():
-    assert reachability.is_global_ipv6("2001:db8:77::10")
-    assert reachability.is_global_ipv6("2a01:4f8::1")
+    assert reach_facts.is_global_ipv6("2001:db8:77::10")
+    assert reach_facts.is_global_ipv6("2a01:4f8::1")
     for other in ("fe80::1", "fd00::2", "::1", "10.0.0.1", "::ffff:10.0.0.1", "ff02::1", "junk"):
-        assert not reachability.is_global_ipv6(other)
+        assert not reach_facts.is_global_ipv6(other)
 
 
 # ---------------------------------------------------------------- router.upnp-wan-exposed
@@ -292,7 +281,7 @@ def test_wan_upnp_exposed(tmp_path, services, prober):
                    "igd": {"found": True, "port": 5000, "path": "/rootDesc.xml", "control_reachable": True,
                            "device_type": "urn:schemas-upnp-org:device:InternetGatewayDevice:2"}}
     ctx = make_ctx(tmp_path, services, prober.url)
-    outcome = reachability.upnp_wan_exposed(ctx)
+    outcome = router.upnp_wan_exposed(ctx)
     assert outcome.status == "fail"
     assert "answers SSDP" in outcome.summary and "accepts UPnP control calls" in outcome.summary
     assert outcome.evidence["ipv4"]["ssdp"]["server"].endswith("MiniUPnPd/2.3.1")
@@ -300,22 +289,22 @@ def test_wan_upnp_exposed(tmp_path, services, prober):
 
 def test_wan_upnp_quiet_passes_and_missing_is_unknown(tmp_path, services, prober):
     ctx = make_ctx(tmp_path, services, prober.url)
-    assert reachability.upnp_wan_exposed(ctx).status == "pass"
+    assert router.upnp_wan_exposed(ctx).status == "pass"
     prober.upnp = None
     ctx = make_ctx(tmp_path / "again", services, prober.url)
-    assert reachability.upnp_wan_exposed(ctx).status == "unknown"
+    assert router.upnp_wan_exposed(ctx).status == "unknown"
 
 
 # ---------------------------------------------------------------- admin.default-cert
 def test_factory_certificate_fails(tmp_path, services, prober):
     ctx = make_ctx(tmp_path, services, "")
-    outcome = reachability.default_cert(ctx)
+    outcome = admin.default_cert(ctx)
     assert outcome.status == "fail", outcome.summary
     assert outcome.evidence["subject"]["CN"] == "QNAP NAS" and outcome.evidence["self_signed"] is True
     # seen from the internet too (same leaf certificate through the prober): worse
     ctx = make_ctx(tmp_path / "b", services, prober.url)
     reachability.reachability_admin(ctx)
-    outcome = reachability.default_cert(ctx)
+    outcome = admin.default_cert(ctx)
     assert outcome.status == "fail" and outcome.severity == "medium"
     assert outcome.evidence["seen_from_internet"]
 
@@ -324,14 +313,14 @@ def test_own_certificate_passes_and_https_off(tmp_path):
     svc = Services(tmp_path, cert_subject="/C=DE/O=Example/CN=nas.example.org")
     try:
         ctx = make_ctx(tmp_path, svc, "")
-        outcome = reachability.default_cert(ctx)
+        outcome = admin.default_cert(ctx)
         assert outcome.status == "pass" and "nas.example.org" in outcome.summary
         ctx = make_ctx(tmp_path / "off", svc, "", Stunnel={"Enable": 0})
-        assert reachability.default_cert(ctx).status == "pass"
+        assert admin.default_cert(ctx).status == "pass"
     finally:
         svc.close()
 
 
 def test_nothing_on_https_port_is_unknown(tmp_path, services):
     ctx = make_ctx(tmp_path, services, "", Stunnel={"Port": services.closed})
-    assert reachability.default_cert(ctx).status == "unknown"
+    assert admin.default_cert(ctx).status == "unknown"

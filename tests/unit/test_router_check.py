@@ -1,4 +1,4 @@
-"""router.upnp-mappings against loopback IGD stand-ins: classification, severity, evidence, shared results,
+"""router.upnp-mappings against loopback IGD stand-ins: classification, severity, evidence, the router facts,
 the fix (per fix_scope) with journal and undo, never touching other hosts' mappings."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from exposure_guard.checks import router
-from exposure_guard.checks.context import CheckContext
-from exposure_guard.checks.registry import get_check
-from exposure_guard.journal import ChangeJournal
+from exposure_guard.checks import get_check, myqnapcloud
+from exposure_guard.context import CheckContext
+from exposure_guard.fixes.actions import ACTION_KINDS
+from exposure_guard.fixes.apply import apply_actions, plan, undo_changes
+from exposure_guard.fixes.journal import ChangeJournal
 from exposure_guard.qts.root import QtsRoot
-from exposure_guard.remediation import ACTION_KINDS, apply_actions, plan, undo_changes
 from exposure_guard.settings import load_settings
 from exposure_guard.upnp import audit as upnp_audit
 
@@ -63,9 +63,9 @@ def test_management_port_mapping_is_critical_with_full_evidence(tmp_path, varian
     assert all(o["note"] == "not this NAS's; never deleted" for o in others)
     assert out.evidence["upnp_offered"] is True and out.evidence["igd_external_ip"] == "203.0.113.7"
     assert out.evidence["management_ports"] == [22, 443, 8080]
-    # results left for the reachability checks
-    assert len(ctx.shared["router.mappings"]) == 5 and len(ctx.shared["router.nas_mappings"]) == 3
-    assert ctx.shared["router.external_ip"] == "203.0.113.7" and ctx.shared["router.upnp_offered"] is True
+    # the router facts other checks read (cached for the run)
+    assert len(ctx.router.mappings()) == 5 and len(ctx.router.to_nas()) == 3
+    assert ctx.router.external_ip == "203.0.113.7" and ctx.router.upnp_offered is True
 
 
 def test_non_management_mapping_is_high(tmp_path):
@@ -146,8 +146,8 @@ def test_no_igd_answering_passes_saying_the_router_offers_no_upnp(tmp_path, monk
         ctx = make_ctx(tmp_path, router__discover="yes", router__discovery_timeout="0.3")
         out = evaluate(ctx)
     assert out.status == "pass" and "does not offer UPnP" in out.summary
-    assert out.evidence["upnp_offered"] is False and ctx.shared["router.upnp_offered"] is False
-    assert ctx.shared["router.mappings"] == [] and ctx.shared["router.external_ip"] is None
+    assert out.evidence["upnp_offered"] is False and ctx.router.upnp_offered is False
+    assert ctx.router.mappings() == [] and ctx.router.external_ip is None
 
 
 def test_discovery_that_cannot_search_is_unknown(tmp_path, monkeypatch):
@@ -239,15 +239,15 @@ def test_arc_removal_plans_only_this_nas_arc_mappings(tmp_path):
     ulinux = "[System]\nWeb Access Port = 8080\nExtPort = 8080\n[Stunnel]\nExtSSLPort = 10443\n"
     with FakeIgd("igd2", mappings) as igd:
         ctx = make_ctx(tmp_path, igd.location, ulinux=ulinux)
-        actions = router.plan_arc_mapping_removal(ctx)
+        actions = myqnapcloud.arc_mapping_removal(ctx)
         assert sorted(a.mapping.external_port for a in actions) == [8080, 9000, 10443]
         assert all(a.check_id == "myqnapcloud.upnp-forwarding" for a in actions)
         ctx.offline = True
-        ctx.shared.clear()
-        assert router.plan_arc_mapping_removal(ctx) == []
+        ctx.refresh()
+        assert myqnapcloud.arc_mapping_removal(ctx) == []
     # no router reachable: the ARC fix goes ahead without router actions
-    assert router.plan_arc_mapping_removal(make_ctx(tmp_path, "http://127.0.0.1:9/x.xml")) == []
-    assert router.plan_arc_mapping_removal(make_ctx(tmp_path)) == []
+    assert myqnapcloud.arc_mapping_removal(make_ctx(tmp_path, "http://127.0.0.1:9/x.xml")) == []
+    assert myqnapcloud.arc_mapping_removal(make_ctx(tmp_path)) == []
 
 
 def test_wan_exposed_stays_registered_as_skipped(tmp_path):

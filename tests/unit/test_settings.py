@@ -48,8 +48,6 @@ def test_shipped_default_file_is_valid_and_matches_defaults(tmp_path: Path):
         ("[agent]\ninterval = 5s\n", 2, "between 1m and 7d"),
         ("[agent]\ninterval = soon\n", 2, "a duration like"),
         ("[nope]\nx = 1\n", 2, "unknown setting [nope] x; known sections"),
-        ("[checks]\nno.such-check = fix\n", 2, "unknown check id 'no.such-check'"),
-        ("[checks]\nservice.ssh = fix\n", 2, "has no automatic fix; allowed: report, ignore"),
         ("[checks]\nservice.telnet = always\n", 2, "allowed: report, fix, ignore"),
         ("[server]\nurl = ftp://x\n", 2, "an http:// or https:// URL"),
         ("[agent]\nmode = fix\n[agent]\nmode = report\n", 3, "cannot parse settings"),
@@ -62,6 +60,23 @@ def test_bad_values_name_file_line_key_and_allowed(tmp_path: Path, text: str, li
         load_settings(path, environ={})
     message = str(info.value)
     assert message.startswith("%s:%d: " % (path, line)), message
+    assert fragment in message
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("[checks]\nno.such-check = fix\n", "unknown check id 'no.such-check'"),
+    ("[checks]\nservice.ssh = fix\n", "has no automatic fix; allowed: report, ignore"),
+])
+def test_check_ids_are_validated_against_the_catalogue_naming_the_line(tmp_path: Path, text: str, fragment: str):
+    """The settings reader knows no check; the runner validates [checks] before any check runs."""
+    from exposure_guard.checks.runner import validate_policies
+
+    path = write(tmp_path, "[agent]\nmode = report\n" + text)
+    settings = load_settings(path, environ={})
+    with pytest.raises(SettingsError) as info:
+        validate_policies(settings)
+    message = str(info.value)
+    assert message.startswith("%s:4: " % path), message
     assert fragment in message
 
 

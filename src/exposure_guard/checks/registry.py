@@ -1,45 +1,61 @@
-"""The check catalogue: every check is one declarative unit (id, title, severity, rationale, references,
-what it reads, an evaluate function and an optional safe fix). Adding a check = one ``@check`` unit."""
+"""The check catalogue's building blocks: a check is one declarative unit (id, title, severity, rationale,
+what it reads, an evaluate function and an optional safe fix), registered with ``@check`` and ``@fixes``.
+
+A leaf module: it imports nothing of the agent at run time but ``errors``, so any layer may use it. The family
+modules (one per id prefix) register their checks when ``exposure_guard.checks`` loads them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from exposure_guard.errors import Unknowable
 
 if TYPE_CHECKING:
-    from exposure_guard.checks.context import CheckContext
-    from exposure_guard.remediation import Action
+    from exposure_guard.context import CheckContext
+    from exposure_guard.facts.keys import Key
+    from exposure_guard.fixes.actions import Action
+
+Evidence = Dict[str, Any]
 
 
 @dataclass
 class Outcome:
-    """What one evaluation found. ``severity`` overrides the check's default (e.g. critical on 8080)."""
+    """What one evaluation found. ``severity`` overrides the check's default (e.g. critical on 8080);
+    ``fix_data`` goes to the check's fix planner and is never serialised."""
 
     status: str
     summary: str
-    evidence: Dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=dict)
     severity: Optional[str] = None
-    data: Any = None  # passed on to the fix (never serialised)
+    fix_data: Any = None
 
 
-def passed(summary: str, **evidence: Any) -> Outcome:
-    return Outcome("pass", summary, evidence)
+# Evidence is passed as one dict, never as keyword arguments: no evidence key can collide with a parameter
+# (a key named "severity" must never change the result).
+def passed(summary: str, evidence: Optional[Evidence] = None) -> Outcome:
+    return Outcome("pass", summary, dict(evidence or {}))
 
 
-def failed(summary: str, severity: Optional[str] = None, data: Any = None, **evidence: Any) -> Outcome:
-    return Outcome("fail", summary, evidence, severity, data)
+def failed(summary: str, evidence: Optional[Evidence] = None, *, severity: Optional[str] = None,
+           fix_data: Any = None) -> Outcome:
+    return Outcome("fail", summary, dict(evidence or {}), severity, fix_data)
 
 
-def unknown(summary: str, **evidence: Any) -> Outcome:
-    return Outcome("unknown", summary, evidence)
+def unknown(summary: str, evidence: Optional[Evidence] = None) -> Outcome:
+    return Outcome("unknown", summary, dict(evidence or {}))
 
 
-def skipped(summary: str, **evidence: Any) -> Outcome:
-    return Outcome("skipped", summary, evidence)
+def skipped(summary: str, evidence: Optional[Evidence] = None) -> Outcome:
+    return Outcome("skipped", summary, dict(evidence or {}))
 
 
 Evaluate = Callable[["CheckContext"], Outcome]
 PlanFix = Callable[["CheckContext", Outcome], List["Action"]]
+# What a check reads: a declared config key (rendered with its file, values and firmware default) or a
+# sentence for anything else (a listener, a process, the router).
+Read = Union["Key", str]
 
 
 @dataclass(frozen=True)
@@ -47,10 +63,10 @@ class Check:
     id: str
     title: str
     severity: str
-    family: str  # local | router | reachability
+    family: str  # local | router | reachability: what the check needs (the NAS alone, the LAN, the internet)
     rationale: str
     remediation: str  # how to fix it by hand
-    reads: Tuple[str, ...]  # the evidence it reads, for `explain`
+    reads: Tuple[Read, ...]  # the evidence it reads, for `explain`
     references: Tuple[str, ...]
     evaluate: Evaluate
     plan_fix: Optional[PlanFix] = None
@@ -62,6 +78,9 @@ class Check:
     def fixable(self) -> bool:
         return self.plan_fix is not None
 
+    def read_lines(self) -> List[str]:
+        return [item if isinstance(item, str) else item.describe() for item in self.reads]
+
     def catalogue_entry(self) -> Dict[str, Any]:
         return {
             "id": self.id,
@@ -72,13 +91,38 @@ class Check:
             "network": self.network,
             "rationale": self.rationale,
             "remediation": self.remediation,
-            "reads": list(self.reads),
+            "reads": self.read_lines(),
             "references": list(self.references),
             "confirm": self.confirm,
         }
 
 
-_REGISTRY: Dict[str, Check] = {}
+class Registry:
+    """Checks by id, in registration order."""
+
+    def __init__(self) -> None:
+        self._checks: Dict[str, Check] = {}
+
+    def add(self, item: Check) -> None:
+        if item.id in self._checks:
+            raise ValueError("check %s is registered twice" % item.id)
+        self._checks[item.id] = item
+
+    def attach_fix(self, check_id: str, plan: PlanFix) -> None:
+        self._checks[check_id] = replace(self._checks[check_id], plan_fix=plan)
+
+    def replace(self, item: Check) -> None:
+        """Swap a registered check (tests use it to inject a failing evaluate)."""
+        self._checks[item.id] = item
+
+    def get(self, check_id: str) -> Optional[Check]:
+        return self._checks.get(check_id)
+
+    def all(self) -> List[Check]:
+        return list(self._checks.values())
+
+
+REGISTRY = Registry()
 
 
 def check(
@@ -89,7 +133,7 @@ def check(
     family: str,
     rationale: str,
     remediation: str,
-    reads: Tuple[str, ...],
+    reads: Sequence[Read],
     references: Tuple[str, ...] = (),
     confirm: str = "",
     exposure: bool = False,
@@ -98,8 +142,8 @@ def check(
     """Decorator registering ``evaluate`` as a check; attach a fix with ``fixes(id)``."""
 
     def register(evaluate: Evaluate) -> Evaluate:
-        _REGISTRY[id] = Check(id, title, severity, family, rationale.strip(), remediation.strip(), reads,
-                              references, evaluate, None, confirm.strip(), exposure, network)
+        REGISTRY.add(Check(id, title, severity, family, rationale.strip(), remediation.strip(), tuple(reads),
+                           references, evaluate, None, confirm.strip(), exposure, network))
         return evaluate
 
     return register
@@ -107,28 +151,11 @@ def check(
 
 def fixes(check_id: str) -> Callable[[PlanFix], PlanFix]:
     def attach(plan: PlanFix) -> PlanFix:
-        current = _REGISTRY[check_id]
-        _REGISTRY[check_id] = Check(**{**current.__dict__, "plan_fix": plan})
+        REGISTRY.attach_fix(check_id, plan)
         return plan
 
     return attach
 
 
-# Families run in this order: reachability reads what the router audit found.
-FAMILY_ORDER = ("local", "router", "reachability")
-
-
-def all_checks() -> List[Check]:
-    _load_families()
-    rank = {family: index for index, family in enumerate(FAMILY_ORDER)}
-    return sorted(_REGISTRY.values(), key=lambda c: rank.get(c.family, len(rank)))
-
-
-def get_check(check_id: str) -> Optional[Check]:
-    _load_families()
-    return _REGISTRY.get(check_id)
-
-
-def _load_families() -> None:
-    # Importing a family module registers its checks; the order here is the catalogue's order.
-    from exposure_guard.checks import local, reachability, router  # noqa: F401
+__all__ = ["REGISTRY", "Check", "Outcome", "Registry", "Unknowable", "check", "failed", "fixes", "passed", "skipped",
+           "unknown"]

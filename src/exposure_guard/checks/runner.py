@@ -1,4 +1,5 @@
-"""Run the catalogue against one NAS and build the report."""
+"""Run the catalogue against one NAS and build the report. Checks may run in any order: what they share
+comes from the context's cached facts, never from each other."""
 
 from __future__ import annotations
 
@@ -6,11 +7,27 @@ import time
 import traceback
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from exposure_guard.checks.context import CheckContext
-from exposure_guard.checks.evidence import Unknowable
-from exposure_guard.checks.registry import Check, Outcome, all_checks, get_check, skipped
-from exposure_guard.errors import UsageError
+from exposure_guard.checks import all_checks, get_check
+from exposure_guard.checks.registry import Check, Outcome, skipped
+from exposure_guard.context import CheckContext
+from exposure_guard.errors import SettingsError, Unknowable, UsageError
 from exposure_guard.report import Finding, Report
+from exposure_guard.settings import Settings
+
+
+def validate_policies(settings: Settings) -> None:
+    """``[checks]`` names real checks, and ``fix`` only for checks that have a fix (errors name the line)."""
+    for check_id, policy in settings.policies.items():
+        where = settings.sources.get("checks." + check_id, "")
+        file, _, line = where.rpartition(":")
+        at = {"file": file, "line": int(line)} if line.isdigit() else {"file": where}
+        found = get_check(check_id)
+        if found is None:
+            raise SettingsError("unknown check id %r in [checks]; run `exposure-guard checks` for the list" % check_id,
+                                key=check_id, **at)  # type: ignore[arg-type]
+        if policy == "fix" and not found.fixable:
+            raise SettingsError("[checks] %s = fix: this check has no automatic fix; allowed: report, ignore"
+                                % check_id, key=check_id, **at)  # type: ignore[arg-type]
 
 
 def select_checks(only: Optional[Iterable[str]] = None) -> List[Check]:
@@ -21,7 +38,6 @@ def select_checks(only: Optional[Iterable[str]] = None) -> List[Check]:
     unknown_ids = [item for item in wanted if get_check(item) is None]
     if unknown_ids:
         raise UsageError("unknown check id(s): %s; run `exposure-guard checks` for the list" % ", ".join(unknown_ids))
-    # Keep catalogue order: later families read what earlier ones left in ctx.shared.
     return [c for c in checks if c.id in wanted]
 
 
@@ -59,6 +75,7 @@ def to_finding(check: Check, outcome: Outcome) -> Finding:
 
 def run_checks(ctx: CheckContext, only: Optional[Iterable[str]] = None) -> Tuple[Report, Dict[str, Outcome]]:
     """Evaluate every selected check; returns the report and the raw outcomes (for planning fixes)."""
+    validate_policies(ctx.settings)
     started = time.monotonic()
     outcomes: Dict[str, Outcome] = {}
     findings: List[Finding] = []

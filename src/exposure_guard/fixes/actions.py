@@ -1,24 +1,24 @@
-"""Safe fixes: planned actions, journaled before they are applied, each reversible with ``undo``.
+"""Fix actions: one reversible change each, journaled before it is applied and undone from its journal
+record alone.
 
-An action kind knows how to tell whether it is still needed (re-running is a no-op), how to apply
-itself and how to undo itself from its journal record alone. New kinds (e.g. IGD mapping deletion)
-register in ``ACTION_KINDS``. Nothing here may touch admin ports, HTTPS, accounts or the firewall.
+An action kind knows how to tell whether it is still needed (re-running is a no-op), how to apply itself
+and how to undo itself. Every kind registers in ``ACTION_KINDS`` (``fixes/__init__`` loads them all, so
+``undo`` finds a kind without loading any check). Nothing here may touch admin ports, HTTPS, accounts or
+the firewall: ``PROTECTED_KEYS`` refuses them at the action level, whatever a check asks.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 from exposure_guard.atomicio import atomic_write
-from exposure_guard.checks.context import CheckContext
-from exposure_guard.errors import ConfigFileError, ExposureGuardError, JournalError
-from exposure_guard.journal import ChangeJournal, ChangeRecord, new_change_id
+from exposure_guard.context import CheckContext
+from exposure_guard.errors import ConfigFileError, ExposureGuardError
+from exposure_guard.fixes.journal import ChangeJournal, ChangeRecord
 from exposure_guard.qts.config import parse_bool, read_bytes_capped
 from exposure_guard.qts.services import find_processes, start_daemon, stop_daemon
-from exposure_guard.report import utc_now
 
 # Keys a fix must never change, whatever a check asks: they are the owner's ways in.
 PROTECTED_KEYS = frozenset(
@@ -177,100 +177,3 @@ ACTION_KINDS: Dict[str, Type[Action]] = {ConfigKeyAction.kind: ConfigKeyAction, 
 def register_action_kind(cls: Type[Action]) -> Type[Action]:
     ACTION_KINDS[cls.kind] = cls
     return cls
-
-
-@dataclass
-class PlannedAction:
-    action: Action
-    before: Optional[str]
-    description: str
-
-
-@dataclass
-class FixResult:
-    applied: List[ChangeRecord] = field(default_factory=list)
-    skipped: List[str] = field(default_factory=list)  # already in the wanted state
-    failed: List[str] = field(default_factory=list)
-
-
-def plan(ctx: CheckContext, actions: List[Action]) -> List[PlannedAction]:
-    out = []
-    for action in actions:
-        if action.needed(ctx):
-            out.append(PlannedAction(action, action.current(ctx), action.describe(ctx)))
-    return out
-
-
-def apply_actions(ctx: CheckContext, journal: ChangeJournal, planned: List[PlannedAction],
-                  on_applied: Optional[Callable[[ChangeRecord], None]] = None) -> FixResult:
-    result = FixResult()
-    batch = "fix-" + new_change_id()[4:]
-    for item in planned:
-        action = item.action
-        if not action.needed(ctx):
-            result.skipped.append(action.target)
-            continue
-        change_id = new_change_id()
-        base = {"change_id": change_id, "check_id": action.check_id, "kind": action.kind,
-                "target": action.target, "before": item.before, "after": action.after, "params": action.params(),
-                "batch": batch}
-        journal.append(dict(base, event="planned"))  # journaled before it is applied
-        try:
-            extra = action.apply(ctx, journal, change_id)
-        except (ExposureGuardError, OSError) as exc:
-            journal.append({"change_id": change_id, "event": "failed", "detail": str(exc)})
-            result.failed.append("%s: %s" % (action.target, exc))
-            continue
-        journal.append({"change_id": change_id, "event": "applied", "params": extra})
-        record = ChangeRecord(change_id, action.check_id, action.kind, action.target, item.before, action.after,
-                              utc_now(), "applied", dict(action.params(), **extra), batch=batch)
-        result.applied.append(record)
-        if on_applied:
-            on_applied(record)
-    ctx.refresh()
-    return result
-
-
-def undo_changes(ctx: CheckContext, journal: ChangeJournal, records: List[ChangeRecord]) -> List[str]:
-    """Undo in reverse order; returns a line per change. Already-undone changes are skipped."""
-    lines = []
-    for record in reversed(records):
-        if record.state == "undone":
-            lines.append("%s already undone" % record.change_id)
-            continue
-        if record.state == "failed":
-            lines.append("%s had failed; nothing to undo" % record.change_id)
-            continue
-        kind = ACTION_KINDS.get(record.kind)
-        if kind is None:  # kinds defined by a check family (e.g. igd-mapping-delete) register on import
-            from exposure_guard.checks.registry import _load_families
-
-            _load_families()
-            kind = ACTION_KINDS.get(record.kind)
-        if kind is None:
-            raise JournalError("change %s is of unknown kind %r (written by a newer agent?)" % (record.change_id,
-                                                                                              record.kind))
-        detail = kind.undo(ctx, record)
-        journal.append({"change_id": record.change_id, "event": "undone", "detail": detail})
-        lines.append("%s undone: %s" % (record.change_id, detail))
-    ctx.refresh()
-    return lines
-
-
-def plan_fixes(ctx: CheckContext, outcomes: Dict[str, Any], *, daemon: bool) -> List[PlannedAction]:
-    """Planned actions for failing fixable checks. The `fix` command fixes every one the owner has not set to
-    ``report`` or ``ignore`` in [checks]; the daemon only those whose policy is ``fix``."""
-    from exposure_guard.checks.registry import get_check
-
-    planned: List[PlannedAction] = []
-    for check_id, outcome in outcomes.items():
-        check = get_check(check_id)
-        if check is None or check.plan_fix is None or outcome.status != "fail":
-            continue
-        override = ctx.settings.policies.get(check_id)
-        if daemon and ctx.settings.policy(check_id) != "fix":
-            continue
-        if not daemon and override in ("report", "ignore"):
-            continue
-        planned.extend(plan(ctx, check.plan_fix(ctx, outcome)))
-    return planned

@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from exposure_guard.netif import interface_ipv4_addresses
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.root import DEFAULT_ULINUX_CONF, ULINUX_CONF, QtsRoot
 
@@ -93,26 +94,6 @@ def _add_address(found: List[str], value: str) -> None:
     text = str(address)
     if text not in found:
         found.append(text)
-
-
-def interface_ipv4_addresses() -> List[str]:
-    """IPv4 addresses of this host's interfaces via SIOCGIFADDR, without sending any packet."""
-    import fcntl
-    import struct
-
-    out: List[str] = []
-    try:
-        names = [name for _index, name in socket.if_nameindex()]
-    except OSError:
-        return out
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for name in names:
-            try:
-                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
-            except OSError:
-                continue
-            out.append(socket.inet_ntoa(packed[20:24]))
-    return out
 
 
 def read_identity(root: QtsRoot, config: QtsConfig, extra_addresses: Optional[List[str]] = None) -> DeviceIdentity:

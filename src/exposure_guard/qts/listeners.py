@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from exposure_guard.qts.root import QtsRoot
 
@@ -87,3 +87,7 @@ class ListenerTable:
         if not self.available:
             return "not known (/proc/net/tcp unreadable)"
         return ", ".join(hits) if hits else "nothing listening"
+
+    def evidence(self, port: int) -> Dict[str, Any]:
+        """What a finding shows about one port: whether it listens beyond loopback, and on what."""
+        return {"port": port, "listening": self.listening(port), "sockets": self.describe(port)}

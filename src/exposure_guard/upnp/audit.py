@@ -85,9 +85,10 @@ def find_gateways(igd_url: str = "", timeout: float = 2.0, interfaces: Optional[
                             % (igd_url, gateway.device_type or "?"))
         audit.gateways.append(gateway)
     else:
-        audit = RouterAudit(source="ssdp", discovery=discover(timeout, interfaces=interfaces, group=group))
+        found = discover(timeout, interfaces=interfaces, group=group)
+        audit = RouterAudit(source="ssdp", discovery=found)
         seen_udn = set()
-        for answer in audit.discovery.answers[:MAX_GATEWAYS]:
+        for answer in found.answers[:MAX_GATEWAYS]:
             try:
                 gateway = fetch_gateway(answer.location, deadline=deadline, server=answer.server)
             except UpnpError as exc:

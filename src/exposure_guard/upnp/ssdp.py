@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
+from exposure_guard.netif import interface_ipv4_addresses
 from exposure_guard.upnp.models import SEARCH_TARGETS, SsdpAnswer
 
 SSDP_GROUP = ("239.255.255.250", 1900)
@@ -65,8 +66,6 @@ def parse_answer(data: bytes) -> Optional[Dict[str, str]]:
 
 def lan_interfaces() -> List[str]:
     """This host's IPv4 interface addresses that can reach a LAN (not loopback, not link-local)."""
-    from exposure_guard.qts.identity import interface_ipv4_addresses
-
     out: List[str] = []
     for text in interface_ipv4_addresses():
         address = ipaddress.ip_address(text)

@@ -1,0 +1,170 @@
+"""``myqnapcloud.*``: what myQNAPcloud does to the router and the DNS (Auto Router Configuration, the
+services it published, the DDNS name)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from exposure_guard.checks.references import ADVISORY_2022, QSNATCH, SECURE_ACCESS, SECURITY_GUIDE, UPNP_ADVISORY
+from exposure_guard.checks.registry import Outcome, Unknowable, check, failed, fixes, passed, unknown
+from exposure_guard.context import CheckContext
+from exposure_guard.facts import inputs
+from exposure_guard.fixes.actions import Action, ConfigKeyAction, DaemonStopAction
+from exposure_guard.fixes.igd import IgdMappingDeleteAction
+from exposure_guard.qts.services import UPNPCD_COMMAND
+
+# Description words of mappings made by QNAP's upnpcd (heuristic: the exact strings are not documented).
+ARC_DESCRIPTION_WORDS = ("qnap", "mycloudnas", "myqnapcloud", "qts")
+
+
+# ---------------------------------------------------------------- Auto Router Configuration
+@check(
+    "myqnapcloud.upnp-forwarding",
+    title="myQNAPcloud Auto Router Configuration opens router ports by UPnP",
+    severity="high",
+    family="local",
+    rationale="""
+With "Enable UPnP Port Forwarding" on, the NAS asks the router (UPnP IGD) to forward its admin and
+service ports to the internet. This is how most NAS hit by DeadBolt, Qlocker and eCh0raix in 2021-2022
+became reachable; QNAP's January 2022 advisory tells every owner to turn it off.""",
+    remediation="""
+myQNAPcloud > Auto Router Configuration > untick "Enable UPnP Port Forwarding" > Apply. Then check the
+router's UPnP table (`exposure-guard check --only router.upnp-mappings`): mappings already made stay
+until they expire or are deleted. Use myQNAPcloud Link or a VPN for remote access instead.""",
+    reads=(inputs.ARC_ENABLE, "running process upnpcd"),
+    references=(ADVISORY_2022, UPNP_ADVISORY, SECURE_ACCESS),
+)
+def upnp_forwarding(ctx: CheckContext) -> Outcome:
+    enable = ctx.read(inputs.ARC_ENABLE)
+    running = ctx.running("upnpcd")
+    evidence = dict(enable.evidence(), upnpcd_running=running)
+    on = enable.as_bool()
+    if on is None:
+        return unknown("[UPnP_Global] Enable has an unrecognised value %r" % enable.value, evidence)
+    if on or running:
+        why = "Enable UPnP Port Forwarding is on" if on else "the UPnP port forwarding daemon upnpcd runs"
+        return failed("%s: the NAS opens its ports on the router" % why, evidence)
+    return passed("UPnP port forwarding (Auto Router Configuration) is off", evidence)
+
+
+@fixes("myqnapcloud.upnp-forwarding")
+def fix_upnp_forwarding(ctx: CheckContext, outcome: Outcome) -> List[Action]:
+    actions: List[Action] = [
+        ConfigKeyAction("myqnapcloud.upnp-forwarding", inputs.ARC_ENABLE.file, "UPnP_Global", "Enable", "FALSE"),
+        DaemonStopAction("myqnapcloud.upnp-forwarding", "upnpcd", UPNPCD_COMMAND),
+    ]
+    # Turning ARC off does not remove the mappings it already made on the router: remove those too.
+    return actions + arc_mapping_removal(ctx)
+
+
+def arc_mapping_removal(ctx: CheckContext, check_id: str = "myqnapcloud.upnp-forwarding") -> List[Action]:
+    """Actions deleting the mappings Auto Router Configuration made: this NAS's mappings whose external
+    port is one ARC recorded in uLinux.conf, or whose description names QNAP/myQNAPcloud. Never raises:
+    without a readable router (offline, no IGD, a --root tree without [router] igd_url) it returns no
+    actions and the rest of the ARC fix goes ahead."""
+    if ctx.offline:
+        return []
+    try:
+        router = ctx.router
+    except Exception:  # the router part of the fix is best effort
+        return []
+    if router is None:
+        return []
+    recorded = set(arc_recorded_ports(ctx))
+    actions: List[Action] = []
+    for service, mapping in router.to_nas():
+        words = mapping.description.lower()
+        if mapping.external_port in recorded or any(w in words for w in ARC_DESCRIPTION_WORDS):
+            actions.append(IgdMappingDeleteAction(check_id, service.service.control_url,
+                                                  service.service.service_type, mapping))
+    return actions
+
+
+def arc_recorded_ports(ctx: CheckContext) -> List[int]:
+    ports: List[int] = []
+    for key, _label in inputs.EXT_PORTS:
+        try:
+            port = ctx.read(key).as_port()
+        except Unknowable:
+            continue
+        if port:
+            ports.append(port)
+    return ports
+
+
+# ---------------------------------------------------------------- published services
+@check(
+    "myqnapcloud.published-services",
+    title="Router ports were opened for NAS services by myQNAPcloud",
+    severity="high",
+    family="local",
+    rationale="""
+When Auto Router Configuration has forwarded a service, QTS records the router-side port in
+uLinux.conf (ExtPort / ExtSSLPort). A non-zero value means the router was told to publish that service
+to the internet; admin ports there are what ransomware campaigns scan for.""",
+    remediation="""
+myQNAPcloud > Auto Router Configuration: untick every service under "Forwarded services" (and
+"Published Services": untick every Publish box), then remove the matching forwards on the router.""",
+    reads=tuple(key for key, _label in inputs.EXT_PORTS),
+    references=(ADVISORY_2022, QSNATCH),
+)
+def published_services(ctx: CheckContext) -> Outcome:
+    published: List[Dict[str, Any]] = []
+    reads: List[Dict[str, Any]] = []
+    for key, label in inputs.EXT_PORTS:
+        value = ctx.read(key)
+        reads.append(value.evidence())
+        port = value.as_port()
+        if port:
+            published.append({"service": label, "router_port": port, "section": key.section, "key": key.key})
+    if published:
+        names = ", ".join("%s on router port %d" % (p["service"], p["router_port"]) for p in published)
+        admin = any(p["service"].startswith("admin") for p in published)
+        return failed("router ports were opened for: " + names, {"published": published, "keys": reads},
+                      severity="high" if admin else "medium")
+    return passed("no router ports are recorded as opened for NAS services", {"keys": reads})
+
+
+# ---------------------------------------------------------------- DDNS
+@check(
+    "myqnapcloud.ddns",
+    title="The NAS publishes its address under a myQNAPcloud DDNS name",
+    severity="info",
+    family="local",
+    rationale="""
+A myQNAPcloud DDNS name (name.myqnapcloud.com) makes the NAS's public address easy to find. Alone it
+exposes nothing; together with forwarded ports it hands attackers a stable address to return to.""",
+    remediation="""
+myQNAPcloud > My DDNS: disable it if you do not use it. Use myQNAPcloud Link or a VPN for remote
+access; never combine DDNS with forwarded admin ports.""",
+    reads=(inputs.DDNS_HOST, inputs.DDNS_DOMAIN,
+           "aggravating: Auto Router Configuration on, or any ExtPort/ExtSSLPort recorded (see above)"),
+    references=(ADVISORY_2022, SECURITY_GUIDE),
+)
+def ddns(ctx: CheckContext) -> Outcome:
+    host = ctx.read(inputs.DDNS_HOST)
+    domain = ctx.read(inputs.DDNS_DOMAIN)
+    evidence: Dict[str, Any] = {"host_name": host.evidence(), "domain": domain.effective}
+    name = (host.value or "").strip()
+    if not name or name.lower() == "myserver":
+        return passed("no myQNAPcloud DDNS name is set", evidence)
+    fqdn = "%s.%s" % (name, (domain.effective or "myqnapcloud.com").lower())
+    evidence["ddns_name"] = fqdn
+    forwarding = _forwarding_on(ctx)
+    if forwarding:
+        return failed("%s points at this NAS and ports are being forwarded to it" % fqdn,
+                      {"forwarding": forwarding, **evidence}, severity="medium")
+    return failed("%s points at this NAS (no forwarded ports seen)" % fqdn, evidence)
+
+
+def _forwarding_on(ctx: CheckContext) -> List[str]:
+    reasons = []
+    try:
+        if ctx.read(inputs.ARC_ENABLE).as_bool():
+            reasons.append("UPnP port forwarding on")
+        for key, label in inputs.EXT_PORTS:
+            if ctx.read(key).as_port():
+                reasons.append("%s forwarded" % label)
+    except Unknowable:
+        pass
+    return reasons

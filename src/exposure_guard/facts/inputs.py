@@ -1,0 +1,48 @@
+"""Every QTS config key the checks read, declared once: file, section, key spelling, accepted values and
+the default QTS itself uses when the key is absent. The facts and their sources: docs/qts-facts.md."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from exposure_guard.facts.keys import Key
+from exposure_guard.qts.root import QNAPDDNS_CONF, ULINUX_CONF, UPNPC_CONF
+
+# ---- myQNAPcloud Auto Router Configuration (upnpc.conf; QTS falls back to FALSE when the file is absent)
+ARC_ENABLE = Key(UPNPC_CONF, "UPnP_Global", "Enable", "FALSE", "TRUE/FALSE", missing_file_ok=True)
+
+# Router-side ports ARC recorded for the services it forwarded (0 or absent: none), with what they publish.
+EXT_PORTS: Tuple[Tuple[Key, str], ...] = tuple(
+    (Key(ULINUX_CONF, section, key, "0", "router port for " + label, "0 = none"), label)
+    for section, key, label in (("System", "ExtPort", "admin HTTP"), ("Stunnel", "ExtSSLPort", "admin HTTPS"),
+                                ("QWEB", "ExtPort", "Web Server HTTP"), ("QWEB", "ExtSSLPort", "Web Server HTTPS")))
+ADMIN_EXT_HTTP, ADMIN_EXT_HTTPS, WEB_EXT_HTTP, WEB_EXT_HTTPS = (key for key, _label in EXT_PORTS)
+
+# ---- myQNAPcloud DDNS (qnapddns.conf)
+DDNS_HOST = Key(QNAPDDNS_CONF, "QNAP DDNS Service", "Host Name", None, missing_file_ok=True)
+DDNS_DOMAIN = Key(QNAPDDNS_CONF, "QNAP DDNS Service", "Domain Name Server", "myqnapcloud.com", missing_file_ok=True)
+
+# ---- System Administration (the admin web UI)
+ADMIN_HTTP_PORT = Key(ULINUX_CONF, "System", "Web Access Port", "8080")
+HTTPS_ENABLE = Key(ULINUX_CONF, "Stunnel", "Enable", "1", "1/0")
+ADMIN_HTTPS_PORT = Key(ULINUX_CONF, "Stunnel", "Port", "443")
+FORCE_SSL = Key(ULINUX_CONF, "System", "Force SSL", "0", "1/0")
+
+# ---- remote shells. The Telnet keys are not documented publicly; QTS's UI default port is 13131.
+SSH_ENABLE = Key(ULINUX_CONF, "LOGIN", "SSH Enable", "FALSE", "TRUE/FALSE")
+SSH_PORT = Key(ULINUX_CONF, "LOGIN", "SSH Port", "22")
+TELNET_ENABLE = Key(ULINUX_CONF, "LOGIN", "TELNET Enable", "FALSE", "TRUE/FALSE", "key name unverified")
+TELNET_PORT = Key(ULINUX_CONF, "LOGIN", "TELNET Port", "13131", note="unverified")
+
+# ---- other services the callback asks about
+FTP_PORT = Key(ULINUX_CONF, "FTP", "Port", "21")
+WEB_HTTP_PORT = Key(ULINUX_CONF, "QWEB", "Port", "80")
+WEB_HTTPS_PORT = Key(ULINUX_CONF, "QWEB", "SSL_PORT", "8081")
+
+# ---- boot persistence
+AUTORUN = Key(ULINUX_CONF, "Misc", "Autorun", "FALSE", "TRUE/FALSE")
+
+# ---- the NAS's own service advertisement
+BONJOUR = tuple(Key(ULINUX_CONF, "Bonjour Service", name, "0", "1/0")
+                for name in ("Web", "HTTPS", "SAMBA", "AFP", "SSH", "FTP", "UPNP", "QMobile", "QNAP"))
+UPNP_DISCOVERY = Key(ULINUX_CONF, "UPnP Service", "Enable", "FALSE", "TRUE/FALSE", "unverified")

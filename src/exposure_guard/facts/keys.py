@@ -1,0 +1,92 @@
+"""QTS config keys as declared inputs: one :class:`Key` names the file, section, key and the firmware
+default, and is used both to read the value (like ``getcfg``) and to say in ``explain`` what was read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from exposure_guard.errors import ConfigFileError, Unknowable
+from exposure_guard.qts.config import QtsConfig, parse_bool
+
+
+@dataclass(frozen=True)
+class Key:
+    """A config key a check reads. ``default`` is what QTS itself uses when the key is absent (None: no
+    default); ``missing_file_ok``: QTS also falls back to the default when the whole file is absent."""
+
+    file: str  # root-relative, e.g. etc/config/uLinux.conf
+    section: str
+    key: str
+    default: Optional[str] = None
+    values: str = ""  # the accepted values, for explain (e.g. "TRUE/FALSE")
+    note: str = ""  # anything else a reader must know (e.g. "key name unverified")
+    missing_file_ok: bool = False
+
+    def describe(self) -> str:
+        """One explain line: ``/etc/config/upnpc.conf [UPnP_Global] Enable (TRUE/FALSE, default FALSE)``."""
+        parts = [self.values] if self.values else []
+        if self.default is not None:
+            parts.append("default %s" % self.default)
+        if self.note:
+            parts.append(self.note)
+        tail = " (%s)" % ", ".join(parts) if parts else ""
+        return "/%s [%s] %s%s" % (self.file.lstrip("/"), self.section, self.key, tail)
+
+    def with_default(self, default: Optional[str]) -> Key:
+        return Key(self.file, self.section, self.key, default, self.values, self.note, self.missing_file_ok)
+
+
+@dataclass(frozen=True)
+class KeyRead:
+    file: str  # QTS path, e.g. /etc/config/uLinux.conf
+    section: str
+    key: str
+    value: Optional[str]  # None: absent
+    default: Optional[str]
+    file_missing: bool = False
+
+    @property
+    def effective(self) -> Optional[str]:
+        """What QTS itself would use: the value, else getcfg's default."""
+        return self.value if self.value is not None else self.default
+
+    def as_bool(self) -> Optional[bool]:
+        return parse_bool(self.effective)
+
+    def as_port(self) -> Optional[int]:
+        try:
+            port = int((self.effective or "").strip())
+        except ValueError:
+            return None
+        return port if 0 < port < 65536 else None
+
+    def evidence(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"file": self.file, "section": self.section, "key": self.key, "value": self.value}
+        if self.value is None:
+            out["default_used"] = self.default
+            if self.file_missing:
+                out["note"] = "file absent; QTS uses the default"
+        return out
+
+
+def read_key(config: QtsConfig, key: Key) -> KeyRead:
+    """Like getcfg. A missing file is Unknowable unless QTS itself falls back to the default
+    (``key.missing_file_ok``); an unreadable one always is."""
+    shown = config.root.rel(key.file)
+    try:
+        doc = config.document(key.file)
+    except ConfigFileError as exc:
+        if key.missing_file_ok and not config.root.path(key.file).exists():
+            return KeyRead(shown, key.section, key.key, None, key.default, file_missing=True)
+        raise Unknowable(str(exc)) from None
+    entry = doc.find(key.section, key.key)
+    return KeyRead(shown, key.section, key.key, entry.value if entry else None, key.default)
+
+
+def read_port(config: QtsConfig, key: Key, fallback: int) -> int:
+    """A port setting as QTS would use it; ``fallback`` when unreadable or not a port number."""
+    try:
+        return read_key(config, key).as_port() or fallback
+    except Unknowable:
+        return fallback

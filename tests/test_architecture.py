@@ -34,7 +34,7 @@ AGENT_LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
     (4, "context", ("exposure_guard.context",)),
     (5, "fixes", ("exposure_guard.fixes",)),
     (6, "checks", ("exposure_guard.checks",)),
-    (7, "core", ("exposure_guard.core", "exposure_guard.render", "exposure_guard.checkin")),
+    (7, "core", ("exposure_guard.core", "exposure_guard.render", "exposure_guard.checkin", "exposure_guard.spool")),
     (8, "commands", ("exposure_guard.cli", "exposure_guard.daemon", "exposure_guard.__main__")),
     (8, "packaging", ("exposure_guard.packaging", "exposure_guard.qpkg_inspect")),
 ]
@@ -149,7 +149,8 @@ def layer_of(module: str) -> Optional[Tuple[int, str]]:
     best: Optional[Tuple[int, str, int]] = None
     for rank, name, prefixes in AGENT_LAYERS:
         for prefix in prefixes:
-            inside = module == prefix or module.startswith(prefix + ".")
+            # the package root stands for its own __init__ only, not for everything below it
+            inside = module == prefix or (module.startswith(prefix + ".") and prefix != "exposure_guard")
             if inside and (best is None or len(prefix) > best[2]):
                 best = (rank, name, len(prefix))
     return (best[0], best[1]) if best else None
@@ -248,6 +249,8 @@ def test_cycle_and_layer_detectors_catch_what_they_should():
     bad = layer_violations({"exposure_guard.upnp.ssdp": {"exposure_guard.qts.identity"},
                             "exposure_guard.qts.config": {"exposure_guard.checks.runner"},
                             "exposure_guard.checks.runner": {"exposure_guard.context"}})
+    assert layer_violations({"exposure_guard.newthing": set()}) == [
+        "exposure_guard.newthing belongs to no layer: add it to AGENT_LAYERS (and docs/architecture.md)"]
     assert bad == ["exposure_guard.qts.config (nas) imports exposure_guard.checks.runner (checks)",
                    "exposure_guard.upnp.ssdp (protocol) imports exposure_guard.qts.identity (nas)"]
 

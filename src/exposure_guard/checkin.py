@@ -1,11 +1,9 @@
-"""Agent side of the central check-in (design.md "Check-in").
+"""Agent side of the central check-in (docs/server.md, "How reports travel").
 
 Enrollment stores a per-device node key (``state_dir/node_key``, mode 0600). Every report is written to
-the spool first (``state_dir/spool/``, one file per report, named so that names sort by generation time)
-and deleted only after the server answered 2xx; delivery is ordered (oldest first, never skipping ahead
+the spool first (spool.py) and deleted only after the server answered 2xx; delivery is ordered (oldest first, never skipping ahead
 over a transient failure), retried with exponential backoff and jitter inside a total deadline, and
-idempotent on the server thanks to ``report_id``. The spool is bounded: the oldest reports are dropped
-with a counted warning. TLS verification is on unless the settings turn it off.
+idempotent on the server thanks to ``report_id``. TLS verification is on unless the settings turn it off.
 
 Standard library + requests only; runs on Python 3.8.
 """
@@ -13,7 +11,6 @@ Standard library + requests only; runs on Python 3.8.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import gzip
 import json
 import logging
@@ -23,48 +20,36 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import requests
 
 from exposure_guard import __version__
 from exposure_guard.atomicio import atomic_write, fsync_dir
 from exposure_guard.contracts import utc_now
-from exposure_guard.errors import ExposureGuardError
+from exposure_guard.errors import (
+    CheckinError,
+    EnrollmentError,
+    NotEnrolledError,
+    ServerUnreachableError,
+    TLSVerificationError,
+)
+from exposure_guard.spool import dropped_count, reject, spool_lock, spool_report, spooled_files
+
+# The spool's API is part of the check-in's: callers spool a report, then deliver the spool.
+__all__ = ["CheckinError", "DeliveryResult", "EnrollmentError", "NotEnrolledError", "ServerUnreachableError",
+           "TLSVerificationError", "backoff_delay", "deliver_spool", "dropped_count", "enroll", "read_enrollment",
+           "read_node_key", "spool_report", "spooled_files"]
 
 log = logging.getLogger("exposure_guard.checkin")
 
 NODE_KEY_FILE = "node_key"
 ENROLLMENT_FILE = "enrollment.json"
-SPOOL_DIR = "spool"
-REJECTED_DIR = "rejected"
-DROPPED_COUNT_FILE = "spool-dropped.count"
 ENROLL_PATH = "/api/v1/enroll"
 CHECKIN_PATH = "/api/v1/checkin"
 INTERVAL_HEADER = "X-ExposureGuard-Interval"
 MAX_BACKOFF = 60.0
 BASE_BACKOFF = 1.0
-_SPOOL_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-\d{6}-[0-9A-Za-z-]{1,64}\.json$")
-
-
-class CheckinError(ExposureGuardError):
-    """Enrollment or check-in failed; the message says why and what to do."""
-
-
-class EnrollmentError(CheckinError):
-    """The server refused the enrollment (bad or revoked secret, bad identity)."""
-
-
-class NotEnrolledError(CheckinError):
-    """No node key yet: ``exposure-guard enroll`` has not been run (or its key was removed)."""
-
-
-class ServerUnreachableError(CheckinError):
-    """The server could not be reached (DNS, refused connection, time-out)."""
-
-
-class TLSVerificationError(CheckinError):
-    """The server's certificate could not be verified."""
 
 
 @dataclass
@@ -217,150 +202,6 @@ def enroll(server_url: str, secret: str, identity: Any, state_dir: Path, *, ca_f
         again, device.get("hostname", ""), device.get("device_id", ""), base, state / NODE_KEY_FILE)
 
 
-# -- spool ---------------------------------------------------------------------------------------------
-
-def spool_dir(state_dir: Path) -> Path:
-    return Path(state_dir) / SPOOL_DIR
-
-
-def _generation_stamp(report: Dict[str, Any]) -> str:
-    """``YYYYMMDDTHHMMSS.ffffffZ`` of the report's generated_at (UTC), or of now when it is unusable."""
-    text = str(report.get("generated_at") or "")
-    moment = None
-    match = re.match(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$", text)
-    if match:
-        year, month, day, hour, minute, second, frac, zone = match.groups()
-        try:
-            moment = _dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                                  int((frac or "0")[:6].ljust(6, "0")), tzinfo=_dt.timezone.utc)
-            if zone != "Z":
-                sign = 1 if zone[0] == "+" else -1
-                moment -= sign * _dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-        except ValueError:
-            moment = None
-    if moment is None:
-        moment = _dt.datetime.now(_dt.timezone.utc)
-    return moment.strftime("%Y%m%dT%H%M%S.%fZ")
-
-
-def spooled_files(state_dir: Path) -> List[Path]:
-    """Spooled reports, oldest first (names sort by generation time, then by spool order)."""
-    folder = spool_dir(state_dir)
-    try:
-        names = [name for name in os.listdir(str(folder)) if _SPOOL_NAME.match(name)]
-    except FileNotFoundError:
-        return []
-    return [folder / name for name in sorted(names)]
-
-
-def _next_sequence(folder: Path, stamp: str) -> int:
-    """Spool order among reports generated in the same microsecond (keeps names unique and ordered)."""
-    highest = -1
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(str(folder)):
-            if name.startswith(stamp + "-") and _SPOOL_NAME.match(name):
-                highest = max(highest, int(name[len(stamp) + 1: len(stamp) + 7]))
-    return highest + 1
-
-
-def spool_report(state_dir: Path, report: Dict[str, Any], spool_max: int) -> Path:
-    """Write ``report`` to the spool atomically (one file per report, mode 0600) and return its path.
-
-    When more than ``spool_max`` reports wait, the oldest are dropped and a warning counts them."""
-    folder = spool_dir(state_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    report_id = str(report.get("report_id") or "")
-    if not re.match(r"^[0-9A-Za-z-]{1,64}$", report_id):
-        raise CheckinError("cannot spool a report without a valid report_id (got %r)" % report_id[:80])
-    for existing in spooled_files(state_dir):
-        if existing.name.endswith("-" + report_id + ".json"):
-            return existing  # already spooled: spooling is idempotent too
-    stamp = _generation_stamp(report)
-    path = folder / ("%s-%06d-%s.json" % (stamp, _next_sequence(folder, stamp), report_id))
-    data = json.dumps(report, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    atomic_write(path, data, 0o600)
-    _enforce_bound(state_dir, max(1, int(spool_max)))
-    _remove_stale_temp_files(folder)
-    return path
-
-
-def _enforce_bound(state_dir: Path, spool_max: int) -> int:
-    files = spooled_files(state_dir)
-    excess = len(files) - spool_max
-    if excess <= 0:
-        return 0
-    dropped = 0
-    for path in files[:excess]:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            dropped += 1
-    total = _bump_dropped_count(state_dir, dropped)
-    log.warning("check-in spool full (spool_max=%d): dropped the %d oldest undelivered report(s); "
-                "%d dropped in total since this NAS was set up", spool_max, dropped, total)
-    return dropped
-
-
-def dropped_count(state_dir: Path) -> int:
-    try:
-        return int((Path(state_dir) / DROPPED_COUNT_FILE).read_text("ascii").strip() or "0")
-    except (OSError, ValueError):
-        return 0
-
-
-def _bump_dropped_count(state_dir: Path, dropped: int) -> int:
-    total = dropped_count(state_dir) + dropped
-    atomic_write(Path(state_dir) / DROPPED_COUNT_FILE, ("%d\n" % total).encode("ascii"), 0o600)
-    return total
-
-
-def _remove_stale_temp_files(folder: Path, age: float = 3600) -> None:
-    """atomic_write leaves ``.name.*.tmp`` behind only after a crash; clear old ones."""
-    now = time.time()
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(str(folder)):
-            if name.startswith(".") and name.endswith(".tmp"):
-                path = folder / name
-                with contextlib.suppress(OSError):
-                    if now - path.stat().st_mtime > age:
-                        path.unlink()
-
-
-@contextlib.contextmanager
-def _spool_lock(state_dir: Path) -> Iterator[bool]:
-    """Only one deliverer at a time (a manual `run --once` next to the daemon); yields False when busy."""
-    folder = spool_dir(state_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on Linux
-        yield True
-        return
-    fd = os.open(str(folder / ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _reject(state_dir: Path, path: Path, reason: str) -> None:
-    """Move a report the server refuses for good out of the way (kept for a person to look at)."""
-    target_dir = spool_dir(state_dir) / REJECTED_DIR
-    target_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(str(path), str(target_dir / path.name))
-        atomic_write(target_dir / (path.name + ".reason"), (reason + "\n").encode("utf-8"), 0o600)
-    log.error("check-in: %s", reason)
-
-
-
 def backoff_delay(attempt: int, base: float = BASE_BACKOFF, cap: float = MAX_BACKOFF,
                   rng: Optional[random.Random] = None) -> float:
     """Exponential backoff with jitter ("equal jitter"): half fixed, half random, capped."""
@@ -403,7 +244,7 @@ def deliver_spool(settings: Any, state_dir: Path, *, deadline: float = 60,
         "User-Agent": "exposure-guard/%s" % __version__,
         INTERVAL_HEADER: str(int(interval)),
     }
-    with _spool_lock(state) as locked:
+    with spool_lock(state) as locked:
         if not locked:
             result.remaining = len(spooled_files(state))
             result.error = "another delivery of this spool is running"
@@ -432,7 +273,7 @@ def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, st
         except FileNotFoundError:
             continue
         except (OSError, ValueError) as exc:
-            _reject(state, path, "spooled report %s is unreadable (%s); moved to spool/rejected/" % (path.name, exc))
+            reject(state, path, "spooled report %s is unreadable (%s); moved to spool/rejected/" % (path.name, exc))
             result.rejected += 1
             continue
         body = gzip.compress(raw, 6)
@@ -454,7 +295,7 @@ def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, st
                 result.error = ""
                 break
             if outcome == "reject":
-                _reject(state, path, message)
+                reject(state, path, message)
                 result.rejected += 1
                 result.messages.append(message)
                 break

@@ -51,3 +51,23 @@ class LockedError(ExposureGuardError):
 class Unknowable(Exception):
     """A check cannot tell: its input is missing or unreadable. The message is the reason; the check
     runner turns it into an ``unknown`` finding. Not an ExposureGuardError: it never reaches the user as one."""
+
+
+class CheckinError(ExposureGuardError):
+    """Enrollment or check-in failed; the message says why and what to do."""
+
+
+class EnrollmentError(CheckinError):
+    """The server refused the enrollment (bad or revoked secret, bad identity)."""
+
+
+class NotEnrolledError(CheckinError):
+    """No node key yet: ``exposure-guard enroll`` has not been run (or its key was removed)."""
+
+
+class ServerUnreachableError(CheckinError):
+    """The server could not be reached (DNS, refused connection, time-out)."""
+
+
+class TLSVerificationError(CheckinError):
+    """The server's certificate could not be verified."""

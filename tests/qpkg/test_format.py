@@ -350,7 +350,7 @@ def test_inspector_refuses_path_traversal(tmp_path):
 
 
 def test_inspector_caps_decompression(monkeypatch, built, tmp_path):
-    import exposure_guard.qpkg_inspect as qi
+    import exposure_guard.packaging.qpkg_inspect as qi
 
     monkeypatch.setattr(qi, "MAX_UNPACKED", 100000)
     assert any("unpacks to more than" in p for p in inspect_qpkg(str(built.path)).problems)

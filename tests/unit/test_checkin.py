@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from exposure_guard import checkin
+from exposure_guard import checkin, spool
 from exposure_guard.qts.identity import DeviceIdentity
 from exposure_guard.settings import load_settings
 
@@ -328,7 +328,7 @@ def test_corrupt_spool_file_is_set_aside(tmp_path: Path, server: FakeServer) -> 
 def test_second_deliverer_backs_off(tmp_path: Path, server: FakeServer) -> None:
     _enrolled(tmp_path, server)
     checkin.spool_report(tmp_path, _report("2024-01-01T00:00:00Z"), 100)
-    with checkin._spool_lock(tmp_path) as got:
+    with spool.spool_lock(tmp_path) as got:
         assert got
         result = checkin.deliver_spool(_settings(server.url), tmp_path, deadline=5)
     assert "another delivery" in result.error and result.remaining == 1 and server.requests == []

@@ -1,0 +1,1 @@
+"""Building and checking the App Center package: nothing here runs as part of a check on the NAS."""

@@ -252,8 +252,8 @@ def generate_fleet(db_url: str, devices: int, per_device: int) -> float:
     """Bulk-insert the fleet; returns seconds taken."""
     from sqlalchemy import insert, text
 
-    from exposure_guard_server import models as m
     from exposure_guard_server.db import make_engine, migrate
+    from exposure_guard_server.db import models as m
 
     engine = make_engine(db_url)
     migrate(engine)
@@ -342,8 +342,8 @@ def read_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) -> 
     session.headers["Authorization"] = "Bearer " + token
     try:
         # Dashboard session for the HTML page.
-        from exposure_guard_server.admin import Admin
         from exposure_guard_server.db import make_engine
+        from exposure_guard_server.services.admin import Admin
 
         engine = make_engine(db_url)
         Admin(engine).set_password("bench", "bench password 1")

@@ -8,15 +8,66 @@ import os
 import re
 import secrets
 import sys
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from exposure_guard import __version__
+from exposure_guard_server.reportlogic import format_time
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 class CliError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class CredentialCommand:
+    """How the CLI shows one kind of credential (the service behind it: services/admin.py)."""
+
+    attribute: str  # Admin.enroll_secrets or Admin.api_tokens
+    help: str
+    create_help: str
+    list_help: str
+    revoke_help: str
+    ident_type: Callable[[str], Any]
+    ident_metavar: str
+    created: str  # % (id, secret): the secret alone on the last line
+    list_header: str
+    list_row: Callable[[Dict[str, Any]], str]
+    not_found: str  # % ident
+    revoked: str
+
+
+def _secret_row(row: Dict[str, Any]) -> str:
+    state = ("revoked " + format_time(row["revoked_at"])) if row["revoked_at"] else "active"
+    return "%-4d %-24s %-12s %-20s %-11d %s\n" % (row["id"], row["name"][:24], row["prefix"] + "…",
+                                                  format_time(row["created_at"]), row["enrolled_count"], state)
+
+
+def _token_row(row: Dict[str, Any]) -> str:
+    return "%-4d %-24s %s… created %s%s\n" % (row["id"], row["name"][:24], row["prefix"], format_time(row["created_at"]),
+                                              " REVOKED" if row["revoked_at"] else "")
+
+
+CREDENTIALS = {
+    "enroll-secret": CredentialCommand(
+        attribute="enroll_secrets", help="manage enrollment secrets",
+        create_help="create a secret; printed alone on the last line", list_help="list secrets (never their values)",
+        revoke_help="revoke by id, name, shown prefix or the secret itself",
+        ident_type=str, ident_metavar="ID|NAME|PREFIX|SECRET",
+        created="enrollment secret %d created; on each NAS run: exposure-guard enroll --server URL --secret <the "
+                "line below>\n%s\n",
+        list_header="%-4s %-24s %-12s %-20s %-11s %s\n" % ("ID", "NAME", "PREFIX", "CREATED", "ENROLLMENTS", "STATE"),
+        list_row=_secret_row, not_found="no active enrollment secret matches %r (see `enroll-secret list`)",
+        revoked="revoked; devices already enrolled with it keep their node keys\n"),
+    "api-token": CredentialCommand(
+        attribute="api_tokens", help="manage API tokens for automation",
+        create_help="create a token; printed alone on the last line", list_help="", revoke_help="",
+        ident_type=int, ident_metavar="id",
+        created="API token %d created (use as Authorization: Bearer TOKEN):\n%s\n",
+        list_header="", list_row=_token_row, not_found="no active API token %d", revoked="revoked\n"),
+}
 
 
 def parse_listen(text: str) -> Tuple[str, int]:
@@ -36,6 +87,20 @@ def _db_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, metavar="URL",
                         help="sqlite:///PATH or postgresql://USER@HOST/DB (default: %s, or env "
                              "EXPOSURE_GUARD_SERVER_DB)" % default_db_url())
+
+
+def _credential_parser(sub: Any, command: str) -> None:
+    """``COMMAND create|list|revoke`` for enroll-secret and api-token."""
+    spec = CREDENTIALS[command]
+    actions = sub.add_parser(command, help=spec.help).add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    for action, help_text in (("create", spec.create_help), ("list", spec.list_help), ("revoke", spec.revoke_help)):
+        q = actions.add_parser(action, **({"help": help_text} if help_text else {}))  # no help: not listed
+        _db_arg(q)
+        if action == "create":
+            q.add_argument("--name", default="")
+        elif action == "revoke":
+            q.add_argument("ident", type=spec.ident_type, metavar=spec.ident_metavar)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,34 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--access-log", action="store_true", help="log every request")
 
-    p = sub.add_parser("enroll-secret", help="manage enrollment secrets")
-    ssub = p.add_subparsers(dest="action", metavar="ACTION")
-    ssub.required = True
-    q = ssub.add_parser("create", help="create a secret; printed alone on the last line")
-    _db_arg(q)
-    q.add_argument("--name", default="")
-    q = ssub.add_parser("list", help="list secrets (never their values)")
-    _db_arg(q)
-    q = ssub.add_parser("revoke", help="revoke by id, name, shown prefix or the secret itself")
-    _db_arg(q)
-    q.add_argument("secret", metavar="ID|NAME|PREFIX|SECRET")
-
+    _credential_parser(sub, "enroll-secret")
     p = sub.add_parser("user", help="set an admin user's password (creates the user if needed)")
     _db_arg(p)
     p.add_argument("username")
     p.add_argument("--password-file", default="", metavar="FILE")
-
-    p = sub.add_parser("api-token", help="manage API tokens for automation")
-    tsub = p.add_subparsers(dest="action", metavar="ACTION")
-    tsub.required = True
-    q = tsub.add_parser("create", help="create a token; printed alone on the last line")
-    _db_arg(q)
-    q.add_argument("--name", default="")
-    q = tsub.add_parser("list")
-    _db_arg(q)
-    q = tsub.add_parser("revoke")
-    _db_arg(q)
-    q.add_argument("id", type=int)
+    _credential_parser(sub, "api-token")
     return parser
 
 
@@ -126,8 +169,8 @@ def _password(file: str, env: str = "EXPOSURE_GUARD_ADMIN_PASSWORD") -> Optional
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from exposure_guard_server.admin import Admin
     from exposure_guard_server.db import head_revision, safe_url
+    from exposure_guard_server.services.admin import Admin
 
     url, engine = _engine(args, migrate=True)
     admin = Admin(engine)
@@ -144,9 +187,9 @@ def cmd_init(args: argparse.Namespace) -> int:
             password, args.admin_user) if generated else " (password from your file/environment)\n")
     else:
         out.write("admin login already exists (change a password with `exposure-guard-server user NAME`)\n")
-    active = [s for s in admin.list_enroll_secrets() if not s["revoked_at"]]
+    active = [s for s in admin.enroll_secrets.list() if not s["revoked_at"]]
     if not active:
-        _id, secret = admin.create_enroll_secret("first secret")
+        _id, secret = admin.enroll_secrets.create("first secret")
         out.write("first enrollment secret (shown once): %s\n" % secret)
         out.write("  on each NAS: exposure-guard enroll --server https://THIS-SERVER:8443 --secret %s\n" % secret)
     else:
@@ -187,35 +230,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_enroll_secret(args: argparse.Namespace) -> int:
-    from exposure_guard_server.admin import Admin
-    from exposure_guard_server.reportlogic import format_time
+def cmd_credential(args: argparse.Namespace) -> int:
+    """enroll-secret and api-token: create, list, revoke."""
+    from exposure_guard_server.services.admin import Admin
 
+    spec = CREDENTIALS[args.command]
     _url, engine = _engine(args)
-    admin = Admin(engine)
+    managed = getattr(Admin(engine), spec.attribute)
+    out = sys.stdout
     if args.action == "create":
-        secret_id, secret = admin.create_enroll_secret(args.name)
-        sys.stdout.write("enrollment secret %d created; on each NAS run: exposure-guard enroll --server URL "
-                         "--secret <the line below>\n%s\n" % (secret_id, secret))
+        new_id, secret = managed.create(args.name)
+        out.write(spec.created % (new_id, secret))
     elif args.action == "list":
-        rows = admin.list_enroll_secrets()
-        sys.stdout.write("%-4s %-24s %-12s %-20s %-11s %s\n" % ("ID", "NAME", "PREFIX", "CREATED", "ENROLLMENTS",
-                                                                "STATE"))
-        for row in rows:
-            state = ("revoked " + format_time(row["revoked_at"])) if row["revoked_at"] else "active"
-            sys.stdout.write("%-4d %-24s %-12s %-20s %-11d %s\n" % (row["id"], row["name"][:24], row["prefix"] + "…",
-                                                                   format_time(row["created_at"]),
-                                                                   row["enrolled_count"], state))
+        out.write(spec.list_header)
+        for row in managed.list():
+            out.write(spec.list_row(row))
     else:
-        if not admin.revoke_enroll_secret(args.secret):
-            raise CliError("no active enrollment secret matches %r (see `enroll-secret list`)" % args.secret)
-        sys.stdout.write("revoked; devices already enrolled with it keep their node keys\n")
+        if not managed.remove(args.ident):
+            raise CliError(spec.not_found % args.ident)
+        out.write(spec.revoked)
     engine.dispose()
     return EXIT_OK
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from exposure_guard_server.admin import Admin
+    from exposure_guard_server.services.admin import Admin
 
     _url, engine = _engine(args)
     password = _password(args.password_file)
@@ -231,30 +270,8 @@ def cmd_user(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_api_token(args: argparse.Namespace) -> int:
-    from exposure_guard_server.admin import Admin
-    from exposure_guard_server.reportlogic import format_time
-
-    _url, engine = _engine(args)
-    admin = Admin(engine)
-    if args.action == "create":
-        token_id, token = admin.create_api_token(args.name)
-        sys.stdout.write("API token %d created (use as Authorization: Bearer TOKEN):\n%s\n" % (token_id, token))
-    elif args.action == "list":
-        for row in admin.list_api_tokens():
-            sys.stdout.write("%-4d %-24s %s… created %s%s\n" % (row["id"], row["name"][:24], row["prefix"],
-                                                               format_time(row["created_at"]),
-                                                               " REVOKED" if row["revoked_at"] else ""))
-    else:
-        if not admin.revoke_api_token(args.id):
-            raise CliError("no active API token %d" % args.id)
-        sys.stdout.write("revoked\n")
-    engine.dispose()
-    return EXIT_OK
-
-
-COMMANDS = {"init": cmd_init, "serve": cmd_serve, "enroll-secret": cmd_enroll_secret, "user": cmd_user,
-            "api-token": cmd_api_token}
+COMMANDS = {"init": cmd_init, "serve": cmd_serve, "enroll-secret": cmd_credential, "user": cmd_user,
+            "api-token": cmd_credential}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,3 +9,4 @@ class ApiError(Exception):
         self.status = status
         self.detail = detail
         self.headers = headers or {}
+        self.counted = False  # already in the per-process counters (check-in rejections)

@@ -1,50 +1,31 @@
 """Webhooks: a generic JSON POST per transition, signed with HMAC-SHA256, retried with backoff.
 
-Deliveries are queued in the same transaction as the transition (an outbox), so none is lost when a
-server process dies; any server process may deliver them (a lease stops two from sending the same one).
+Deliveries are queued in the same transaction as the transition (an outbox: ``services/transitions.py``),
+so none is lost when a server process dies; any server process may deliver them (a lease stops two from
+sending the same one).
 Headers: ``X-ExposureGuard-Event``, ``X-ExposureGuard-Delivery`` (id), ``X-ExposureGuard-Timestamp``
 (epoch seconds) and ``X-ExposureGuard-Signature: sha256=HEX`` = HMAC-SHA256(secret, timestamp + "." + body).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
 from typing import Any, Dict, Optional
 
 import requests
-from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy import Engine, or_, select, update
 
 from exposure_guard import __version__
-from exposure_guard_server import models as m
-from exposure_guard_server.db import WRITE
-from exposure_guard_server.reportlogic import format_time
+from exposure_guard_server.db import models as m
+from exposure_guard_server.db.engine import WRITE
 from exposure_guard_server.security import sign_webhook
 
 log = logging.getLogger("exposure_guard_server.webhooks")
 
 MAX_ATTEMPTS = 8
 LEASE_SECONDS = 60.0
-
-
-def build_payload(conn: Connection, transition_id: int) -> str:
-    t, d = m.transitions.c, m.devices.c
-    row = conn.execute(select(t.id, t.kind, t.at, t.detail, d.device_id, d.hostname, d.model, d.firmware, d.verdict,
-                              d.last_seen_at).join_from(m.transitions, m.devices, t.device_pk == d.id)
-                       .where(t.id == transition_id)).first()
-    if row is None:
-        return "{}"
-    return json.dumps({
-        "event": row.kind,
-        "transition_id": row.id,
-        "at": format_time(row.at),
-        "device": {"device_id": row.device_id, "hostname": row.hostname, "model": row.model,
-                   "firmware": row.firmware, "verdict": row.verdict, "last_seen_at": format_time(row.last_seen_at)},
-        "detail": json.loads(row.detail or "{}"),
-        "source": "exposure-guard-server/%s" % __version__,
-    }, sort_keys=True)
 
 
 def retry_delay(attempts: int, base: float) -> float:

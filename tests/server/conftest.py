@@ -67,7 +67,7 @@ def api(db_url: str, admin: Admin) -> Iterator[Api]:
     from exposure_guard_server.app import create_app
     from exposure_guard_server.config import ServerConfig
 
-    _id, secret = admin.create_enroll_secret("tests")
+    _id, secret = admin.enroll_secrets.create("tests")
     app = create_app(ServerConfig(db_url=db_url, background=False, max_body=256 * 1024))
     with TestClient(app, base_url="http://127.0.0.1") as client:
         yield Api(client, admin, secret, app.state.server)

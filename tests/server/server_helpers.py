@@ -10,8 +10,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from exposure_guard.report import Finding, Report
-from exposure_guard_server.admin import Admin
 from exposure_guard_server.db import make_engine, migrate, normalise_url
+from exposure_guard_server.services.admin import Admin
 
 PG_ENV = "EXPOSURE_GUARD_TEST_PG_URL"
 PG_SKIP = "PostgreSQL tests need EXPOSURE_GUARD_TEST_PG_URL (run `source .ci/start-postgres.sh` first)"
@@ -89,7 +89,7 @@ class Api:
 
     def __init__(self, client: Any, admin: Admin, secret: str, server: Any) -> None:
         self.client, self.admin, self.secret, self.server = client, admin, secret, server
-        self.token = admin.create_api_token("tests")[1]
+        self.token = admin.api_tokens.create("tests")[1]
 
     @property
     def auth(self) -> Dict[str, str]:

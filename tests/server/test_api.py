@@ -36,9 +36,9 @@ def test_enroll_rejects_bad_and_revoked_secrets(api: Api) -> None:
     assert api.enroll(device_identity("x"), secret="ege_wrong").status_code == 401
     response = api.client.post("/api/v1/enroll", json={"device": device_identity("x")})
     assert response.status_code == 401
-    secret_id, secret = api.admin.create_enroll_secret("to revoke")
+    secret_id, secret = api.admin.enroll_secrets.create("to revoke")
     assert api.enroll(device_identity("y"), secret=secret).status_code == 201
-    assert api.admin.revoke_enroll_secret(str(secret_id))
+    assert api.admin.enroll_secrets.remove(secret_id)
     assert api.enroll(device_identity("z"), secret=secret).status_code == 401
     assert api.count("devices") == 1
 
@@ -156,17 +156,17 @@ def test_stale_detection_and_went_stale_transition(api: Api) -> None:
     key = api.enroll_key(dev)
     response = api.checkin(key, make_report(dev), headers={"X-ExposureGuard-Interval": "600"})
     assert response.status_code == 201
-    ingest = api.server.ingest
-    grace = ingest.stale_grace
+    sweep = api.server.stale
+    grace = sweep.grace
     now = time.time()
     # Not stale just before 2 × interval + grace, stale just after.
-    assert ingest.sweep_stale(now=now + 2 * 600 + grace - 30) == 0
+    assert sweep.run(now=now + 2 * 600 + grace - 30) == 0
     assert api.server.reader.summary(now=now + 2 * 600 + grace - 30)["counts"]["stale"] == 0
-    assert ingest.sweep_stale(now=now + 2 * 600 + grace + 30) == 1
-    assert ingest.sweep_stale(now=now + 2 * 600 + grace + 60) == 0  # once only
+    assert sweep.run(now=now + 2 * 600 + grace + 30) == 1
+    assert sweep.run(now=now + 2 * 600 + grace + 60) == 0  # once only
     later = api.server.reader.summary(now=now + 2 * 600 + grace + 30)
     assert later["counts"]["stale"] == 1 and later["counts"]["ok"] == 0
-    listing = api.server.reader.devices(__import__("exposure_guard_server.queries", fromlist=["x"]).DeviceFilter(
+    listing = api.server.reader.devices(__import__("exposure_guard_server.services.fleet", fromlist=["x"]).DeviceFilter(
         state="stale"), now=now + 2 * 600 + grace + 30)
     assert [d["device_id"] for d in listing["devices"]] == ["dev-s"]
     kinds = [t["kind"] for t in api.client.get("/api/v1/transitions", headers=api.auth).json()["transitions"]]
@@ -197,7 +197,7 @@ def test_metrics_and_healthz(api: Api) -> None:
     assert 'exposure_guard_failing_devices{check_id="router.upnp-mappings"} 2' in text
     assert "exposure_guard_reports_stored_total 5" in text
     assert 'exposure_guard_checkins_total{result="stored"} 5' in text
-    api.server.flush()  # per-process counters land in the shared table; totals do not change
+    api.server.counters.flush()  # per-process counters land in the shared table; totals do not change
     assert 'exposure_guard_checkins_total{result="stored"} 5' in api.client.get("/metrics", headers=api.auth).text
 
 
@@ -207,9 +207,9 @@ def test_read_api_requires_valid_token(api: Api) -> None:
         assert api.client.get(path).status_code == 401, path
         assert api.client.get(path, headers={"Authorization": "Bearer egt_nope"}).status_code == 401, path
         assert api.client.get(path, headers=api.auth).status_code == 200, path
-    token_id, token = api.admin.create_api_token("short-lived")
+    token_id, token = api.admin.api_tokens.create("short-lived")
     assert api.client.get("/api/v1/summary", headers={"Authorization": "Bearer " + token}).status_code == 200
-    api.admin.revoke_api_token(token_id)
+    api.admin.api_tokens.remove(token_id)
     assert api.client.get("/api/v1/summary", headers={"Authorization": "Bearer " + token}).status_code == 401
     # A node key is not an API token and an API token is not a node key.
     key = api.enroll_key(device_identity("dev-k"))

@@ -83,18 +83,18 @@ def test_login_rate_limit(api: Api) -> None:
 
 def test_admin_forms_need_csrf(api: Api) -> None:
     api.login()
-    before = len(api.admin.list_enroll_secrets())
+    before = len(api.admin.enroll_secrets.list())
     assert api.client.post("/admin/enroll-secrets", data={"name": "x"}).status_code == 403
     assert api.client.post("/admin/enroll-secrets", data={"name": "x", "csrf": "forged"}).status_code == 403
     assert api.client.post("/admin/enroll-secrets", json={"name": "x"}).status_code == 415
-    assert len(api.admin.list_enroll_secrets()) == before
+    assert len(api.admin.enroll_secrets.list()) == before
     created = api.client.post("/admin/enroll-secrets", data={"name": "from the UI", "csrf": api.csrf()})
     assert created.status_code == 200
     secret = re.search(r'id="new-secret">([^<]+)<', created.text).group(1)
     assert api.enroll(device_identity("dev-ui"), secret=secret).status_code == 201
     # The secret is shown once: the admin page lists only its prefix afterwards.
     assert secret not in api.client.get("/admin").text
-    secret_id = [s for s in api.admin.list_enroll_secrets() if s["name"] == "from the UI"][0]["id"]
+    secret_id = [s for s in api.admin.enroll_secrets.list() if s["name"] == "from the UI"][0]["id"]
     revoked = api.client.post("/admin/enroll-secrets/%d/revoke" % secret_id, data={"csrf": api.csrf()},
                               follow_redirects=False)
     assert revoked.status_code == 303
@@ -108,7 +108,7 @@ def test_api_tokens_from_the_ui(api: Api) -> None:
     anonymous = TestClient(api.client.app, base_url="http://127.0.0.1")
     assert anonymous.get("/metrics").status_code == 401
     assert anonymous.get("/metrics", headers={"Authorization": "Bearer " + token}).status_code == 200
-    token_id = [t for t in api.admin.list_api_tokens() if t["name"] == "prometheus"][0]["id"]
+    token_id = [t for t in api.admin.api_tokens.list() if t["name"] == "prometheus"][0]["id"]
     api.client.post("/admin/api-tokens/%d/revoke" % token_id, data={"csrf": api.csrf()})
     assert anonymous.get("/metrics", headers={"Authorization": "Bearer " + token}).status_code == 401
 

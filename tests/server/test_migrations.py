@@ -1,4 +1,4 @@
-"""The Alembic migrations build exactly the schema in models.py, on SQLite and PostgreSQL."""
+"""The Alembic migrations build exactly the schema in db/models.py, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from exposure_guard_server import db
-from exposure_guard_server.models import metadata
+from exposure_guard_server.db.models import metadata
+from exposure_guard_server.db.schema import alembic_config
 
 
 def test_migrated_schema_matches_models(engine: object) -> None:
@@ -23,7 +24,7 @@ def test_migrate_is_idempotent_and_downgrade_works(engine: object) -> None:
 
     assert db.migrate(engine) == db.head_revision()  # type: ignore[arg-type]
     with engine.connect() as conn:  # type: ignore[attr-defined]
-        command.downgrade(db._alembic_config(conn), "base")
+        command.downgrade(alembic_config(conn), "base")
         conn.commit()
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}  # type: ignore[arg-type]
     assert db.migrate(engine) == db.head_revision()  # type: ignore[arg-type]

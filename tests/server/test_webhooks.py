@@ -66,7 +66,7 @@ def _verify(secret: str, item: Dict[str, Any]) -> bool:
 
 
 def test_transition_webhook_is_signed_retried_and_logged(api: Api, receiver: Receiver) -> None:
-    _hook_id, secret = api.admin.create_webhook("ops", receiver.url, ["became_exposed", "fixed"])
+    _hook_id, secret = api.admin.webhooks.create("ops", receiver.url, ["became_exposed", "fixed"])
     sender = WebhookSender(api.server.engine, backoff_base=5.0)
     dev = device_identity("dev-w", hostname="<b>nas</b>")
     key = api.enroll_key(dev)  # "enrolled" is not subscribed: nothing queued
@@ -76,7 +76,7 @@ def test_transition_webhook_is_signed_retried_and_logged(api: Api, receiver: Rec
     receiver.fail_next = 1
     assert sender.run_due() == 1
     assert receiver.received == []
-    log = api.admin.deliveries()
+    log = api.admin.webhooks.deliveries()
     assert log[0]["status"] == "pending" and log[0]["attempts"] == 1 and log[0]["last_status"] == 500
     assert "receiver down" in log[0]["last_error"]
     # Not due yet: backoff (≥ half the base delay).
@@ -91,7 +91,7 @@ def test_transition_webhook_is_signed_retried_and_logged(api: Api, receiver: Rec
     assert payload["device"]["device_id"] == "dev-w" and payload["device"]["hostname"] == "<b>nas</b>"
     assert payload["detail"]["newly_failing"] == ["router.upnp-mappings"]
     assert {k.lower(): v for k, v in item["headers"].items()}["x-exposureguard-event"] == "became_exposed"
-    log = api.admin.deliveries()
+    log = api.admin.webhooks.deliveries()
     assert log[0]["status"] == "delivered" and log[0]["attempts"] == 2
     # Fixed → second event.
     api.checkin(key, make_report(dev, generated_at="2024-01-01T01:00:00Z"))
@@ -106,14 +106,14 @@ def test_transition_webhook_is_signed_retried_and_logged(api: Api, receiver: Rec
 def test_webhook_gives_up_after_max_attempts(api: Api) -> None:
     from exposure_guard_server import webhooks
 
-    api.admin.create_webhook("dead", "http://127.0.0.1:9/nothing-listens", [])
+    api.admin.webhooks.create("dead", "http://127.0.0.1:9/nothing-listens", [])
     dev = device_identity("dev-x")
     api.enroll_key(dev)  # "*" includes enrolled
     sender = WebhookSender(api.server.engine, backoff_base=1.0, timeout=2)
     now = time.time()
     for attempt in range(webhooks.MAX_ATTEMPTS):
         assert sender.run_due(now=now + 10000 * (attempt + 1)) == 1
-    log = api.admin.deliveries()
+    log = api.admin.webhooks.deliveries()
     assert log[0]["status"] == "failed" and log[0]["attempts"] == webhooks.MAX_ATTEMPTS
     assert sender.run_due(now=now + 10 ** 7) == 0
 
@@ -123,6 +123,6 @@ def test_webhook_url_validation(api: Api) -> None:
 
     for bad in ("ftp://x", "javascript:alert(1)", "http://", "not a url"):
         with pytest.raises(ApiError):
-            api.admin.create_webhook("x", bad, [])
+            api.admin.webhooks.create("x", bad, [])
     with pytest.raises(ApiError):
-        api.admin.create_webhook("x", "http://127.0.0.1/", ["no_such_event"])
+        api.admin.webhooks.create("x", "http://127.0.0.1/", ["no_such_event"])

@@ -1,0 +1,174 @@
+"""FastAPI dependencies: the process's ``Server``, who is calling (a dashboard session, an API token) and
+request bodies read with a cap (JSON, forms, CSRF-checked forms).
+
+Dependencies that query the database are plain ``def`` (FastAPI runs them in its thread pool); those that
+only look at the request, or read its body, are ``async def``."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional
+from urllib.parse import parse_qsl
+
+from fastapi import Depends, Request
+from starlette.requests import ClientDisconnect
+
+from exposure_guard_server.errors import ApiError
+from exposure_guard_server.server import Server
+from exposure_guard_server.services.fleet import DeviceFilter, parse_bool
+
+FORM_MAX_BODY = 64 * 1024
+SESSION_COOKIES = ("__Host-eg_session", "eg_session")  # the first over HTTPS (see routes/dashboard.py)
+
+
+async def get_server(request: Request) -> Server:
+    return request.app.state.server
+
+
+# -- bodies --------------------------------------------------------------------------------------------
+
+async def read_capped(receive: Callable[[], Awaitable[MutableMapping[str, Any]]], content_length: Optional[str],
+                      cap: int) -> bytes:
+    """The request body from the ASGI ``receive``: 413 past ``cap`` bytes (before reading anything when
+    Content-Length says so), 400 for a Content-Length that is not a number, ``ClientDisconnect`` when the
+    client goes away. The check-in fast path (asgi.py) uses it too."""
+    if content_length is not None:
+        if not content_length.isdigit():
+            raise ApiError(400, "bad Content-Length")
+        if int(content_length) > cap:
+            raise ApiError(413, "body is larger than %d bytes" % cap)
+    chunks = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(413, "body is larger than %d bytes" % cap)
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def json_body(cap: int, error: str, *, empty_is_object: bool = False) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency: the body parsed as JSON (400 ``error`` when it is not); an empty body is ``{}`` when
+    ``empty_is_object``."""
+
+    async def body(request: Request) -> Any:
+        raw = await read_capped(request.receive, request.headers.get("content-length"), cap)
+        if not raw and empty_is_object:
+            return {}
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise ApiError(400, error) from None
+
+    return body
+
+
+async def form(request: Request) -> Dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (a repeated field's values joined with commas)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise ApiError(415, "forms must be application/x-www-form-urlencoded")
+    raw = await read_capped(request.receive, request.headers.get("content-length"), FORM_MAX_BODY)
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "malformed form") from None
+    out: Dict[str, str] = {}
+    for key, value in pairs:
+        out[key] = value if key not in out else out[key] + "," + value
+    return out
+
+
+# -- who is calling ------------------------------------------------------------------------------------
+
+def session_token(request: Request) -> Optional[str]:
+    return request.cookies.get(SESSION_COOKIES[0]) or request.cookies.get(SESSION_COOKIES[1])
+
+
+def current_session(request: Request, server: Server) -> Optional[Dict[str, Any]]:
+    """The dashboard session of this request, if any (looked up once; pages show its user)."""
+    if "eg_session_row" in request.scope:
+        return request.scope["eg_session_row"]
+    row = server.admin.session(session_token(request))
+    request.scope["eg_session_row"] = row
+    return row
+
+
+def require_user(request: Request, server: Server = Depends(get_server)) -> Dict[str, Any]:
+    """A logged-in dashboard user (401: pages redirect to the login form)."""
+    row = current_session(request, server)
+    if row is None:
+        raise ApiError(401, "log in first")
+    return row
+
+
+async def csrf_form(request: Request, session: Dict[str, Any] = Depends(require_user)) -> Dict[str, str]:
+    """A dashboard form from a logged-in user, with the session's CSRF token in its ``csrf`` field."""
+    fields = await form(request)
+    if not hmac.compare_digest(fields.get("csrf", ""), session["csrf_token"]):
+        raise ApiError(403, "the form expired or did not come from this site (CSRF check failed); reload and retry")
+    return fields
+
+
+def _bearer(request: Request) -> Optional[str]:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _api_caller(request: Request, server: Server, *, write: bool) -> str:
+    """An API token (Bearer) or, for reads and with the X-CSRF-Token header for writes, a dashboard session."""
+    token = _bearer(request)
+    if token is not None:
+        if server.admin.api_tokens.valid(token):
+            return "token"
+        raise ApiError(401, "invalid or revoked API token", {"WWW-Authenticate": "Bearer"})
+    row = current_session(request, server)
+    if row is None:
+        raise ApiError(401, "authentication required: Authorization: Bearer <API token>",
+                       {"WWW-Authenticate": "Bearer"})
+    if write and not hmac.compare_digest(request.headers.get("x-csrf-token", ""), row["csrf_token"]):
+        raise ApiError(403, "missing or wrong X-CSRF-Token header")
+    return "session"
+
+
+def api_read(request: Request, server: Server = Depends(get_server)) -> str:
+    return _api_caller(request, server, write=False)
+
+
+def api_write(request: Request, server: Server = Depends(get_server)) -> str:
+    return _api_caller(request, server, write=True)
+
+
+def metrics_access(request: Request, server: Server = Depends(get_server)) -> None:
+    """/metrics: like an API read, unless the server was started with --public-metrics."""
+    if not server.config.public_metrics:
+        _api_caller(request, server, write=False)
+
+
+# -- query parameters ----------------------------------------------------------------------------------
+
+async def device_filter(request: Request) -> DeviceFilter:
+    """The device list's filter, sort and page from the query string (400 for a bad value)."""
+    qp = request.query_params
+
+    def integer(name: str, default: int) -> int:
+        try:
+            return int(qp.get(name) or default)
+        except ValueError:
+            raise ApiError(400, "%s must be a whole number" % name) from None
+
+    return DeviceFilter(
+        state=qp.get("state", ""), exposed=parse_bool(qp.get("exposed"), "exposed"), check=qp.get("check", ""),
+        stale=parse_bool(qp.get("stale"), "stale"), firmware=qp.get("firmware", ""), q=qp.get("q", ""),
+        sort=qp.get("sort") or "risk", order=qp.get("order", ""), page=integer("page", 1),
+        per_page=integer("per_page", 50),
+    ).validate()

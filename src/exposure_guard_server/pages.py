@@ -1,0 +1,53 @@
+"""Server-rendered HTML: the Jinja environment (``templates/``) and the one function routes render with."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict
+from urllib.parse import quote
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from exposure_guard import __version__
+from exposure_guard_server.reportlogic import STATES, VERDICT_LABEL, format_time
+
+HERE = Path(__file__).parent
+
+
+def _ago(value: Any) -> str:
+    if value in (None, ""):
+        return "never"
+    seconds = max(0, int(time.time() - float(value)))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s ago" % (seconds // size, unit)
+    return "%ds ago" % seconds
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["ago"] = _ago
+    env.filters["ts"] = format_time
+    env.filters["q"] = lambda value: quote(str(value), safe="")
+    env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+    env.filters["label"] = lambda value: VERDICT_LABEL.get(value, "STALE" if value == "stale" else str(value))
+    env.globals["version"] = __version__
+    env.globals["states"] = STATES
+    return env
+
+
+TEMPLATES = _environment()
+
+
+def render(request: Request, name: str, context: Dict[str, Any], status: int = 200) -> HTMLResponse:
+    """``templates/name`` with the logged-in user (if any), the CSRF token for its forms and ``context``."""
+    session = request.scope.get("eg_session_row")
+    base = {"request_path": request.url.path, "user": session["username"] if session else None,
+            "csrf": session["csrf_token"] if session else "", "now": time.time()}
+    base.update(context)
+    return HTMLResponse(TEMPLATES.get_template(name).render(**base), status_code=status)

@@ -1,0 +1,100 @@
+"""Administration over HTTP: the admin page and its forms (enrollment secrets, API tokens, webhooks), and
+the admin JSON API (enrollment secrets; the webhooks and their deliveries). The three kinds are managed
+through one interface (services/admin.py), so each form route below is written once for all three."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from exposure_guard_server.deps import FORM_MAX_BODY, api_read, api_write, csrf_form, get_server, json_body, require_user
+from exposure_guard_server.errors import ApiError
+from exposure_guard_server.pages import render
+from exposure_guard_server.reportlogic import TRANSITION_KINDS
+from exposure_guard_server.server import Server
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class FormKind:
+    path: str  # /admin/<path> creates one, /admin/<path>/<id>/<verb> removes one
+    attribute: str  # which of Admin's managed kinds
+    verb: str
+    shows: str  # the admin page's field for the new secret (shown once)
+    message: str
+
+
+FORM_KINDS = (
+    FormKind("enroll-secrets", "enroll_secrets", "revoke", "new_secret", "Enrollment secret created."),
+    FormKind("api-tokens", "api_tokens", "revoke", "new_token", "API token created."),
+    FormKind("webhooks", "webhooks", "delete", "new_webhook_secret", "Webhook added."),
+)
+
+
+def admin_page(request: Request, server: Server, extra: Dict[str, Any]) -> Response:
+    admin = server.admin
+    context = {"secrets": admin.enroll_secrets.list(), "tokens": admin.api_tokens.list(),
+               "webhooks": admin.webhooks.list(), "deliveries": admin.webhooks.deliveries(50),
+               "kinds": TRANSITION_KINDS, "new_secret": "", "new_token": "", "new_webhook_secret": "", "message": ""}
+    context.update(extra)
+    return render(request, "admin.html", context)
+
+
+@router.get("/admin", dependencies=[Depends(require_user)])
+def admin(request: Request, server: Server = Depends(get_server)) -> Response:
+    return admin_page(request, server, {})
+
+
+def _create_route(kind: FormKind) -> Callable[..., Response]:
+    def create(request: Request, fields: Dict[str, str] = Depends(csrf_form),
+               server: Server = Depends(get_server)) -> Response:
+        managed = getattr(server.admin, kind.attribute)
+        _id, secret = managed.create(**{name: fields.get(name, "") for name in managed.fields})
+        return admin_page(request, server, {kind.shows: secret, "message": kind.message})
+
+    return create
+
+
+def _remove_route(kind: FormKind) -> Callable[..., Response]:
+    def remove(item_id: int, server: Server = Depends(get_server)) -> Response:
+        getattr(server.admin, kind.attribute).remove(item_id)
+        return RedirectResponse("/admin", status_code=303)
+
+    return remove
+
+
+for _kind in FORM_KINDS:
+    router.add_api_route("/admin/" + _kind.path, _create_route(_kind), methods=["POST"])
+    router.add_api_route("/admin/%s/{item_id}/%s" % (_kind.path, _kind.verb), _remove_route(_kind), methods=["POST"],
+                         dependencies=[Depends(csrf_form)])
+
+
+# -- JSON API ------------------------------------------------------------------------------------------
+
+@router.get("/api/v1/enroll-secrets", dependencies=[Depends(api_read)])
+def list_enroll_secrets(server: Server = Depends(get_server)) -> Response:
+    return JSONResponse({"enroll_secrets": server.admin.enroll_secrets.list()})
+
+
+@router.post("/api/v1/enroll-secrets", dependencies=[Depends(api_write)])
+def create_enroll_secret(body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON", empty_is_object=True)),
+                         server: Server = Depends(get_server)) -> Response:
+    name = body.get("name", "") if isinstance(body, dict) else ""
+    secret_id, secret = server.admin.enroll_secrets.create(str(name))
+    return JSONResponse({"id": secret_id, "secret": secret}, status_code=201)
+
+
+@router.delete("/api/v1/enroll-secrets/{secret_id}", dependencies=[Depends(api_write)])
+def revoke_enroll_secret(secret_id: int, server: Server = Depends(get_server)) -> Response:
+    if not server.admin.enroll_secrets.remove(secret_id):
+        raise ApiError(404, "no active enrollment secret %d" % secret_id)
+    return JSONResponse({"revoked": secret_id})
+
+
+@router.get("/api/v1/webhooks", dependencies=[Depends(api_read)])
+def list_webhooks(server: Server = Depends(get_server)) -> Response:
+    return JSONResponse({"webhooks": server.admin.webhooks.list(), "deliveries": server.admin.webhooks.deliveries(100)})

@@ -1,0 +1,34 @@
+"""What agents call (besides the check-in, served by asgi.py): enrollment; and the health check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+
+from exposure_guard import __version__
+from exposure_guard_server.deps import get_server, json_body
+from exposure_guard_server.server import Server
+
+ENROLL_MAX_BODY = 64 * 1024
+
+router = APIRouter()
+enroll_body = json_body(ENROLL_MAX_BODY, "body must be JSON: {\"enroll_secret\": ..., \"device\": {...}}")
+
+
+@router.post("/api/v1/enroll")
+def enroll(body: Any = Depends(enroll_body), server: Server = Depends(get_server)) -> Response:
+    result = server.enrollment.enroll(body)
+    return JSONResponse(result, status_code=200 if result["re_enrolled"] else 201)
+
+
+@router.get("/healthz")
+def healthz(server: Server = Depends(get_server)) -> Response:
+    try:
+        with server.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return JSONResponse({"status": "error", "database": str(exc)[:200]}, status_code=503)
+    return JSONResponse({"status": "ok", "version": __version__})

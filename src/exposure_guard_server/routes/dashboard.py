@@ -1,0 +1,110 @@
+"""The dashboard's pages for logged-in users: the fleet, one device, one report, events; login and logout.
+The admin page is in routes/admin.py."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Dict
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+
+from exposure_guard_server.deps import SESSION_COOKIES, device_filter, form, get_server, require_user, session_token
+from exposure_guard_server.deps import csrf_form as checked_form
+from exposure_guard_server.errors import ApiError
+from exposure_guard_server.pages import render
+from exposure_guard_server.routes.read_api import csv_download
+from exposure_guard_server.server import Server
+from exposure_guard_server.services.fleet import SORTS, DeviceFilter
+
+LOGIN_COOKIE = "eg_login"  # the login form's CSRF token (the form comes before any session)
+USER = [Depends(require_user)]
+
+router = APIRouter()
+
+
+def _secure(request: Request, server: Server) -> bool:
+    mode = server.config.cookie_secure
+    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
+
+
+def _session_cookie(request: Request, server: Server) -> str:
+    return SESSION_COOKIES[0] if _secure(request, server) else SESSION_COOKIES[1]
+
+
+def _safe_next(target: str) -> str:
+    """Only same-site paths after login (no open redirect)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target or "\n" in target:
+        return "/"
+    return target
+
+
+@router.get("/login")
+def login_form(request: Request, server: Server = Depends(get_server)) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", {"login_csrf": token, "error": "",
+                                              "next": _safe_next(request.query_params.get("next", "/"))})
+    response.set_cookie(LOGIN_COOKIE, token, max_age=1800, httponly=True, samesite="strict",
+                        secure=_secure(request, server), path="/login")
+    return response
+
+
+@router.post("/login")
+def login(request: Request, fields: Dict[str, str] = Depends(form), server: Server = Depends(get_server)) -> Response:
+    target = _safe_next(fields.get("next", "/"))
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not hmac.compare_digest(fields.get("csrf", ""), expected):
+        raise ApiError(403, "the login form expired (CSRF check failed); reload the page and log in again")
+    client = request.client.host if request.client else "?"
+    user_id = server.admin.login(fields.get("username", ""), fields.get("password", ""), client)
+    if user_id is None:
+        return render(request, "login.html", {"login_csrf": expected, "error": "Wrong user name or password.",
+                                              "next": target}, status=401)
+    token, _csrf = server.admin.create_session(user_id)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(_session_cookie(request, server), token, max_age=int(server.config.session_ttl),
+                        httponly=True, samesite="lax", secure=_secure(request, server), path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout", dependencies=[Depends(checked_form)])
+def logout(request: Request, server: Server = Depends(get_server)) -> Response:
+    server.admin.end_session(session_token(request))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(_session_cookie(request, server), path="/")
+    return response
+
+
+@router.get("/", dependencies=USER)
+def fleet(request: Request, flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
+    return render(request, "fleet.html", {
+        "summary": server.reader.summary(), "listing": server.reader.devices(flt), "flt": flt, "sorts": list(SORTS),
+        "firmwares": server.reader.firmware_versions(), "link": lambda **kw: "/?" + urlencode(flt.query_args(**kw)),
+        "csv_link": "/devices.csv?" + urlencode(flt.query_args(page=None)),
+    })
+
+
+@router.get("/devices.csv", dependencies=USER)
+def devices_csv(flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
+    return csv_download(server, flt)
+
+
+@router.get("/devices/{device_id:path}", dependencies=USER)
+def device_page(request: Request, device_id: str, server: Server = Depends(get_server)) -> Response:
+    page = request.query_params.get("page", "1")
+    if not page.isdigit() or int(page) < 1:
+        raise ApiError(400, "page must be a whole number ≥ 1")
+    return render(request, "device.html", {"d": server.reader.device(device_id, history=25, history_page=int(page))})
+
+
+@router.get("/reports/{report_id}", dependencies=USER)
+def report_page(request: Request, report_id: str, server: Server = Depends(get_server)) -> Response:
+    return render(request, "report.html", {"r": server.reader.report(report_id)})
+
+
+@router.get("/events", dependencies=USER)
+def events_page(request: Request, server: Server = Depends(get_server)) -> Response:
+    return render(request, "events.html", {"events": server.reader.transitions(200)})

@@ -1,0 +1,73 @@
+"""The read API for automation (an API token, or a dashboard session): fleet summary, devices (JSON and
+CSV), one device, one report, transitions; and /metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import StreamingResponse
+
+from exposure_guard_server.deps import api_read, device_filter, get_server, metrics_access
+from exposure_guard_server.errors import ApiError
+from exposure_guard_server.reportlogic import TRANSITION_KINDS
+from exposure_guard_server.server import Server
+from exposure_guard_server.services.fleet import DeviceFilter
+from exposure_guard_server.services.metrics import prometheus_text
+
+router = APIRouter()
+READ = [Depends(api_read)]
+
+
+def csv_download(server: Server, flt: DeviceFilter) -> Response:
+    """Every device matching ``flt`` as a CSV attachment, streamed page by page (also the dashboard's)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return StreamingResponse(server.reader.iter_csv(flt), media_type="text/csv; charset=utf-8",
+                             headers={"content-disposition": 'attachment; filename="devices-%s.csv"' % stamp})
+
+
+@router.get("/metrics", dependencies=[Depends(metrics_access)])
+def metrics(server: Server = Depends(get_server)) -> Response:
+    return PlainTextResponse(prometheus_text(server.reader, server.counters.totals()),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/api/v1/summary", dependencies=READ)
+def summary(server: Server = Depends(get_server)) -> Response:
+    return JSONResponse(server.reader.summary())
+
+
+@router.get("/api/v1/devices", dependencies=READ)
+def devices(flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
+    return JSONResponse(server.reader.devices(flt))
+
+
+@router.get("/api/v1/devices.csv", dependencies=READ)
+def devices_csv(flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
+    return csv_download(server, flt)
+
+
+@router.get("/api/v1/devices/{device_id:path}", dependencies=READ)
+def device(request: Request, device_id: str, server: Server = Depends(get_server)) -> Response:
+    history = request.query_params.get("history", "50")
+    page = request.query_params.get("history_page", "1")
+    if not history.isdigit() or not page.isdigit() or not 1 <= int(history) <= 500 or int(page) < 1:
+        raise ApiError(400, "history must be 1..500 and history_page ≥ 1")
+    return JSONResponse(server.reader.device(device_id, history=int(history), history_page=int(page)))
+
+
+@router.get("/api/v1/reports/{report_id}", dependencies=READ)
+def report(report_id: str, server: Server = Depends(get_server)) -> Response:
+    return JSONResponse(server.reader.report(report_id))
+
+
+@router.get("/api/v1/transitions", dependencies=READ)
+def transitions(request: Request, server: Server = Depends(get_server)) -> Response:
+    kind = request.query_params.get("kind", "")
+    if kind and kind not in TRANSITION_KINDS:
+        raise ApiError(400, "kind must be one of: " + ", ".join(TRANSITION_KINDS))
+    limit = request.query_params.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise ApiError(400, "limit must be 1..1000")
+    return JSONResponse({"transitions": server.reader.transitions(int(limit), kind)})

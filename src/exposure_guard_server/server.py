@@ -1,0 +1,55 @@
+"""Everything one server process holds: its settings, the database engine and the services on it. The
+FastAPI app keeps one in ``app.state.server``; routes get it with ``Depends(deps.get_server)``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+from exposure_guard_server.config import ServerConfig
+from exposure_guard_server.db.engine import make_engine
+from exposure_guard_server.db.lock import WriteLock
+from exposure_guard_server.housekeeping import Housekeeping
+from exposure_guard_server.services.admin import Admin
+from exposure_guard_server.services.counters import Counters
+from exposure_guard_server.services.enroll import Enrollment
+from exposure_guard_server.services.fleet import Reader
+from exposure_guard_server.services.ingest import Ingest
+from exposure_guard_server.services.stale import StaleSweep
+from exposure_guard_server.webhooks import WebhookSender
+
+
+class Server:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.engine = make_engine(config.db_url, pool_size=config.pool_size)
+        lock = WriteLock(self.engine)
+        self.counters = Counters(self.engine)
+        self.ingest = Ingest(self.engine, lock, self.counters)
+        self.enrollment = Enrollment(self.engine, lock, self.counters, default_interval=config.default_interval)
+        self.stale = StaleSweep(lock, grace=config.stale_grace)
+        self.reader = Reader(self.engine, stale_grace=config.stale_grace)
+        self.admin = Admin(self.engine, session_ttl=config.session_ttl)
+        self.webhooks = WebhookSender(self.engine, backoff_base=config.webhook_backoff)
+        self._housekeeping: Optional[Housekeeping] = None
+
+    def start(self) -> None:
+        """The background thread, unless the settings leave it to another process (or to tests)."""
+        if self.config.background:
+            self._housekeeping = Housekeeping([
+                (0, self.webhooks.run_due),
+                (self.config.sweep_every, self.stale.run),
+                (5, self.counters.flush),
+                (600, self.admin.purge_sessions),
+            ], on_close=self.counters.flush)
+            self._housekeeping.start()
+
+    def close(self) -> None:
+        """Stop the background thread, flush the counters and close the database connections."""
+        if self._housekeeping is not None:
+            self._housekeeping.close()
+            self._housekeeping = None
+        else:
+            with contextlib.suppress(Exception):
+                self.counters.flush()
+        self.engine.dispose()

@@ -1,0 +1,292 @@
+"""Administration: admin users and their sessions, and the three things an administrator creates, lists and
+removes — enrollment secrets, API tokens and webhooks. The JSON API, the dashboard and the CLI all manage
+them through the same three objects here (``Admin.enroll_secrets``, ``.api_tokens``, ``.webhooks``), which
+share one interface: ``what``, ``fields``, ``create(**fields)``, ``list()`` and ``remove(ident)``."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine, Table, delete, insert, select, update
+
+from exposure_guard_server.db import models as m
+from exposure_guard_server.db.engine import WRITE
+from exposure_guard_server.errors import ApiError
+from exposure_guard_server.reportlogic import TRANSITION_KINDS
+from exposure_guard_server.security import (
+    API_TOKEN_PREFIX,
+    DUMMY_PASSWORD_HASH,
+    ENROLL_SECRET_PREFIX,
+    hash_password,
+    new_token,
+    token_hash,
+    verify_password,
+)
+
+MIN_PASSWORD = 10
+
+
+class _Managed:
+    """What the three managed kinds share: the engine, a writer and their name in messages."""
+
+    what = ""
+    fields: Tuple[str, ...] = ("name",)  # what create() takes (the dashboard's form fields)
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.writer = engine.execution_options(**WRITE)
+
+    def _name(self, name: str) -> str:
+        name = (name or "").strip()
+        if not name:
+            name = "%s %s" % (self.what, time.strftime("%Y-%m-%d %H:%M"))
+        if len(name) > 100:
+            raise ApiError(400, "%s name must be at most 100 characters" % self.what)
+        return name
+
+    def _rows(self, table: Table, columns: Sequence[str]) -> List[Dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*[table.c[name] for name in columns]).order_by(table.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class CredentialKind:
+    what: str
+    table: Table
+    hash_column: str
+    prefix: str
+    listed: Tuple[str, ...]  # columns list() shows: never the hash
+    initial: Dict[str, Any] = field(default_factory=dict)
+
+
+ENROLL_SECRETS = CredentialKind("enrollment secret", m.enroll_secrets, "secret_hash", ENROLL_SECRET_PREFIX,
+                                ("id", "name", "prefix", "created_at", "revoked_at", "enrolled_count"),
+                                {"enrolled_count": 0})
+API_TOKENS = CredentialKind("API token", m.api_tokens, "token_hash", API_TOKEN_PREFIX,
+                            ("id", "name", "prefix", "created_at", "last_used_at", "revoked_at"))
+
+
+class Credentials(_Managed):
+    """Random secrets shown once at creation and stored only as their hash: enrollment secrets and API
+    tokens. Removing one revokes it (the row stays; devices enrolled with a secret keep their node keys)."""
+
+    def __init__(self, engine: Engine, kind: CredentialKind) -> None:
+        super().__init__(engine)
+        self.kind = kind
+        self.what = kind.what
+
+    def create(self, name: str = "") -> Tuple[int, str]:
+        """A new secret: (id, the secret itself)."""
+        name = self._name(name)
+        secret, hashed, prefix = new_token(self.kind.prefix)
+        values = dict(self.kind.initial, name=name, prefix=prefix, created_at=time.time())
+        values[self.kind.hash_column] = hashed
+        with self.writer.begin() as conn:
+            new_id = conn.execute(insert(self.kind.table).values(**values).returning(self.kind.table.c.id)).scalar_one()
+        return new_id, secret
+
+    def list(self) -> List[Dict[str, Any]]:
+        return self._rows(self.kind.table, self.kind.listed)
+
+    def remove(self, ident: Union[int, str]) -> bool:
+        """Revoke by numeric id, by name, by the shown prefix or by the secret itself; False when no active one
+        matches."""
+        c = self.kind.table.c
+        ident = str(ident).strip()
+        if ident.isdigit():
+            cond: Any = c.id == int(ident)
+        elif ident.startswith(self.kind.prefix) and len(ident) > 20:
+            cond = c[self.kind.hash_column] == token_hash(ident)
+        elif ident.startswith(self.kind.prefix):
+            cond = c.prefix == ident
+        else:
+            cond = c.name == ident
+        with self.writer.begin() as conn:
+            return bool(conn.execute(update(self.kind.table).where(cond, c.revoked_at.is_(None))
+                                     .values(revoked_at=time.time())).rowcount)
+
+
+class ApiTokens(Credentials):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, API_TOKENS)
+
+    def valid(self, token: str) -> bool:
+        t = m.api_tokens.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.id, t.last_used_at).where(
+                t.token_hash == token_hash(token), t.revoked_at.is_(None))).first()
+        if row is None:
+            return False
+        now = time.time()
+        if row.last_used_at is None or now - row.last_used_at > 300:  # throttle the bookkeeping write
+            with self.writer.begin() as conn:
+                conn.execute(update(m.api_tokens).where(t.id == row.id).values(last_used_at=now))
+        return True
+
+
+class Webhooks(_Managed):
+    """Where transitions are POSTed. The signing secret is chosen (or generated) at creation and stored as
+    is: the server needs it to sign. Removing one deletes it with its deliveries."""
+
+    what = "webhook"
+    fields = ("name", "url", "events", "secret")
+
+    def create(self, name: str = "", url: str = "", events: Union[str, Sequence[str]] = (),
+               secret: str = "") -> Tuple[int, str]:
+        """A new webhook for ``events`` (transition kinds, a list or comma separated; none or "*": all):
+        (id, its signing secret)."""
+        name = self._name(name)
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+            raise ApiError(400, "webhook URL must be an http:// or https:// URL")
+        wanted = [e for e in events.split(",") if e] if isinstance(events, str) else list(events)
+        unknown = [e for e in wanted if e not in TRANSITION_KINDS and e != "*"]
+        if unknown:
+            raise ApiError(400, "unknown webhook events %s; known: %s" % (", ".join(unknown), ", ".join(TRANSITION_KINDS)))
+        chosen = "*" if (not wanted or "*" in wanted) else ",".join(sorted(set(wanted)))
+        secret = secret.strip() or secrets.token_urlsafe(32)
+        if len(secret) < 16 or len(secret) > 128:
+            raise ApiError(400, "webhook secret must be 16 to 128 characters")
+        with self.writer.begin() as conn:
+            hook_id = conn.execute(insert(m.webhooks).values(
+                name=name, url=url.strip(), secret=secret, events=chosen, enabled=True,
+                created_at=time.time()).returning(m.webhooks.c.id)).scalar_one()
+        return hook_id, secret
+
+    def list(self) -> List[Dict[str, Any]]:
+        return self._rows(m.webhooks, ("id", "name", "url", "events", "enabled", "created_at"))
+
+    def remove(self, ident: Union[int, str]) -> bool:
+        with self.writer.begin() as conn:
+            return bool(conn.execute(delete(m.webhooks).where(m.webhooks.c.id == int(ident))).rowcount)
+
+    def deliveries(self, limit: int = 50) -> List[Dict[str, Any]]:
+        """The newest deliveries, with their webhook's name."""
+        w, h = m.webhook_deliveries.c, m.webhooks.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(w.id, w.event, w.status, w.attempts, w.last_status, w.last_error,
+                                       w.created_at, w.delivered_at, w.next_attempt_at, h.name.label("webhook"))
+                                .join_from(m.webhook_deliveries, m.webhooks, w.webhook_id == h.id)
+                                .order_by(w.id.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
+
+class LoginThrottle:
+    """At most ``limit`` failed logins per client address in ``window`` seconds (in this process)."""
+
+    def __init__(self, window: float = 600.0, limit: int = 10, max_clients: int = 10000) -> None:
+        self.window, self.limit, self.max_clients = window, limit, max_clients
+        self._failures: Dict[str, List[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> List[float]:
+        return [t for t in self._failures.get(client, []) if now - t < self.window]
+
+    def check(self, client: str, now: float) -> None:
+        with self._lock:
+            if len(self._recent(client, now)) >= self.limit:
+                raise ApiError(429, "too many failed logins from this address; wait 10 minutes")
+
+    def failed(self, client: str, now: float) -> None:
+        with self._lock:
+            recent = self._recent(client, now) + [now]
+            if len(self._failures) > self.max_clients:  # bounded memory under a spray of addresses
+                self._failures = {k: v for k, v in self._failures.items() if now - v[-1] < self.window}
+            self._failures[client] = recent
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+class Admin:
+    def __init__(self, engine: Engine, *, session_ttl: float = 12 * 3600) -> None:
+        self.engine = engine
+        self.writer = engine.execution_options(**WRITE)
+        self.session_ttl = session_ttl
+        self.throttle = LoginThrottle()
+        self.enroll_secrets = Credentials(engine, ENROLL_SECRETS)
+        self.api_tokens = ApiTokens(engine)
+        self.webhooks = Webhooks(engine)
+
+    # -- users -----------------------------------------------------------------------------------------
+    def has_users(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(m.users.c.id).limit(1)).first() is not None
+
+    def set_password(self, username: str, password: str) -> bool:
+        """Create the user or change its password (ending its sessions); True when created."""
+        username = username.strip()
+        if not username or len(username) > 64:
+            raise ApiError(400, "user name must be 1 to 64 characters")
+        if len(password) < MIN_PASSWORD:
+            raise ApiError(400, "password must be at least %d characters" % MIN_PASSWORD)
+        hashed = hash_password(password)
+        with self.writer.begin() as conn:
+            row = conn.execute(select(m.users.c.id).where(m.users.c.username == username)).first()
+            if row is None:
+                conn.execute(insert(m.users).values(username=username, password_hash=hashed, created_at=time.time()))
+                return True
+            conn.execute(update(m.users).where(m.users.c.id == row.id).values(password_hash=hashed))
+            conn.execute(delete(m.sessions).where(m.sessions.c.user_id == row.id))
+            return False
+
+    def login(self, username: str, password: str, client: str) -> Optional[int]:
+        """The user's id when the password is right, None when not; 429 after too many failures from
+        ``client`` (an address)."""
+        now = time.time()
+        self.throttle.check(client, now)
+        user_id = self._check_password(username, password)
+        if user_id is None:
+            self.throttle.failed(client, now)
+        else:
+            self.throttle.succeeded(client)
+        return user_id
+
+    def _check_password(self, username: str, password: str) -> Optional[int]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(m.users.c.id, m.users.c.password_hash).where(
+                m.users.c.username == username.strip()[:64])).first()
+        if row is None:
+            verify_password(password, DUMMY_PASSWORD_HASH)
+            return None
+        return row.id if verify_password(password, row.password_hash) else None
+
+    # -- sessions --------------------------------------------------------------------------------------
+    def create_session(self, user_id: int) -> Tuple[str, str]:
+        """(session token, its CSRF token)."""
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        now = time.time()
+        with self.writer.begin() as conn:
+            conn.execute(insert(m.sessions).values(token_hash=token_hash(token), user_id=user_id, csrf_token=csrf,
+                                                   created_at=now, expires_at=now + self.session_ttl))
+            conn.execute(update(m.users).where(m.users.c.id == user_id).values(last_login_at=now))
+        return token, csrf
+
+    def session(self, token: Optional[str]) -> Optional[Dict[str, Any]]:
+        if not token:
+            return None
+        s, u = m.sessions.c, m.users.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.id, s.csrf_token, s.expires_at, u.id.label("user_id"), u.username)
+                               .join_from(m.sessions, m.users, s.user_id == u.id)
+                               .where(s.token_hash == token_hash(token))).first()
+        if row is None or row.expires_at < time.time():
+            return None
+        return dict(row._mapping)
+
+    def end_session(self, token: Optional[str]) -> None:
+        if token:
+            with self.writer.begin() as conn:
+                conn.execute(delete(m.sessions).where(m.sessions.c.token_hash == token_hash(token)))
+
+    def purge_sessions(self) -> int:
+        with self.writer.begin() as conn:
+            return conn.execute(delete(m.sessions).where(m.sessions.c.expires_at < time.time())).rowcount

@@ -1,0 +1,294 @@
+"""The read side: fleet summary, device list (filters, sort, pagination), device detail, history, diffs
+and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional
+
+from sqlalchemy import Engine, and_, case, func, select
+
+from exposure_guard_server.db import models as m
+from exposure_guard_server.errors import ApiError
+from exposure_guard_server.reportlogic import STATES, VERDICTS, diff_reports, format_time
+from exposure_guard_server.services.ingest import load_body
+
+SORTS = {
+    "risk": ("risk", "desc"),
+    "hostname": ("hostname", "asc"),
+    "last_seen": ("last_seen_at", "desc"),
+    "firmware": ("firmware", "asc"),
+    "failing": ("fail_count", "desc"),
+    "model": ("model", "asc"),
+}
+MAX_PER_PAGE = 500
+
+
+@dataclass
+class DeviceFilter:
+    state: str = ""  # exposed | at_risk | ok | stale | pending | "" (all)
+    exposed: Optional[bool] = None
+    check: str = ""  # failing check id
+    stale: Optional[bool] = None
+    firmware: str = ""
+    q: str = ""  # hostname contains
+    sort: str = "risk"
+    order: str = ""  # asc | desc | "" (the sort's natural order)
+    page: int = 1
+    per_page: int = 50
+
+    def validate(self) -> DeviceFilter:
+        if self.state and self.state not in STATES:
+            raise ApiError(400, "state must be one of: " + ", ".join(STATES))
+        if self.sort not in SORTS:
+            raise ApiError(400, "sort must be one of: " + ", ".join(SORTS))
+        if self.order not in ("", "asc", "desc"):
+            raise ApiError(400, "order must be asc or desc")
+        if self.page < 1 or not 1 <= self.per_page <= MAX_PER_PAGE:
+            raise ApiError(400, "page must be ≥ 1 and per_page between 1 and %d" % MAX_PER_PAGE)
+        if len(self.check) > 80 or len(self.firmware) > 64 or len(self.q) > 255:
+            raise ApiError(400, "filter value too long")
+        return self
+
+    def query_args(self, **changes: Any) -> Dict[str, str]:
+        """The non-default filters as URL query arguments (for links that keep the filter)."""
+        values = {"state": self.state, "check": self.check, "firmware": self.firmware, "q": self.q,
+                  "sort": self.sort if self.sort != "risk" else "", "order": self.order,
+                  "exposed": "" if self.exposed is None else ("true" if self.exposed else "false"),
+                  "stale": "" if self.stale is None else ("true" if self.stale else "false"),
+                  "page": str(self.page) if self.page != 1 else "",
+                  "per_page": str(self.per_page) if self.per_page != 50 else ""}
+        values.update({k: ("" if v is None else str(v)) for k, v in changes.items()})
+        return {k: v for k, v in values.items() if v}
+
+
+class Reader:
+    def __init__(self, engine: Engine, *, stale_grace: float = 600) -> None:
+        self.engine = engine
+        self.stale_grace = stale_grace
+
+    def cutoff(self, now: Optional[float] = None) -> float:
+        return (time.time() if now is None else now) - self.stale_grace
+
+    # -- summary ---------------------------------------------------------------------------------------
+    def summary(self, now: Optional[float] = None, top: int = 20) -> Dict[str, Any]:
+        d = m.devices.c
+        cutoff = self.cutoff(now)
+        with self.engine.connect() as conn:
+            by_verdict = {v: int(n) for v, n in conn.execute(select(d.verdict, func.count()).group_by(d.verdict))}
+            # One range scan of the covering (stale_base, verdict) index; a GROUP BY would make SQLite walk
+            # the verdict index over every device instead.
+            row = conn.execute(select(*[func.coalesce(func.sum(case((d.verdict == v, 1), else_=0)), 0)
+                                        for v in VERDICTS]).where(d.stale_base < cutoff)).one()
+            stale_by_verdict = {v: int(n) for v, n in zip(VERDICTS, row)}
+            f = m.device_failing.c
+            ranked = conn.execute(select(f.check_id, func.count().label("n")).group_by(f.check_id)
+                                  .order_by(func.count().desc(), f.check_id).limit(top)).all()
+            reports_total = conn.execute(select(func.max(m.reports.c.id))).scalar() or 0
+        counts = {state: 0 for state in STATES}
+        for verdict in VERDICTS:
+            counts[verdict] = by_verdict.get(verdict, 0) - stale_by_verdict.get(verdict, 0)
+        counts["stale"] = sum(stale_by_verdict.values())
+        return {
+            "devices": sum(by_verdict.values()),
+            "counts": counts,
+            "stale_last_verdict": {v: stale_by_verdict.get(v, 0) for v in VERDICTS},
+            "failing_checks": [{"check_id": r.check_id, "devices": r.n} for r in ranked],
+            "reports_stored": int(reports_total),
+            "stale_grace_s": self.stale_grace,
+        }
+
+    # -- device list -----------------------------------------------------------------------------------
+    def _where(self, flt: DeviceFilter, cutoff: float) -> List[Any]:
+        d = m.devices.c
+        conds: List[Any] = []
+        if flt.state == "stale":
+            conds.append(d.stale_base < cutoff)
+        elif flt.state:
+            conds.extend([d.verdict == flt.state, d.stale_base >= cutoff])
+        if flt.exposed is not None:
+            conds.append(d.verdict == "exposed" if flt.exposed else d.verdict != "exposed")
+        if flt.stale is not None:
+            conds.append(d.stale_base < cutoff if flt.stale else d.stale_base >= cutoff)
+        if flt.firmware:
+            conds.append(d.firmware == flt.firmware)
+        if flt.q:
+            escaped = flt.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conds.append(d.hostname.ilike("%" + escaped + "%", escape="\\"))
+        if flt.check:
+            f = m.device_failing.c
+            conds.append(d.id.in_(select(f.device_pk).where(f.check_id == flt.check)))
+        return conds
+
+    def devices(self, flt: DeviceFilter, now: Optional[float] = None) -> Dict[str, Any]:
+        flt.validate()
+        now = time.time() if now is None else now
+        cutoff = self.cutoff(now)
+        d = m.devices.c
+        conds = self._where(flt, cutoff)
+        column, natural = SORTS[flt.sort]
+        direction = flt.order or natural
+        sort_col = getattr(d, column)
+        order = [sort_col.desc() if direction == "desc" else sort_col.asc()]
+        if column != "hostname":
+            order.append(d.hostname.asc())
+        order.append(d.id.asc())
+        cols = [d.device_id, d.hostname, d.model, d.firmware, d.build, d.verdict, d.fail_count, d.failing,
+                d.last_seen_at, d.enrolled_at, d.interval_s, d.stale_base, d.lan_addresses, d.agent_version,
+                d.report_count]
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(m.devices).where(and_(True, *conds))).scalar_one()
+            rows = conn.execute(select(*cols).where(and_(True, *conds)).order_by(*order)
+                                .limit(flt.per_page).offset((flt.page - 1) * flt.per_page)).all()
+        return {"total": total, "page": flt.page, "per_page": flt.per_page,
+                "pages": max(1, -(-int(total) // flt.per_page)),
+                "devices": [self._device_dict(r, cutoff) for r in rows]}
+
+    def _device_dict(self, r: Any, cutoff: float) -> Dict[str, Any]:
+        stale = r.stale_base < cutoff
+        return {
+            "device_id": r.device_id, "hostname": r.hostname, "model": r.model, "firmware": r.firmware,
+            "build": r.build, "verdict": r.verdict, "state": "stale" if stale else r.verdict, "stale": stale,
+            "fail_count": r.fail_count, "failing": [item[0] for item in json.loads(r.failing)],
+            "last_seen_at": format_time(r.last_seen_at), "last_seen_epoch": r.last_seen_at,
+            "enrolled_at": format_time(r.enrolled_at), "interval_s": r.interval_s,
+            "stale_after": format_time(r.stale_base + self.stale_grace),
+            "lan_addresses": json.loads(r.lan_addresses), "agent_version": r.agent_version,
+            "reports": r.report_count,
+        }
+
+    def firmware_versions(self, limit: int = 200) -> List[str]:
+        d = m.devices.c
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(d.firmware).group_by(d.firmware).order_by(d.firmware)
+                                               .limit(limit)).all()]
+
+    def iter_csv(self, flt: DeviceFilter, now: Optional[float] = None) -> Iterator[str]:
+        """CSV of every device matching ``flt`` (all pages). Cells a spreadsheet would run as a formula are
+        prefixed with ``'`` (device-supplied strings are untrusted)."""
+        header = ["device_id", "hostname", "state", "verdict", "stale", "fail_count", "failing", "model",
+                  "firmware", "build", "last_seen_at", "enrolled_at", "lan_addresses", "agent_version"]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(header)
+        yield _take(buffer)
+        page = DeviceFilter(**{**flt.__dict__, "per_page": MAX_PER_PAGE, "page": 1})
+        while True:
+            chunk = self.devices(page, now)
+            for dev in chunk["devices"]:
+                writer.writerow([_cell(v) for v in (
+                    dev["device_id"], dev["hostname"], dev["state"], dev["verdict"], str(dev["stale"]).lower(),
+                    dev["fail_count"], " ".join(dev["failing"]), dev["model"], dev["firmware"], dev["build"],
+                    dev["last_seen_at"], dev["enrolled_at"], " ".join(dev["lan_addresses"]), dev["agent_version"])])
+            yield _take(buffer)
+            if page.page >= chunk["pages"]:
+                break
+            page.page += 1
+
+    # -- one device ------------------------------------------------------------------------------------
+    def _device_row(self, conn: Any, device_id: str) -> Any:
+        d = m.devices.c
+        row = conn.execute(select(m.devices).where(d.device_id == device_id)).first()
+        if row is None:
+            raise ApiError(404, "no device %r" % device_id[:128])
+        return row
+
+    def device(self, device_id: str, *, history: int = 50, history_page: int = 1,
+               now: Optional[float] = None) -> Dict[str, Any]:
+        cutoff = self.cutoff(now)
+        r, t = m.reports.c, m.transitions.c
+        with self.engine.connect() as conn:
+            row = self._device_row(conn, device_id)
+            latest = None
+            if row.last_report_pk is not None:
+                blob = conn.execute(select(r.body).where(r.id == row.last_report_pk)).scalar()
+                latest = load_body(blob) if blob is not None else None
+            reports = conn.execute(select(r.report_id, r.generated_at, r.received_at, r.verdict, r.fail_count)
+                                   .where(r.device_pk == row.id).order_by(r.generated_at.desc(), r.id.desc())
+                                   .limit(history).offset((history_page - 1) * history)).all()
+            events = conn.execute(select(t.kind, t.at, t.detail).where(t.device_pk == row.id)
+                                  .order_by(t.at.desc(), t.id.desc()).limit(50)).all()
+            previous = None
+            if row.last_report_pk is not None and row.last_generated_at is not None:
+                blob = conn.execute(select(r.body).where(r.device_pk == row.id, r.id != row.last_report_pk,
+                                                         r.generated_at <= row.last_generated_at)
+                                    .order_by(r.generated_at.desc(), r.id.desc()).limit(1)).scalar()
+                previous = load_body(blob) if blob is not None else None
+        out = self._device_dict(row, cutoff)
+        findings = (latest or {}).get("findings", [])
+        order = {"fail": 0, "error": 1, "unknown": 2, "pass": 3, "skipped": 4}
+        sev = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+        out["findings"] = sorted(findings, key=lambda f: (order.get(f.get("status"), 9), sev.get(f.get("severity"), 9),
+                                                          str(f.get("id"))))
+        out["latest_report"] = {k: v for k, v in (latest or {}).items() if k != "findings"} if latest else None
+        out["history"] = [{"report_id": h.report_id, "generated_at": format_time(h.generated_at),
+                           "received_at": format_time(h.received_at), "verdict": h.verdict,
+                           "fail_count": h.fail_count} for h in reports]
+        out["history_page"] = history_page
+        out["transitions"] = [{"kind": e.kind, "at": format_time(e.at), "detail": json.loads(e.detail)}
+                              for e in events]
+        out["diff"] = diff_reports(previous, latest) if latest else None
+        return out
+
+    def report(self, report_id: str) -> Dict[str, Any]:
+        """One stored report with the diff from the device's report before it."""
+        r, d = m.reports.c, m.devices.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(r.id, r.device_pk, r.body, r.generated_at, r.received_at, d.device_id, d.hostname)
+                               .join_from(m.reports, m.devices, r.device_pk == d.id)
+                               .where(r.report_id == report_id.strip().lower()[:64])).first()
+            if row is None:
+                raise ApiError(404, "no report %r" % report_id[:64])
+            before = conn.execute(select(r.body).where(
+                r.device_pk == row.device_pk, r.id != row.id,
+                (r.generated_at < row.generated_at) | and_(r.generated_at == row.generated_at, r.id < row.id))
+                .order_by(r.generated_at.desc(), r.id.desc()).limit(1)).scalar()
+        doc = load_body(row.body)
+        previous = load_body(before) if before is not None else None
+        return {"device_id": row.device_id, "hostname": row.hostname, "received_at": format_time(row.received_at),
+                "report": doc, "diff": diff_reports(previous, doc)}
+
+    def transitions(self, limit: int = 100, kind: str = "") -> List[Dict[str, Any]]:
+        t, d = m.transitions.c, m.devices.c
+        query = select(t.id, t.kind, t.at, t.detail, d.device_id, d.hostname).join_from(
+            m.transitions, m.devices, t.device_pk == d.id)
+        if kind:
+            query = query.where(t.kind == kind)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.id.desc()).limit(limit)).all()
+        return [{"id": r.id, "kind": r.kind, "at": format_time(r.at), "device_id": r.device_id,
+                 "hostname": r.hostname, "detail": json.loads(r.detail)} for r in rows]
+
+    def delivery_counts(self) -> Dict[str, int]:
+        """Webhook deliveries by status."""
+        w = m.webhook_deliveries.c
+        with self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(select(w.status, func.count()).group_by(w.status))}
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _take(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+def parse_bool(value: Optional[str], name: str) -> Optional[bool]:
+    if value is None or value == "":
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(400, "%s must be true or false" % name)

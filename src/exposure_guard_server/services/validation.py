@@ -1,0 +1,44 @@
+"""Reports and device identities against report-v1.schema.json: the generated fast check first (it only
+says yes or no), jsonschema for the words of the error."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+import jsonschema
+
+from exposure_guard.report import load_schema
+from exposure_guard_server.errors import ApiError
+from exposure_guard_server.schemacheck import Unsupported, compile_schema
+
+_SCHEMA = load_schema()
+_REPORT_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)
+_DEVICE_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA["properties"]["device"])
+try:
+    _FAST_REPORT_CHECK: Optional[Callable[[Any], bool]] = compile_schema(_SCHEMA)
+except Unsupported:  # a future schema keyword: jsonschema alone
+    _FAST_REPORT_CHECK = None
+
+
+def _first_error(validator: jsonschema.protocols.Validator, doc: Any) -> Optional[str]:
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path) or "(document)"
+    return "%s: %s" % (where, error.message[:300])
+
+
+def validate_report(doc: Dict[str, Any]) -> None:
+    """Raise 422 unless ``doc`` matches report-v1.schema.json."""
+    if _FAST_REPORT_CHECK is not None and _FAST_REPORT_CHECK(doc):
+        return
+    problem = _first_error(_REPORT_VALIDATOR, doc)
+    if problem:
+        raise ApiError(422, "report does not match exposure-guard/report/v1: " + problem)
+
+
+def validate_device(device: Dict[str, Any]) -> None:
+    """Raise 422 unless ``device`` is a valid device identity (the report's ``device`` object)."""
+    problem = _first_error(_DEVICE_VALIDATOR, device)
+    if problem:
+        raise ApiError(422, "device identity is not valid: " + problem)

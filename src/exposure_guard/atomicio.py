@@ -8,9 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -44,7 +43,7 @@ def atomic_write(path: PathLike, data: bytes, mode: Optional[int] = None, _crash
         keep_mode = stat.S_IMODE(st.st_mode)
     except FileNotFoundError:
         pass
-    fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=str(folder))
+    fd, tmp_name = _create_temp(folder, target.name)
     try:
         if _crash_after == "tmp-created":
             raise _SimulatedCrash(tmp_name)
@@ -72,6 +71,18 @@ def atomic_write(path: PathLike, data: bytes, mode: Optional[int] = None, _crash
             os.unlink(tmp_name)
         raise
 
+
+
+def _create_temp(folder: Path, name: str) -> Tuple[int, str]:
+    """A new private ``.NAME.<random>.tmp`` in ``folder`` (O_EXCL: never an existing file or a planted link)."""
+    for _attempt in range(100):
+        candidate = str(folder / (".%s.%s.tmp" % (name, os.urandom(6).hex())))
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            return os.open(candidate, flags, 0o600), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError("no free temporary name in %s" % folder)
 
 
 def append_line_durably(path: PathLike, line: str) -> None:

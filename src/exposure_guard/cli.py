@@ -117,7 +117,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 
 def state_dir_for(args: argparse.Namespace) -> Path:
-    from exposure_guard.fixes.journal import default_state_dir
+    from exposure_guard.qts.root import default_state_dir
 
     if getattr(args, "state_dir", None):
         return Path(args.state_dir)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from exposure_guard.facts.keys import Key, KeyRead, read_key
-from exposure_guard.facts.router import RouterFacts, audit_router
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.identity import DeviceIdentity, read_identity
 from exposure_guard.qts.listeners import ListenerTable
@@ -18,6 +17,7 @@ from exposure_guard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from exposure_guard.facts.reachability import ReachabilityRun
+    from exposure_guard.facts.router import RouterFacts
 
 _UNREAD = object()
 NO_PROBER = "no callback prober configured ([reachability] prober_url is empty)"
@@ -72,6 +72,9 @@ class CheckContext:
         """The router audit (IGDs and their mapping tables); None when this run may not look for a router
         (see ``facts.router.discovery_allowed``)."""
         if self._router is _UNREAD:
+            # The router facts load the UPnP models: only when a check asks for the router.
+            from exposure_guard.facts.router import audit_router
+
             self._router = audit_router(self.root, self.settings, self.lan_addresses())
         return self._router  # type: ignore[return-value]
 

@@ -4,18 +4,19 @@ run the catalogue, plan the safe fixes the policy allows, apply them (journaled)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
 from exposure_guard.atomicio import atomic_write
 from exposure_guard.checks import get_check
 from exposure_guard.checks.registry import Outcome
 from exposure_guard.checks.runner import run_checks
 from exposure_guard.context import CheckContext
-from exposure_guard.fixes.apply import FixResult, PlannedAction, apply_actions, plan
-from exposure_guard.fixes.journal import ChangeJournal
 from exposure_guard.report import Report
+
+if TYPE_CHECKING:
+    from exposure_guard.fixes.apply import FixResult, PlannedAction
 
 LAST_REPORT = "last-report.json"
 
@@ -31,7 +32,7 @@ class FixRun:
     """What a fix cycle did: the result of applying, and the report of the check run after it."""
 
     report: Report
-    result: FixResult = field(default_factory=FixResult)
+    result: FixResult
 
 
 def check_once(ctx: CheckContext, only: Optional[Iterable[str]] = None) -> CheckRun:
@@ -42,6 +43,9 @@ def check_once(ctx: CheckContext, only: Optional[Iterable[str]] = None) -> Check
 def plan_fixes(ctx: CheckContext, outcomes: Dict[str, Outcome], *, daemon: bool) -> List[PlannedAction]:
     """Planned actions for failing fixable checks. The `fix` command fixes every one the owner has not set to
     ``report`` or ``ignore`` in [checks]; the daemon only those whose policy is ``fix``."""
+    # The fix machinery (journal, UPnP client) loads only where fixes are planned, not for `check`.
+    from exposure_guard.fixes.apply import plan
+
     planned: List[PlannedAction] = []
     for check_id, outcome in outcomes.items():
         check = get_check(check_id)
@@ -58,6 +62,9 @@ def plan_fixes(ctx: CheckContext, outcomes: Dict[str, Outcome], *, daemon: bool)
 def fix_once(ctx: CheckContext, planned: List[PlannedAction], only: Optional[Iterable[str]] = None) -> FixRun:
     """Apply the planned actions (journaled in the context's state dir), then check again: a finding is
     ``fixed`` when one of its changes was applied and it now passes."""
+    from exposure_guard.fixes.apply import apply_actions
+    from exposure_guard.fixes.journal import ChangeJournal
+
     result = apply_actions(ctx, ChangeJournal(_state_dir(ctx)), planned)
     report = check_once(ctx, only).report
     fixed = {r.check_id for r in result.applied}

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import platform
-import uuid
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from exposure_guard import __version__
 from exposure_guard.contracts import REPORT_SCHEMA_FILE as SCHEMA_FILE
 from exposure_guard.contracts import REPORT_SCHEMA_ID as SCHEMA_ID
-from exposure_guard.contracts import SEVERITIES, SEVERITY_RANK, STATUSES, utc_now
+from exposure_guard.contracts import SEVERITIES, SEVERITY_RANK, STATUSES, new_uuid4, utc_now
 
 __all__ = ["SCHEMA_FILE", "SCHEMA_ID", "SEVERITIES", "SEVERITY_RANK", "STATUSES", "Finding", "Report", "load_schema",
            "utc_now"]
@@ -52,7 +51,7 @@ class Report:
     changes: List[Dict[str, Any]] = field(default_factory=list)
     mode: str = "report"
     duration_ms: int = 0
-    report_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    report_id: str = field(default_factory=new_uuid4)
     generated_at: str = field(default_factory=utc_now)
 
     def counts(self) -> Dict[str, int]:
@@ -87,7 +86,7 @@ class Report:
             "report_id": self.report_id,
             "generated_at": self.generated_at,
             "duration_ms": self.duration_ms,
-            "agent": {"version": __version__, "python": platform.python_version(), "mode": self.mode},
+            "agent": {"version": __version__, "python": "%d.%d.%d" % sys.version_info[:3], "mode": self.mode},
             "device": self.device,
             "findings": [f.to_dict() for f in self.findings],
             "changes": list(self.changes),

@@ -3,15 +3,16 @@ services it published, the DDNS name)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from exposure_guard.checks.references import ADVISORY_2022, QSNATCH, SECURE_ACCESS, SECURITY_GUIDE, UPNP_ADVISORY
 from exposure_guard.checks.registry import Outcome, Unknowable, check, failed, fixes, passed, unknown
 from exposure_guard.context import CheckContext
 from exposure_guard.facts import inputs
-from exposure_guard.fixes.actions import Action, ConfigKeyAction, DaemonStopAction
-from exposure_guard.fixes.igd import IgdMappingDeleteAction
 from exposure_guard.qts.services import UPNPCD_COMMAND
+
+if TYPE_CHECKING:
+    from exposure_guard.fixes.actions import Action
 
 # Description words of mappings made by QNAP's upnpcd (heuristic: the exact strings are not documented).
 ARC_DESCRIPTION_WORDS = ("qnap", "mycloudnas", "myqnapcloud", "qts")
@@ -49,6 +50,9 @@ def upnp_forwarding(ctx: CheckContext) -> Outcome:
 
 @fixes("myqnapcloud.upnp-forwarding")
 def fix_upnp_forwarding(ctx: CheckContext, outcome: Outcome) -> List[Action]:
+    # Fix actions load the journal and the UPnP client: only when a fix is planned, not on every check.
+    from exposure_guard.fixes.actions import ConfigKeyAction, DaemonStopAction
+
     actions: List[Action] = [
         ConfigKeyAction("myqnapcloud.upnp-forwarding", inputs.ARC_ENABLE.file, "UPnP_Global", "Enable", "FALSE"),
         DaemonStopAction("myqnapcloud.upnp-forwarding", "upnpcd", UPNPCD_COMMAND),
@@ -70,6 +74,8 @@ def arc_mapping_removal(ctx: CheckContext, check_id: str = "myqnapcloud.upnp-for
         return []
     if router is None:
         return []
+    from exposure_guard.fixes.igd import IgdMappingDeleteAction
+
     recorded = set(arc_recorded_ports(ctx))
     actions: List[Action] = []
     for service, mapping in router.to_nas():

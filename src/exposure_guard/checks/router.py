@@ -3,16 +3,17 @@ it (with a fix that deletes them) and a router that answers UPnP from the intern
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from exposure_guard.checks.references import ADVISORY_2022, UPNP_ADVISORY, UPNPROXY
 from exposure_guard.checks.registry import Outcome, check, failed, fixes, passed, skipped, unknown
 from exposure_guard.context import NO_PROBER, CheckContext
 from exposure_guard.facts.ports import management_ports
-from exposure_guard.facts.router import RouterFacts, discovery_allowed
-from exposure_guard.fixes.actions import Action
-from exposure_guard.fixes.igd import IgdMappingDeleteAction, describe_mapping
-from exposure_guard.upnp.models import PortMapping, ServiceAudit
+
+if TYPE_CHECKING:
+    from exposure_guard.facts.router import RouterFacts
+    from exposure_guard.fixes.actions import Action
+    from exposure_guard.upnp.models import PortMapping, ServiceAudit
 
 SHOWN_OTHER = 100  # other hosts' mappings listed in evidence
 
@@ -45,6 +46,8 @@ router.upnp-mappings` deletes them for you ([router] fix_scope = management | al
 def upnp_mappings(ctx: CheckContext) -> Outcome:
     router = ctx.router
     if router is None:
+        from exposure_guard.facts.router import discovery_allowed
+
         return skipped(discovery_allowed(ctx.root, ctx.settings)[1])
     audit = router.audit
     info = _audit_evidence(router)
@@ -85,7 +88,7 @@ def upnp_mappings(ctx: CheckContext) -> Outcome:
         summary += ", %s" % ("all management ports" if len(critical) == len(active) else
                              "%d of them management ports" % len(critical) if len(critical) > 1 else
                              "1 of them a management port")
-    summary += ": " + ", ".join(describe_mapping(m) for _s, m in shown[:4]) + (" …" if len(shown) > 4 else "")
+    summary += ": " + ", ".join(m.labelled() for _s, m in shown[:4]) + (" …" if len(shown) > 4 else "")
     data = [{"control_url": s.service.control_url, "service_type": s.service.service_type, "mapping": m}
             for s, m in ours]
     return failed(summary, evidence, severity="critical" if critical else "high", fix_data=data)
@@ -120,6 +123,8 @@ def _audit_evidence(router: RouterFacts) -> Dict[str, Any]:
 @fixes("router.upnp-mappings")
 def fix_upnp_mappings(ctx: CheckContext, outcome: Outcome) -> List[Action]:
     """Delete this NAS's mappings: management ports only, or all ([router] fix_scope)."""
+    from exposure_guard.fixes.igd import IgdMappingDeleteAction
+
     scope = ctx.settings.get("router", "fix_scope")
     mgmt = management_ports(ctx.config)
     actions: List[Action] = []

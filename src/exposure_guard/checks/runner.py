@@ -4,7 +4,6 @@ comes from the context's cached facts, never from each other."""
 from __future__ import annotations
 
 import time
-import traceback
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from exposure_guard.checks import all_checks, get_check
@@ -51,6 +50,8 @@ def evaluate(check: Check, ctx: CheckContext) -> Outcome:
     except Unknowable as exc:
         return Outcome("unknown", str(exc), {"reason": str(exc)})
     except Exception as exc:  # a broken check must not take the others down
+        import traceback
+
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return Outcome("error", "the check itself failed: %s" % detail, {"error": detail})
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import TYPE_CHECKING, List
 
 from exposure_guard.checks.references import QSNATCH
 from exposure_guard.checks.registry import Outcome, check, failed, fixes, passed
 from exposure_guard.context import CheckContext
 from exposure_guard.facts import inputs
-from exposure_guard.fixes.actions import Action, ConfigKeyAction, DaemonStopAction
+
+if TYPE_CHECKING:
+    from exposure_guard.fixes.actions import Action
 
 TELNETD_COMMAND = "/usr/sbin/utelnetd"
 
@@ -47,6 +49,9 @@ def telnet(ctx: CheckContext) -> Outcome:
 
 @fixes("service.telnet")
 def fix_telnet(ctx: CheckContext, outcome: Outcome) -> List[Action]:
+    # Fix actions load the journal and the UPnP client: only when a fix is planned, not on every check.
+    from exposure_guard.fixes.actions import ConfigKeyAction, DaemonStopAction
+
     key = inputs.TELNET_ENABLE
     return [
         ConfigKeyAction("service.telnet", key.file, key.section, key.key, "FALSE"),

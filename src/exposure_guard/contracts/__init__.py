@@ -5,6 +5,7 @@ enforces it), so any deployable can import it without pulling in the others."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from pathlib import Path
 from typing import Dict
 
@@ -24,6 +25,15 @@ SEVERITY_RANK: Dict[str, int] = {name: rank for rank, name in enumerate(reversed
 # Reachability verdicts in report evidence: the internet reaches this NAS (proven by fingerprint), or
 # something answers on its public address that is not proven to be it.
 VERIFIED, UNVERIFIED = "verified", "open-unverified"
+
+
+def new_uuid4() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` gives, without importing uuid at start."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
 def utc_now(precision: str = "us") -> str:

@@ -15,13 +15,6 @@ from exposure_guard.upnp.models import PortMapping, WanService
 # The SOAP client pulls in requests: imported where used, so a local-only run starts fast.
 
 
-def describe_mapping(mapping: PortMapping) -> str:
-    text = mapping.arrow()
-    if mapping.description:
-        text += " %r" % mapping.description
-    return text
-
-
 @register_action_kind
 class IgdMappingDeleteAction(Action):
     """``DeletePortMapping`` on the router's IGD; undo re-adds the mapping with the same parameters."""
@@ -108,11 +101,11 @@ class IgdMappingDeleteAction(Action):
 
     def describe(self, ctx: CheckContext) -> str:
         return "delete the router's UPnP mapping %s%s" % (
-            describe_mapping(self.mapping), " (IGD %s)" % self.service.control_url)
+            self.mapping.labelled(), " (IGD %s)" % self.service.control_url)
 
 
 def _state(mapping: Optional[PortMapping]) -> str:
     if mapping is None:
         return "absent"
-    return "%s%s lease %d s" % (describe_mapping(mapping), "" if mapping.enabled else " (disabled)",
+    return "%s%s lease %d s" % (mapping.labelled(), "" if mapping.enabled else " (disabled)",
                                 mapping.lease_duration)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -20,7 +19,7 @@ from exposure_guard.report import utc_now
 
 
 def new_change_id() -> str:
-    return "chg-" + uuid.uuid4().hex[:12]
+    return "chg-" + os.urandom(6).hex()
 
 
 @dataclass
@@ -126,13 +125,3 @@ class ChangeJournal:
             if record.change_id == change_id:
                 return record
         raise JournalError("no change %s in the journal %s; see `exposure-guard history`" % (change_id, self.path))
-
-
-def default_state_dir(root_dir: str) -> Path:
-    """``--root``-relative state for tests and the demo; on a NAS the QPKG sets EXPOSURE_GUARD_STATE_DIR."""
-    env = os.environ.get("EXPOSURE_GUARD_STATE_DIR")
-    if env:
-        return Path(env)
-    if Path(root_dir).resolve() == Path("/"):
-        return Path("/var/lib/exposure-guard")
-    return Path(root_dir) / "var" / "exposure-guard"

@@ -12,7 +12,6 @@ The parser works on bytes so CRLF files, odd encodings and binary junk survive a
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -243,6 +242,8 @@ def write_config_bytes(path: Path, data: bytes, shown: str = "") -> None:
 
 
 def run_setcfg_tool(tool: str, section: str, key: str, value: str, file: str) -> None:
+    import subprocess  # only on a live NAS: a local check never starts a process
+
     try:
         proc = subprocess.run(
             [tool, section, key, value, "-f", file], capture_output=True, timeout=20, check=False

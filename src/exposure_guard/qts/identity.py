@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import socket
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from exposure_guard.netif import interface_ipv4_addresses
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.root import DEFAULT_ULINUX_CONF, ULINUX_CONF, QtsRoot
 
@@ -79,6 +77,8 @@ def lan_addresses(root: QtsRoot, config: QtsConfig) -> List[str]:
             raw = parts[0]
             _add_address(found, ":".join(raw[i : i + 4] for i in range(0, 32, 4)))
     if root.is_live:
+        from exposure_guard.netif import interface_ipv4_addresses  # sockets: only on the live system
+
         for address in interface_ipv4_addresses():
             _add_address(found, address)
     return found
@@ -105,6 +105,8 @@ def read_identity(root: QtsRoot, config: QtsConfig, extra_addresses: Optional[Li
         model = config.getcfg("Project", "Name", "var/default") or ""
     hostname = config.getcfg("System", "Server Name") or ""
     if not hostname and root.is_live:
+        import socket
+
         hostname = socket.gethostname()
     addresses = lan_addresses(root, config)
     for extra in extra_addresses or []:

@@ -49,3 +49,13 @@ class QtsRoot:
 
     def __repr__(self) -> str:
         return "QtsRoot(%r)" % str(self.root)
+
+
+def default_state_dir(root_dir: str) -> Path:
+    """``--root``-relative state for tests and the demo; on a NAS the QPKG sets EXPOSURE_GUARD_STATE_DIR."""
+    env = os.environ.get("EXPOSURE_GUARD_STATE_DIR")
+    if env:
+        return Path(env)
+    if Path(root_dir).resolve() == Path("/"):
+        return Path("/var/lib/exposure-guard")
+    return Path(root_dir) / "var" / "exposure-guard"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from typing import Dict, List
 
 from exposure_guard.qts.root import QtsRoot
@@ -47,6 +45,9 @@ def find_processes(root: QtsRoot, name: str) -> List[int]:
 def stop_daemon(root: QtsRoot, name: str, command: str) -> str:
     """Stop a QTS-managed daemon. Live: ``/sbin/daemon_mgr NAME stop "COMMAND"`` (so QTS's watchdog does
     not restart it), then SIGTERM whatever is left. Fake trees: nothing to signal; says what it would do."""
+    import signal
+    import subprocess  # here, not at the top: a check that starts no process should not load it
+
     tool = root.tool("/sbin/daemon_mgr")
     if tool:
         subprocess.run([tool, name, "stop", command], capture_output=True, timeout=30, check=False)
@@ -61,6 +62,8 @@ def stop_daemon(root: QtsRoot, name: str, command: str) -> str:
 
 
 def start_daemon(root: QtsRoot, name: str, command: str) -> str:
+    import subprocess
+
     tool = root.tool("/sbin/daemon_mgr")
     if tool:
         subprocess.run([tool, name, "start", command], capture_output=True, timeout=30, check=False)

@@ -100,6 +100,10 @@ class PortMapping:
             source += " (from %s only)" % self.remote_host
         return "%s → %s:%d" % (source, self.internal_client, self.internal_port)
 
+    def labelled(self) -> str:
+        """``TCP 8080 → 10.77.0.10:8080 'description'``"""
+        return self.arrow() + (" %r" % self.description if self.description else "")
+
     def to_dict(self) -> Dict[str, Any]:
         return {"external_port": self.external_port, "protocol": self.protocol,
                 "internal_client": self.internal_client, "internal_port": self.internal_port,

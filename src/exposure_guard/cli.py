@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from exposure_guard import __version__
 from exposure_guard.errors import (
@@ -29,13 +29,42 @@ DEMO_ROOT = Path(__file__).resolve().parent / "data" / "demo_nas"
 
 
 # ---------------------------------------------------------------------------------------------- parser
+class Formatter(argparse.HelpFormatter):
+    """argparse's formatter, told the terminal width up front: its default asks shutil, which costs a
+    few ms of every agent start (argparse builds a formatter for each add_argument)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: Optional[int] = None) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    """What shutil.get_terminal_size() says: $COLUMNS, else the terminal's width, else 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="exposure-guard",
         description="Find and close the internet exposure of a QNAP NAS (QNAP advisory, January 2022).",
     )
     parser.add_argument("--version", action="version", version="exposure-guard " + __version__)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def common(p: argparse.ArgumentParser, settings: bool = True) -> None:
         p.add_argument("--root", default="/", metavar="DIR", help="QTS root (default /); tests use fake trees")

@@ -4,9 +4,8 @@ run the catalogue, plan the safe fixes the policy allows, apply them (journaled)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional
 
 from exposure_guard.atomicio import atomic_write
 from exposure_guard.checks import get_check
@@ -21,14 +20,12 @@ if TYPE_CHECKING:
 LAST_REPORT = "last-report.json"
 
 
-@dataclass
-class CheckRun:
+class CheckRun(NamedTuple):
     report: Report
     outcomes: Dict[str, Outcome]
 
 
-@dataclass
-class FixRun:
+class FixRun(NamedTuple):
     """What a fix cycle did: the result of applying, and the report of the check run after it."""
 
     report: Report

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from exposure_guard import __version__
@@ -16,19 +15,26 @@ __all__ = ["SCHEMA_FILE", "SCHEMA_ID", "SEVERITIES", "SEVERITY_RANK", "STATUSES"
            "utc_now"]
 
 
-@dataclass
 class Finding:
-    id: str
-    title: str
-    severity: str
-    status: str
-    summary: str
-    evidence: Dict[str, Any] = field(default_factory=dict)
-    fixable: bool = False
-    fixed: bool = False
-    references: List[str] = field(default_factory=list)
-    family: str = "local"
-    exposure: bool = False  # a failing finding of this kind makes the NAS "exposed"
+    """One check's result as the report carries it."""
+
+    def __init__(self, id: str, title: str, severity: str, status: str, summary: str,
+                 evidence: Optional[Dict[str, Any]] = None, fixable: bool = False, fixed: bool = False,
+                 references: Optional[List[str]] = None, family: str = "local", exposure: bool = False) -> None:
+        self.id = id
+        self.title = title
+        self.severity = severity
+        self.status = status
+        self.summary = summary
+        self.evidence: Dict[str, Any] = evidence if evidence is not None else {}
+        self.fixable = fixable
+        self.fixed = fixed
+        self.references: List[str] = references if references is not None else []
+        self.family = family
+        self.exposure = exposure  # a failing finding of this kind makes the NAS "exposed"
+
+    def __repr__(self) -> str:
+        return "Finding(%r, %r, %r)" % (self.id, self.status, self.severity)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -44,15 +50,22 @@ class Finding:
         }
 
 
-@dataclass
 class Report:
-    device: Dict[str, Any]
-    findings: List[Finding]
-    changes: List[Dict[str, Any]] = field(default_factory=list)
-    mode: str = "report"
-    duration_ms: int = 0
-    report_id: str = field(default_factory=new_uuid4)
-    generated_at: str = field(default_factory=utc_now)
+    """A report document (schema report/v1) being built: device, findings, the changes a fix made."""
+
+    def __init__(self, device: Dict[str, Any], findings: List[Finding], changes: Optional[List[Dict[str, Any]]] = None,
+                 mode: str = "report", duration_ms: int = 0, report_id: Optional[str] = None,
+                 generated_at: Optional[str] = None) -> None:
+        self.device = device
+        self.findings = findings
+        self.changes: List[Dict[str, Any]] = changes if changes is not None else []
+        self.mode = mode
+        self.duration_ms = duration_ms
+        self.report_id = report_id or new_uuid4()
+        self.generated_at = generated_at or utc_now()
+
+    def __repr__(self) -> str:
+        return "Report(%s, %d findings)" % (self.report_id, len(self.findings))
 
     def counts(self) -> Dict[str, int]:
         counts = {status: 0 for status in STATUSES}

@@ -6,12 +6,10 @@ line, key and the allowed values. Per-check policies live in ``[checks]`` as ``<
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from exposure_guard.contracts import SEVERITIES
 from exposure_guard.errors import SettingsError
@@ -97,8 +95,7 @@ def _address_list(text: str) -> Tuple[str, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     parse: Callable[[str], Any]
     default: str
     help: str
@@ -218,6 +215,8 @@ def _read_file(path: Path, values: Dict[Tuple[str, str], Any], sources: Dict[str
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise SettingsError("not UTF-8 text (byte %d)" % exc.start, file=shown, line=line) from None
+    import configparser  # only when there is a file to read
+
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:

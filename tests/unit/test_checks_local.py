@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from exposure_guard.checks.runner import run_checks
 from exposure_guard.context import CheckContext
 from exposure_guard.qts.root import QtsRoot
-from tests.conftest import QTS_TREES
+from tests.support.paths import QTS_TREES
 
 LOCAL_IDS = [
     "myqnapcloud.upnp-forwarding", "myqnapcloud.published-services", "myqnapcloud.ddns", "admin.default-ports",
@@ -134,7 +133,7 @@ def test_a_broken_check_is_an_error_not_a_crash(monkeypatch):
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(registry.REGISTRY, "_checks", dict(registry.REGISTRY._checks))
-    registry.REGISTRY.replace(dataclasses.replace(check, evaluate=boom))
+    registry.REGISTRY.replace(check._replace(evaluate=boom))
     found, _ = statuses(QTS_TREES / "exposed")
     assert found["system.autorun"].status == "error"
     assert "kaboom" in found["system.autorun"].summary

@@ -7,8 +7,7 @@ modules (one per id prefix) register their checks when ``exposure_guard.checks``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from exposure_guard.errors import Unknowable
 
@@ -20,16 +19,22 @@ if TYPE_CHECKING:
 Evidence = Dict[str, Any]
 
 
-@dataclass
 class Outcome:
     """What one evaluation found. ``severity`` overrides the check's default (e.g. critical on 8080);
     ``fix_data`` goes to the check's fix planner and is never serialised."""
 
-    status: str
-    summary: str
-    evidence: Evidence = field(default_factory=dict)
-    severity: Optional[str] = None
-    fix_data: Any = None
+    __slots__ = ("status", "summary", "evidence", "severity", "fix_data")
+
+    def __init__(self, status: str, summary: str, evidence: Optional[Evidence] = None,
+                 severity: Optional[str] = None, fix_data: Any = None) -> None:
+        self.status = status
+        self.summary = summary
+        self.evidence: Evidence = evidence if evidence is not None else {}
+        self.severity = severity
+        self.fix_data = fix_data
+
+    def __repr__(self) -> str:
+        return "Outcome(%r, %r, severity=%r)" % (self.status, self.summary, self.severity)
 
 
 # Evidence is passed as one dict, never as keyword arguments: no evidence key can collide with a parameter
@@ -58,8 +63,7 @@ PlanFix = Callable[["CheckContext", Outcome], List["Action"]]
 Read = Union["Key", str]
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     id: str
     title: str
     severity: str
@@ -109,7 +113,7 @@ class Registry:
         self._checks[item.id] = item
 
     def attach_fix(self, check_id: str, plan: PlanFix) -> None:
-        self._checks[check_id] = replace(self._checks[check_id], plan_fix=plan)
+        self._checks[check_id] = self._checks[check_id]._replace(plan_fix=plan)
 
     def replace(self, item: Check) -> None:
         """Swap a registered check (tests use it to inject a failing evaluate)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+from exposure_guard.contracts import SEVERITIES
 
 TABLE_FILE = Path(__file__).resolve().parent.parent / "data" / "firmware-advisories.json"
 _VERSION = re.compile(r"^\s*(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?")
@@ -27,15 +28,17 @@ def parse_build(text: str) -> int:
     return int(digits) if len(digits) == 8 else 0
 
 
-@dataclass
 class Assessment:
-    table_date: str
-    unparsable: bool = False
-    missing: List[Dict[str, Any]] = field(default_factory=list)
+    """The firmware against the table: unparsable, or the flaws whose fix it misses."""
+
+    def __init__(self, table_date: str, unparsable: bool = False,
+                 missing: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.table_date = table_date
+        self.unparsable = unparsable
+        self.missing: List[Dict[str, Any]] = missing if missing is not None else []
 
     def worst_severity(self) -> str:
-        order = ["critical", "high", "medium", "low", "info"]
-        return min((m["severity"] for m in self.missing), key=order.index, default="high")
+        return min((m["severity"] for m in self.missing), key=SEVERITIES.index, default="high")
 
 
 def load_table(path: Path = TABLE_FILE) -> Dict[str, Any]:

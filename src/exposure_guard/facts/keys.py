@@ -3,15 +3,13 @@ default, and is used both to read the value (like ``getcfg``) and to say in ``ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from exposure_guard.errors import ConfigFileError, Unknowable
 from exposure_guard.qts.config import QtsConfig, parse_bool
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     """A config key a check reads. ``default`` is what QTS itself uses when the key is absent (None: no
     default); ``missing_file_ok``: QTS also falls back to the default when the whole file is absent."""
 
@@ -37,8 +35,7 @@ class Key:
         return Key(self.file, self.section, self.key, default, self.values, self.note, self.missing_file_ok)
 
 
-@dataclass(frozen=True)
-class KeyRead:
+class KeyRead(NamedTuple):
     file: str  # QTS path, e.g. /etc/config/uLinux.conf
     section: str
     key: str

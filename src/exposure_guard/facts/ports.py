@@ -3,8 +3,7 @@ router audit (which mappings are management ports) and the callback (which ports
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List
+from typing import List, NamedTuple
 
 from exposure_guard.errors import Unknowable
 from exposure_guard.facts import inputs
@@ -12,8 +11,7 @@ from exposure_guard.facts.keys import read_key, read_port
 from exposure_guard.qts.config import QtsConfig
 
 
-@dataclass(frozen=True)
-class AdminPorts:
+class AdminPorts(NamedTuple):
     http: int
     https: int
     https_enabled: bool

@@ -12,9 +12,8 @@ The parser works on bytes so CRLF files, odd encodings and binary junk survive a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from exposure_guard.atomicio import atomic_write
 from exposure_guard.errors import ConfigFileError
@@ -43,8 +42,7 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One ``key = value`` line."""
 
     section: str  # as written, without brackets

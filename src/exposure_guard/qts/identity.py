@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.root import DEFAULT_ULINUX_CONF, ULINUX_CONF, QtsRoot
 
 
-@dataclass(frozen=True)
-class DeviceIdentity:
+class DeviceIdentity(NamedTuple):
     device_id: str
     hostname: str
     model: str
     firmware: str
     build: str
-    lan_addresses: List[str] = field(default_factory=list)
+    lan_addresses: Sequence[str] = ()
     firmware_source: str = ""
 
     def to_dict(self) -> Dict[str, object]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from exposure_guard.qts.root import QtsRoot
 
 _LISTEN = "0A"
 
 
-@dataclass(frozen=True)
-class Listener:
+class Listener(NamedTuple):
     address: str
     port: int
     family: str  # "tcp" or "tcp6"

@@ -51,27 +51,25 @@ sessions = Table(
     Column("expires_at", Float, nullable=False, index=True),
 )
 
-api_tokens = Table(
-    "api_tokens", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("name", String(100), nullable=False),
-    Column("token_hash", String(64), nullable=False, unique=True),
-    Column("prefix", String(16), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("last_used_at", Float),
-    Column("revoked_at", Float),
-)
 
-enroll_secrets = Table(
-    "enroll_secrets", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("name", String(100), nullable=False),
-    Column("secret_hash", String(64), nullable=False, unique=True),
-    Column("prefix", String(16), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("revoked_at", Float),
-    Column("enrolled_count", Integer, nullable=False, default=0),
-)
+def _credential_table(name: str, hash_column: str, *more: Column) -> Table:
+    """A random secret shown once and kept only as its hash (and a shown prefix): API tokens and
+    enrollment secrets (services/admin.py manages both the same way)."""
+    return Table(
+        name, metadata,
+        Column("id", Integer, primary_key=True),
+        Column("name", String(100), nullable=False),
+        Column(hash_column, String(64), nullable=False, unique=True),
+        Column("prefix", String(16), nullable=False),
+        Column("created_at", Float, nullable=False),
+        *more,
+    )
+
+
+api_tokens = _credential_table("api_tokens", "token_hash", Column("last_used_at", Float), Column("revoked_at", Float))
+
+enroll_secrets = _credential_table("enroll_secrets", "secret_hash", Column("revoked_at", Float),
+                                   Column("enrolled_count", Integer, nullable=False, default=0))
 
 devices = Table(
     "devices", metadata,

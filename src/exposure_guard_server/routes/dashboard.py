@@ -15,7 +15,7 @@ from exposure_guard_server.deps import SESSION_COOKIES, device_filter, form, get
 from exposure_guard_server.deps import csrf_form as checked_form
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.pages import render
-from exposure_guard_server.routes.read_api import csv_download
+from exposure_guard_server.routes.read_api import devices_csv
 from exposure_guard_server.server import Server
 from exposure_guard_server.services.fleet import SORTS, DeviceFilter
 
@@ -87,9 +87,7 @@ def fleet(request: Request, flt: DeviceFilter = Depends(device_filter), server: 
     })
 
 
-@router.get("/devices.csv", dependencies=USER)
-def devices_csv(flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
-    return csv_download(server, flt)
+router.add_api_route("/devices.csv", devices_csv, dependencies=USER)
 
 
 @router.get("/devices/{device_id:path}", dependencies=USER)

@@ -20,8 +20,9 @@ router = APIRouter()
 READ = [Depends(api_read)]
 
 
-def csv_download(server: Server, flt: DeviceFilter) -> Response:
-    """Every device matching ``flt`` as a CSV attachment, streamed page by page (also the dashboard's)."""
+def devices_csv(flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
+    """Every device matching the filter as a CSV attachment, streamed page by page. Also the dashboard's
+    /devices.csv (routes/dashboard.py registers it with its own authentication)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     return StreamingResponse(server.reader.iter_csv(flt), media_type="text/csv; charset=utf-8",
                              headers={"content-disposition": 'attachment; filename="devices-%s.csv"' % stamp})
@@ -43,9 +44,7 @@ def devices(flt: DeviceFilter = Depends(device_filter), server: Server = Depends
     return JSONResponse(server.reader.devices(flt))
 
 
-@router.get("/api/v1/devices.csv", dependencies=READ)
-def devices_csv(flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
-    return csv_download(server, flt)
+router.add_api_route("/api/v1/devices.csv", devices_csv, dependencies=READ)
 
 
 @router.get("/api/v1/devices/{device_id:path}", dependencies=READ)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
 from exposure_guard.atomicio import atomic_write
 from exposure_guard.checks import get_check
@@ -20,16 +20,20 @@ if TYPE_CHECKING:
 LAST_REPORT = "last-report.json"
 
 
-class CheckRun(NamedTuple):
-    report: Report
-    outcomes: Dict[str, Outcome]
+class CheckRun:
+    """What a check cycle found: the report, and each check's raw outcome (to plan fixes from)."""
+
+    def __init__(self, report: Report, outcomes: Dict[str, Outcome]) -> None:
+        self.report = report
+        self.outcomes = outcomes
 
 
-class FixRun(NamedTuple):
+class FixRun:
     """What a fix cycle did: the result of applying, and the report of the check run after it."""
 
-    report: Report
-    result: FixResult
+    def __init__(self, report: Report, result: FixResult) -> None:
+        self.report = report
+        self.result = result
 
 
 def check_once(ctx: CheckContext, only: Optional[Iterable[str]] = None) -> CheckRun:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from exposure_guard.contracts import SEVERITIES
+from exposure_guard.contracts import SEVERITIES, Value
 from exposure_guard.errors import SettingsError
 
 MODES = ("report", "fix")
@@ -95,10 +95,13 @@ def _address_list(text: str) -> Tuple[str, ...]:
     return tuple(out)
 
 
-class Option(NamedTuple):
-    parse: Callable[[str], Any]
-    default: str
-    help: str
+class Option(Value):
+    __slots__ = ("parse", "default", "help")
+
+    def __init__(self, parse: Callable[[str], Any], default: str, help: str) -> None:
+        self.parse = parse
+        self.default = default
+        self.help = help
 
 
 # (section, key) -> Option. Each family of checks adds its own keys here.

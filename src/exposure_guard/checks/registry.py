@@ -1,14 +1,15 @@
 """The check catalogue's building blocks: a check is one declarative unit (id, title, severity, rationale,
 what it reads, an evaluate function and an optional safe fix), registered with ``@check`` and ``@fixes``.
 
-A leaf module: it imports nothing of the agent at run time but ``errors``, so any layer may use it. The family
+A leaf module: it imports nothing of the agent at run time but ``errors`` and ``contracts``, so any layer may use it. The family
 modules (one per id prefix) register their checks when ``exposure_guard.checks`` loads them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from exposure_guard.contracts import Value
 from exposure_guard.errors import Unknowable
 
 if TYPE_CHECKING:
@@ -63,20 +64,35 @@ PlanFix = Callable[["CheckContext", Outcome], List["Action"]]
 Read = Union["Key", str]
 
 
-class Check(NamedTuple):
-    id: str
-    title: str
-    severity: str
-    family: str  # local | router | reachability: what the check needs (the NAS alone, the LAN, the internet)
-    rationale: str
-    remediation: str  # how to fix it by hand
-    reads: Tuple[Read, ...]  # the evidence it reads, for `explain`
-    references: Tuple[str, ...]
-    evaluate: Evaluate
-    plan_fix: Optional[PlanFix] = None
-    confirm: str = ""  # how a user can confirm an unverified key on their NAS
-    exposure: bool = False  # failing means the NAS is exposed to the internet
-    network: bool = False  # needs the LAN/internet: skipped with --offline
+class Check(Value):
+    """One catalogue entry: what it is, why it matters, what it reads, how it is evaluated and fixed."""
+
+    __slots__ = ("id", "title", "severity", "family", "rationale", "remediation", "reads", "references", "evaluate",
+                 "plan_fix", "confirm", "exposure", "network")
+
+    def __init__(self, id: str, title: str, severity: str, family: str, rationale: str, remediation: str,
+                 reads: Tuple[Read, ...], references: Tuple[str, ...], evaluate: Evaluate,
+                 plan_fix: Optional[PlanFix] = None, confirm: str = "", exposure: bool = False,
+                 network: bool = False) -> None:
+        self.id = id
+        self.title = title
+        self.severity = severity
+        self.family = family  # local | router | reachability: needs the NAS alone, the LAN, the internet
+        self.rationale = rationale
+        self.remediation = remediation  # how to fix it by hand
+        self.reads = reads  # the evidence it reads, for `explain`
+        self.references = references
+        self.evaluate = evaluate
+        self.plan_fix = plan_fix
+        self.confirm = confirm  # how a user can confirm an unverified key on their NAS
+        self.exposure = exposure  # failing means the NAS is exposed to the internet
+        self.network = network  # needs the LAN/internet: skipped with --offline
+
+    def replace(self, **changes: Any) -> Check:
+        """A copy with some fields changed."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Check(**fields)
 
     @property
     def fixable(self) -> bool:
@@ -113,7 +129,7 @@ class Registry:
         self._checks[item.id] = item
 
     def attach_fix(self, check_id: str, plan: PlanFix) -> None:
-        self._checks[check_id] = self._checks[check_id]._replace(plan_fix=plan)
+        self._checks[check_id] = self._checks[check_id].replace(plan_fix=plan)
 
     def replace(self, item: Check) -> None:
         """Swap a registered check (tests use it to inject a failing evaluate)."""

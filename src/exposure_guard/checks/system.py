@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Dict
 
 from exposure_guard.checks.references import QSNATCH
 from exposure_guard.checks.registry import Outcome, check, failed, passed
 from exposure_guard.context import CheckContext
+from exposure_guard.contracts import sha256_hex
 from exposure_guard.facts import inputs
 
 AUTORUN_SCRIPT = "tmp/config/autorun.sh"  # the boot flash's config partition, mounted on demand
@@ -36,7 +36,7 @@ def autorun(ctx: CheckContext) -> Outcome:
     if script.is_file():
         try:
             data = script.read_bytes()[:SCRIPT_CAP]
-            info.update(size=script.stat().st_size, sha256=hashlib.sha256(data).hexdigest())
+            info.update(size=script.stat().st_size, sha256=sha256_hex(data))
         except OSError as exc:
             info["error"] = exc.strerror
     evidence = {"autorun": enable.evidence(), "script": info}

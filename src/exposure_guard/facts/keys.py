@@ -3,23 +3,28 @@ default, and is used both to read the value (like ``getcfg``) and to say in ``ex
 
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, Optional
 
+from exposure_guard.contracts import Value
 from exposure_guard.errors import ConfigFileError, Unknowable
 from exposure_guard.qts.config import QtsConfig, parse_bool
 
 
-class Key(NamedTuple):
+class Key(Value):
     """A config key a check reads. ``default`` is what QTS itself uses when the key is absent (None: no
     default); ``missing_file_ok``: QTS also falls back to the default when the whole file is absent."""
 
-    file: str  # root-relative, e.g. etc/config/uLinux.conf
-    section: str
-    key: str
-    default: Optional[str] = None
-    values: str = ""  # the accepted values, for explain (e.g. "TRUE/FALSE")
-    note: str = ""  # anything else a reader must know (e.g. "key name unverified")
-    missing_file_ok: bool = False
+    __slots__ = ("file", "section", "key", "default", "values", "note", "missing_file_ok")
+
+    def __init__(self, file: str, section: str, key: str, default: Optional[str] = None, values: str = "",
+                 note: str = "", missing_file_ok: bool = False) -> None:
+        self.file = file  # root-relative, e.g. etc/config/uLinux.conf
+        self.section = section
+        self.key = key
+        self.default = default
+        self.values = values  # the accepted values, for explain (e.g. "TRUE/FALSE")
+        self.note = note  # anything else a reader must know (e.g. "key name unverified")
+        self.missing_file_ok = missing_file_ok
 
     def describe(self) -> str:
         """One explain line: ``/etc/config/upnpc.conf [UPnP_Global] Enable (TRUE/FALSE, default FALSE)``."""
@@ -35,13 +40,17 @@ class Key(NamedTuple):
         return Key(self.file, self.section, self.key, default, self.values, self.note, self.missing_file_ok)
 
 
-class KeyRead(NamedTuple):
-    file: str  # QTS path, e.g. /etc/config/uLinux.conf
-    section: str
-    key: str
-    value: Optional[str]  # None: absent
-    default: Optional[str]
-    file_missing: bool = False
+class KeyRead(Value):
+    __slots__ = ("file", "section", "key", "value", "default", "file_missing")
+
+    def __init__(self, file: str, section: str, key: str, value: Optional[str], default: Optional[str],
+                 file_missing: bool = False) -> None:
+        self.file = file  # QTS path, e.g. /etc/config/uLinux.conf
+        self.section = section
+        self.key = key
+        self.value = value  # None: absent
+        self.default = default
+        self.file_missing = file_missing
 
     @property
     def effective(self) -> Optional[str]:

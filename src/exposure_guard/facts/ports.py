@@ -3,18 +3,22 @@ router audit (which mappings are management ports) and the callback (which ports
 
 from __future__ import annotations
 
-from typing import List, NamedTuple
+from typing import List
 
+from exposure_guard.contracts import Value
 from exposure_guard.errors import Unknowable
 from exposure_guard.facts import inputs
 from exposure_guard.facts.keys import read_key, read_port
 from exposure_guard.qts.config import QtsConfig
 
 
-class AdminPorts(NamedTuple):
-    http: int
-    https: int
-    https_enabled: bool
+class AdminPorts(Value):
+    __slots__ = ("http", "https", "https_enabled")
+
+    def __init__(self, http: int, https: int, https_enabled: bool) -> None:
+        self.http = http
+        self.https = https
+        self.https_enabled = https_enabled
 
 
 DEFAULT_ADMIN_PORTS = AdminPorts(8080, 443, True)

@@ -13,9 +13,10 @@ The parser works on bytes so CRLF files, odd encodings and binary junk survive a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from exposure_guard.atomicio import atomic_write
+from exposure_guard.contracts import Value
 from exposure_guard.errors import ConfigFileError
 from exposure_guard.qts.root import ULINUX_CONF, QtsRoot
 
@@ -42,13 +43,16 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-class Entry(NamedTuple):
+class Entry(Value):
     """One ``key = value`` line."""
 
-    section: str  # as written, without brackets
-    key: str  # as written, stripped
-    value: str  # stripped, decoded
-    line_index: int
+    __slots__ = ("section", "key", "value", "line_index")
+
+    def __init__(self, section: str, key: str, value: str, line_index: int) -> None:
+        self.section = section  # as written, without brackets
+        self.key = key  # as written, stripped
+        self.value = value  # stripped, decoded
+        self.line_index = line_index
 
 
 class ConfigDocument:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from exposure_guard.contracts import Value, sha256_hex
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.root import DEFAULT_ULINUX_CONF, ULINUX_CONF, QtsRoot
 
 
-class DeviceIdentity(NamedTuple):
-    device_id: str
-    hostname: str
-    model: str
-    firmware: str
-    build: str
-    lan_addresses: Sequence[str] = ()
-    firmware_source: str = ""
+class DeviceIdentity(Value):
+    __slots__ = ("device_id", "hostname", "model", "firmware", "build", "lan_addresses", "firmware_source")
+
+    def __init__(self, device_id: str, hostname: str, model: str, firmware: str, build: str,
+                 lan_addresses: Sequence[str] = (), firmware_source: str = "") -> None:
+        self.device_id = device_id
+        self.hostname = hostname
+        self.model = model
+        self.firmware = firmware
+        self.build = build
+        self.lan_addresses: List[str] = list(lan_addresses)
+        self.firmware_source = firmware_source
 
     def to_dict(self) -> Dict[str, object]:
         return {
@@ -114,7 +118,7 @@ def read_identity(root: QtsRoot, config: QtsConfig, extra_addresses: Optional[Li
     seed = "|".join([mac or "", model, config.getcfg("System", "Internal Model") or ""])
     if not mac:
         seed += "|" + (config.getcfg("System", "Serial Number") or str(root.root.resolve()))
-    device_id = "qnap-" + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:24]
+    device_id = "qnap-" + sha256_hex(seed.encode("utf-8"))[:24]
     return DeviceIdentity(
         device_id=device_id,
         hostname=hostname or "NAS",

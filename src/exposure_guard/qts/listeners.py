@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, Optional
 
+from exposure_guard.contracts import Value
 from exposure_guard.qts.root import QtsRoot
 
 _LISTEN = "0A"
 
 
-class Listener(NamedTuple):
-    address: str
-    port: int
-    family: str  # "tcp" or "tcp6"
+class Listener(Value):
+    __slots__ = ("address", "port", "family")
+
+    def __init__(self, address: str, port: int, family: str) -> None:
+        self.address = address
+        self.port = port
+        self.family = family  # "tcp" or "tcp6"
 
     @property
     def is_loopback_only(self) -> bool:

@@ -133,7 +133,7 @@ def test_a_broken_check_is_an_error_not_a_crash(monkeypatch):
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(registry.REGISTRY, "_checks", dict(registry.REGISTRY._checks))
-    registry.REGISTRY.replace(check._replace(evaluate=boom))
+    registry.REGISTRY.replace(check.replace(evaluate=boom))
     found, _ = statuses(QTS_TREES / "exposed")
     assert found["system.autorun"].status == "error"
     assert "kaboom" in found["system.autorun"].summary

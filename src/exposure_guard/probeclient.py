@@ -1,35 +1,34 @@
 """Agent side of the reachability callback: ask the prober to connect back to us, and distrust the answer.
 
 The prober's reply is untrusted input: the body is read with a size cap under a total deadline, and
-checked field by field against the v1 contract (``data/prober-v1.schema.json``; the agent cannot ship
-``jsonschema``, so ``validate_answer`` mirrors it and the tests check both agree).
+checked against the v1 contract (``data/prober-v1.schema.json``, compiled by the same schema compiler the
+server uses for reports: the agent cannot ship ``jsonschema``, the tests hold both to the same verdicts)
+and against the request it answers (nonce, address family, the ports asked).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import secrets
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from exposure_guard import __version__
-from exposure_guard.fingerprint import clean_text
+from exposure_guard.contracts import PROBER_SCHEMA_FILE as SCHEMA_FILE
+from exposure_guard.contracts import PROBER_SCHEMA_ID as API_SCHEMA
+from exposure_guard.contracts.fingerprint import clean_text
+from exposure_guard.contracts.schemacheck import compile_explaining
 
-API_SCHEMA = "exposure-guard/prober/v1"
-SCHEMA_FILE = Path(__file__).with_name("data") / "prober-v1.schema.json"
 RESPONSE_CAP = 256 * 1024
 MAX_PORTS = 16
 STATES = ("open", "closed", "filtered")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ProberError(Exception):
@@ -183,67 +182,51 @@ def _error_reason(status: int, document: Any) -> str:
     return "the prober answered HTTP %d without a v1 error document" % status
 
 
-# ---------------------------------------------------------------- validation (mirrors the JSON Schema)
+# ---------------------------------------------------------------- validation
+_CHECK: Optional[Callable[[Any], Optional[str]]] = None
+
+
+def _schema_check() -> Callable[[Any], Optional[str]]:
+    """The probe-answer part of prober-v1.schema.json, compiled once by the shared schema compiler (the
+    agent cannot ship jsonschema; the tests hold both to the same verdicts)."""
+    global _CHECK
+    if _CHECK is None:
+        schema = json.loads(SCHEMA_FILE.read_text("utf-8"))
+        _CHECK = compile_explaining({"$defs": schema["$defs"], "$ref": "#/$defs/probe_response"})
+    return _CHECK
+
+
 def _fail(what: str) -> ProberError:
     return ProberError("the prober's answer does not follow %s: %s" % (API_SCHEMA, what))
 
 
-def _opt_text(value: Any, name: str, cap: int = 200) -> Optional[str]:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > cap:
-        raise _fail("%s must be a string of at most %d characters" % (name, cap))
-    return clean_text(value, cap)
+def _text(value: Any, cap: int = 200) -> Optional[str]:
+    return None if value is None else clean_text(value, cap)
 
 
-def _validate_port(item: Any) -> Dict[str, Any]:
-    if not isinstance(item, dict):
-        raise _fail("a port result is not an object")
-    port = item.get("port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise _fail("bad port number")
-    state = item.get("state")
-    if state not in STATES:
-        raise _fail("port %d: state must be one of %s" % (port, ", ".join(STATES)))
-    out: Dict[str, Any] = {"port": port, "state": state, "tls": None, "http": None,
-                           "banner": _opt_text(item.get("banner"), "banner"),
-                           "error": _opt_text(item.get("error"), "error")}
+def _port_result(item: Dict[str, Any]) -> Dict[str, Any]:
+    """A schema-valid port result with every device-supplied text cleaned."""
+    out: Dict[str, Any] = {"port": item["port"], "state": item["state"], "tls": None, "http": None,
+                           "banner": _text(item.get("banner")), "error": _text(item.get("error"))}
     tls = item.get("tls")
     if tls is not None:
-        if not isinstance(tls, dict):
-            raise _fail("port %d: tls must be an object or null" % port)
-        digest = tls.get("sha256")
-        if digest is not None and (not isinstance(digest, str) or not _SHA256.match(digest)):
-            raise _fail("port %d: tls.sha256 must be 64 lower-case hex digits" % port)
-        out["tls"] = {"sha256": digest, "error": _opt_text(tls.get("error"), "tls.error")}
+        out["tls"] = {"sha256": tls.get("sha256"), "error": _text(tls.get("error"))}
     http = item.get("http")
     if http is not None:
-        if not isinstance(http, dict):
-            raise _fail("port %d: http must be an object or null" % port)
-        status = http.get("status")
-        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999:
-            raise _fail("port %d: http.status must be a 3-digit number" % port)
-        out["http"] = {"status": status}
+        out["http"] = {"status": http["status"]}
         for key in ("server", "location", "title"):
-            value = _opt_text(http.get(key), "http." + key)
-            if value is None:
-                raise _fail("port %d: http.%s is missing" % (port, key))
-            out["http"][key] = value
+            out["http"][key] = _text(http[key])
     return out
 
 
-def _validate_upnp(value: Any) -> Optional[Dict[str, Any]]:
+def _upnp_result(value: Any) -> Optional[Dict[str, Any]]:
+    """The WAN-side UPnP result, capped: at most 20 plain values per part, texts cleaned."""
     if value is None:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get("exposed"), bool):
-        raise _fail("upnp must be null or an object with a boolean 'exposed'")
-    out: Dict[str, Any] = {"exposed": value["exposed"], "error": _opt_text(value.get("error"), "upnp.error")}
+    out: Dict[str, Any] = {"exposed": value["exposed"], "error": _text(value.get("error"))}
     for part in ("ssdp", "igd"):
-        section = value.get(part)
-        if section is not None and not isinstance(section, dict):
-            raise _fail("upnp.%s must be an object or null" % part)
         kept: Dict[str, Any] = {}
-        for key, item in (section or {}).items():
+        for key, item in (value.get(part) or {}).items():
             if len(kept) >= 20:
                 break
             if isinstance(item, bool) or (isinstance(item, int) and 0 <= item < 65536):
@@ -255,43 +238,34 @@ def _validate_upnp(value: Any) -> Optional[Dict[str, Any]]:
 
 
 def validate_answer(document: Any, nonce: str, asked: Sequence[int], family: Optional[str] = None) -> ProbeAnswer:
-    """Check an answer against the v1 contract and this request; keep only the known, capped fields."""
+    """Check an answer against the v1 contract and against this request; keep only the known, capped,
+    cleaned fields."""
     if not isinstance(document, dict):
         raise _fail("not a JSON object")
     if document.get("schema") != API_SCHEMA:
         raise _fail("schema is %r" % clean_text(document.get("schema"), 60))
-    if document.get("nonce") != nonce:
+    problem = _schema_check()(document)
+    if problem is not None:
+        raise _fail(clean_text(problem, 300))
+    if document["nonce"] != nonce:
         raise _fail("the nonce does not match this request (a replayed or misrouted answer)")
-    observed = document.get("observed_address")
     try:
-        address = ipaddress.ip_address(observed if isinstance(observed, str) else "")
+        address = ipaddress.ip_address(document["observed_address"])
     except ValueError:
         raise _fail("observed_address is not an IP address") from None
     seen_family = "ipv6" if address.version == 6 else "ipv4"
-    if document.get("family") != seen_family:
+    if document["family"] != seen_family:
         raise _fail("family does not match observed_address")
     if family is not None and seen_family != family:
         raise _fail("asked over %s but the prober saw an %s address" % (family, seen_family))
-    duration = document.get("duration_ms")
-    if not isinstance(duration, int) or isinstance(duration, bool) or duration < 0:
-        raise _fail("duration_ms must be a non-negative integer")
-    for flag in ("via_proxy", "lab_mode"):
-        if not isinstance(document.get(flag), bool):
-            raise _fail("%s must be true or false" % flag)
-    items = document.get("ports")
-    if not isinstance(items, list) or len(items) > MAX_PORTS:
-        raise _fail("ports must be a list of at most %d results" % MAX_PORTS)
     ports: Dict[int, Dict[str, Any]] = {}
-    for item in items:
-        result = _validate_port(item)
-        if result["port"] not in asked:
-            raise _fail("result for port %d, which was not asked" % result["port"])
-        ports[result["port"]] = result
+    for item in document["ports"]:
+        if item["port"] not in asked:
+            raise _fail("result for port %d, which was not asked" % item["port"])
+        ports[item["port"]] = _port_result(item)
     missing = [p for p in asked if p not in ports]
     if missing:
         raise _fail("no result for port(s) %s" % ", ".join(map(str, missing)))
     ignored = document.get("ignored_fields") or []
-    if not isinstance(ignored, list):
-        raise _fail("ignored_fields must be a list")
-    return ProbeAnswer(str(address), seen_family, ports, _validate_upnp(document.get("upnp")), duration,
+    return ProbeAnswer(str(address), seen_family, ports, _upnp_result(document.get("upnp")), document["duration_ms"],
                        document["lab_mode"], document["via_proxy"], [clean_text(i, 40) for i in ignored[:20]])

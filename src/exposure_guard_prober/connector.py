@@ -9,7 +9,7 @@ import socket
 import ssl
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from exposure_guard.fingerprint import clean_text
+from exposure_guard.contracts.fingerprint import clean_text
 from exposure_guard_prober.config import ProberConfig
 
 OPEN, CLOSED, FILTERED = "open", "closed", "filtered"

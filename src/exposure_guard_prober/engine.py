@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from exposure_guard.fingerprint import (
+from exposure_guard.contracts.fingerprint import (
     banner_of,
     certificate_sha256,
     clean_text,

@@ -9,7 +9,7 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from exposure_guard.fingerprint import clean_text, host_header
+from exposure_guard.contracts.fingerprint import clean_text, host_header
 from exposure_guard_prober.config import ProberConfig
 from exposure_guard_prober.connector import ConnectFiltered, Connector, ConnectRefused, close_writer, read_capped
 

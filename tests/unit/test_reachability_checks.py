@@ -14,14 +14,8 @@ from exposure_guard.context import CheckContext
 from exposure_guard.facts import reachability as reach_facts
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
-from tests.unit.reach_helpers import FakeProber, Services, free_port, nas_tree, router_facts, tcp_mapping
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory):
-    svc = Services(tmp_path_factory.mktemp("svc"))
-    yield svc
-    svc.close()
+from tests.support.net import free_port
+from tests.support.reach import FakeProber, Services, nas_tree, router_facts, tcp_mapping
 
 
 @pytest.fixture
@@ -108,7 +102,7 @@ def test_closed_and_filtered_pass(tmp_path, services, prober):
 
 def test_empty_http_answers_do_not_verify(tmp_path, services, prober):
     # Two bare 404s without Server/title/Location prove nothing about who answered.
-    from exposure_guard.fingerprint import compare
+    from exposure_guard.contracts.fingerprint import compare
 
     bare = {"state": "open", "http": {"status": 404, "server": "", "location": "", "title": ""}}
     assert compare(bare, bare) is None
@@ -185,7 +179,7 @@ def test_prober_unreachable_is_unknown(tmp_path, services):
     ("refusal", lambda r: (429, json.dumps({"schema": "exposure-guard/prober/v1", "error": {
         "code": "rate_limited", "message": "slow down"}}).encode(), 0.0), "rate_limited"),
     ("500 html", lambda r: (500, b"oops", 0.0), "HTTP 500"),
-    ("bad state", None, "state must be one of"),
+    ("bad state", None, "state: not one of"),
     ("extra port", None, "not asked"),
 ])
 def test_prober_garbage_is_unknown(tmp_path, services, prober, name, respond, reason):

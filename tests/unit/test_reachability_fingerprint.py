@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exposure_guard.fingerprint import (
+from exposure_guard.contracts.fingerprint import (
     certificate_names,
     clean_text,
     compare,
@@ -17,7 +17,7 @@ from exposure_guard.fingerprint import (
     normalise_location,
     parse_http_response,
 )
-from tests.unit.reach_helpers import make_cert
+from tests.support.net import make_cert
 
 
 def test_http_response_normalised():

@@ -110,3 +110,32 @@ def test_validated_text_is_cleaned():
     document["ports"][1]["banner"] = "SSH-2.0\x1b[31mred\x00"
     answer = validate_answer(document, NONCE, ASKED)
     assert "\x1b" not in answer.ports[22]["banner"] and "\x00" not in answer.ports[22]["banner"]
+
+
+def test_compiled_schema_agrees_with_jsonschema_on_the_whole_contract():
+    """The shared compiler handles the prober schema's $ref/$defs/oneOf: plain and explaining modes give
+    jsonschema's verdict on answers, refusals and health documents, valid or mutated."""
+    from exposure_guard.contracts.schemacheck import compile_explaining, compile_schema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    plain, explaining = compile_schema(schema), compile_explaining(schema)
+    refusal = {"schema": "exposure-guard/prober/v1", "error": {"code": "rate_limited", "message": "slow down"}}
+    documents = [copy.deepcopy(SAMPLE), refusal, {"schema": "exposure-guard/prober/v1"}, [], None, "x"]
+    for mutate in MUTATIONS.values():
+        document = copy.deepcopy(SAMPLE)
+        mutate(document)
+        documents.append(document)
+    for document in documents:
+        expected = schema_accepts(document)
+        assert plain(document) is expected, document
+        assert (explaining(document) is None) is expected, document
+
+
+def test_the_reason_names_the_field():
+    document = copy.deepcopy(SAMPLE)
+    document["ports"][0]["state"] = "maybe"
+    with pytest.raises(ProberError, match=r"ports\[\]\.state: not one of open, closed, filtered"):
+        validate_answer(document, NONCE, ASKED)
+    del document["ports"][0]["state"]
+    with pytest.raises(ProberError, match=r"ports\[\]: state is missing"):
+        validate_answer(document, NONCE, ASKED)

@@ -106,8 +106,8 @@ purchased certificate). Keep the admin service off the internet either way.""",
 )
 def default_cert(ctx: CheckContext) -> Outcome:
     # The TLS client pulls in ssl: imported here, so a local-only run starts fast.
+    from exposure_guard.contracts.fingerprint import fingerprint_local
     from exposure_guard.facts.reachability import LOCAL_TIMEOUT, local_addresses
-    from exposure_guard.fingerprint import fingerprint_local
 
     admin = admin_ports(ctx.config)
     port = admin.https

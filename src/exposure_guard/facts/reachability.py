@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from exposure_guard.contracts import UNVERIFIED, VERIFIED
+from exposure_guard.contracts.fingerprint import compare, fingerprint_local
 from exposure_guard.errors import Unknowable
 from exposure_guard.facts import inputs
 from exposure_guard.facts.keys import Key, read_key
 from exposure_guard.facts.ports import DEFAULT_ADMIN_PORTS, admin_ports
-from exposure_guard.fingerprint import compare, fingerprint_local
 from exposure_guard.upnp.models import PortMapping
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ from typing import Any, Callable, Dict, Optional
 
 import jsonschema
 
+from exposure_guard.contracts.schemacheck import Unsupported, compile_schema
 from exposure_guard.report import load_schema
 from exposure_guard_server.errors import ApiError
-from exposure_guard_server.schemacheck import Unsupported, compile_schema
 
 _SCHEMA = load_schema()
 _REPORT_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA)

@@ -1,4 +1,5 @@
-"""The report document, schema ``exposure-guard/report/v1`` (design.md); the server imports this too."""
+"""The report document, schema ``exposure-guard/report/v1`` (``data/report-v1.schema.json``); the server
+imports this too."""
 
 from __future__ import annotations
 
@@ -75,8 +76,8 @@ class Report:
 
     @property
     def exposed(self) -> bool:
-        """design.md: a failing reachability or router finding on a management port. Those checks fail as
-        critical exactly then (admin/SSH verified from outside, a UPnP mapping of a management port)."""
+        """The NAS is exposed when a reachability or router finding fails on a management port. Those checks
+        fail as critical exactly then (admin/SSH verified from outside, a UPnP mapping of a management port)."""
         return any(f.status == "fail" and f.exposure and f.severity == "critical" for f in self.findings)
 
     def verdict(self) -> str:

@@ -104,7 +104,8 @@ class Option(Value):
         self.help = help
 
 
-# (section, key) -> Option. Each family of checks adds its own keys here.
+# (section, key) -> Option: every agent setting, declared once. ``[checks]`` (per-check policies) is not here:
+# its ids are validated against the catalogue by the check runner.
 OPTIONS: Dict[Tuple[str, str], Option] = {
     ("agent", "mode"): Option(_choice(*MODES), "report", "report: only report; fix: apply the safe fixes"),
     ("agent", "interval"): Option(_interval, "1h", "how often `run` checks (jitter up to 10% is added)"),

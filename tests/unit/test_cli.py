@@ -1,4 +1,4 @@
-"""The CLI contract of design.md: commands, JSON report v1 against its schema, exit codes."""
+"""The CLI contract (README "Using the agent on a NAS"): commands, JSON report v1 against its schema, exit codes."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 from exposure_guard.report import load_schema
-from tests.conftest import QTS_TREES
-
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+from tests.support.paths import QTS_TREES, SRC
 
 
 def validate(document):
@@ -118,5 +115,5 @@ def test_demo_runs_without_network_or_root(run_cli):
 
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "exposure_guard", "checks"], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=SRC), timeout=60)
+                          env=dict(os.environ, PYTHONPATH=str(SRC)), timeout=60)
     assert proc.returncode == 0 and "service.telnet" in proc.stdout

@@ -1,4 +1,4 @@
-"""Report verdict and summary.exposed (design.md: a failing reachability/router finding on a management port)."""
+"""Report verdict and summary.exposed (a failing reachability/router finding on a management port)."""
 
 from __future__ import annotations
 

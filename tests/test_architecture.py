@@ -30,7 +30,7 @@ NEWER_STDLIB = {"__future__", "_sha2"}
 AGENT_LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
     (0, "foundation", ("exposure_guard", "exposure_guard.errors", "exposure_guard.atomicio", "exposure_guard.netif",
                        "exposure_guard.contracts")),
-    (1, "protocol", ("exposure_guard.upnp", "exposure_guard.probeclient")),
+    (1, "protocol", ("exposure_guard.upnp", "exposure_guard.probeclient", "exposure_guard.hostilehttp")),
     (1, "nas", ("exposure_guard.qts",)),
     (2, "model", ("exposure_guard.settings", "exposure_guard.report")),
     (3, "facts", ("exposure_guard.facts",)),

@@ -32,6 +32,32 @@ class SettingsError(UsageError):
         self.file, self.line, self.key = file, line, key
 
 
+class PeerError(ExposureGuardError):
+    """A device or service on the network could not be reached or answered something unusable; the message
+    says which and where. (The UPnP client calls it UpnpError.)"""
+
+
+class HostileResponse(PeerError):
+    """The peer answered something we refuse to process: too big, too slow, an XML bomb, an external
+    entity, a control URL on another host, a non-HTTP scheme."""
+
+
+class TooLarge(HostileResponse):
+    """The answer was (or announced itself) larger than the cap."""
+
+
+class TooSlow(HostileResponse):
+    """The exchange did not finish within its total deadline."""
+
+
+class ConnectFailed(PeerError):
+    """No connection could be made (refused, unreachable, no route, name unknown)."""
+
+
+class TlsFailed(ConnectFailed):
+    """The TLS handshake failed (certificate not trusted, protocol error)."""
+
+
 class ConfigFileError(ExposureGuardError):
     """A QTS config file could not be read or written."""
 

@@ -11,20 +11,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import requests
-from requests.adapters import HTTPAdapter
-
-from exposure_guard import __version__
+from exposure_guard import __version__, hostilehttp
 from exposure_guard.contracts import PROBER_SCHEMA_FILE as SCHEMA_FILE
 from exposure_guard.contracts import PROBER_SCHEMA_ID as API_SCHEMA
 from exposure_guard.contracts.fingerprint import clean_text
 from exposure_guard.contracts.schemacheck import compile_explaining
+from exposure_guard.errors import ConnectFailed, PeerError, TlsFailed, TooLarge, TooSlow
 
 RESPONSE_CAP = 256 * 1024
 MAX_PORTS = 16
@@ -61,26 +56,15 @@ class ProbeAnswer:
     ignored_fields: List[str]
 
 
-class _FamilyAdapter(HTTPAdapter):
-    """Connect over one address family only: binding the wildcard address of that family makes every
-    address of the other family fail, so urllib3 moves on to the next one."""
-
-    def __init__(self, source: str) -> None:
-        self._source = source
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self._source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
 def ask(url: str, ports: Sequence[PortAsk], *, family: Optional[str] = None, token: str = "",
         timeout: float = 20.0, ca_file: str = "", upnp: bool = True, nonce: Optional[str] = None) -> ProbeAnswer:
-    """POST /v1/probe over ``family`` ("ipv4", "ipv6" or None = whatever connects) and validate the answer."""
+    """POST /v1/probe over ``family`` ("ipv4", "ipv6" or None = whatever connects) and validate the answer.
+    The exchange goes through the guarded HTTP transport: one total deadline, a size cap, no proxy from the
+    environment (a proxy would make the prober probe the proxy, not this NAS)."""
     if not ports or len(ports) > MAX_PORTS:
         raise ValueError("between 1 and %d ports" % MAX_PORTS)
     nonce = nonce or new_nonce()
@@ -90,81 +74,26 @@ def ask(url: str, ports: Sequence[PortAsk], *, family: Optional[str] = None, tok
     if token:
         headers["Authorization"] = "Bearer " + token
     endpoint = url.rstrip("/") + "/v1/probe"
-    deadline = time.monotonic() + timeout
-    with requests.Session() as session:
-        session.trust_env = False  # a proxy would make the prober probe the proxy, not this NAS
-        if family is not None:
-            adapter = _FamilyAdapter("::" if family == "ipv6" else "0.0.0.0")
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+    with hostilehttp.new_session(family) as session:
         try:
-            response = session.post(endpoint, data=json.dumps(body), headers=headers, stream=True,
-                                    timeout=(min(10.0, timeout), timeout), allow_redirects=False,
-                                    verify=ca_file or True)
-        except requests.exceptions.SSLError as exc:
+            answer = hostilehttp.fetch(endpoint, method="POST", data=json.dumps(body).encode("utf-8"), headers=headers,
+                                       deadline=timeout, max_bytes=RESPONSE_CAP, session=session,
+                                       verify=ca_file or True, connect_timeout=min(10.0, timeout))
+        except TlsFailed as exc:
             raise ProberError("TLS to the prober failed: %s" % clean_text(exc)) from None
-        except requests.exceptions.ConnectionError as exc:
+        except ConnectFailed as exc:
             raise ProberUnreachable("cannot connect to the prober %s%s: %s" % (
                 url, " over " + family if family else "", clean_text(exc, 160))) from None
-        except requests.exceptions.Timeout:
+        except TooLarge:
+            raise ProberError("the prober's answer is larger than %d bytes" % RESPONSE_CAP) from None
+        except TooSlow:
             raise ProberError("the prober did not answer within %.0f s" % timeout) from None
-        except requests.exceptions.RequestException as exc:
+        except PeerError as exc:
             raise ProberError("asking the prober failed: %s" % clean_text(exc)) from None
-        try:
-            raw = _read_capped(response, deadline)
-        finally:
-            response.close()
-    document = _decode(raw)
-    if response.status_code != 200:
-        raise ProberError(_error_reason(response.status_code, document))
+    document = _decode(answer.body)
+    if answer.status != 200:
+        raise ProberError(_error_reason(answer.status, document))
     return validate_answer(document, nonce, [p.port for p in ports], family)
-
-
-def _read_capped(response: requests.Response, deadline: float) -> bytes:
-    """The body, at most RESPONSE_CAP bytes, by ``deadline``: a watchdog cuts the socket of a prober that
-    dribbles its answer (each recv would otherwise get the full read timeout again)."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > RESPONSE_CAP:
-        raise ProberError("the prober's answer is larger than %d bytes" % RESPONSE_CAP)
-    expired = threading.Event()
-
-    def cut() -> None:
-        expired.set()
-        sock = _socket_of(response)
-        try:
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
-    watchdog.daemon = True
-    watchdog.start()
-    data = b""
-    try:
-        for chunk in response.iter_content(16384):
-            data += chunk
-            if len(data) > RESPONSE_CAP:
-                raise ProberError("the prober's answer is larger than %d bytes" % RESPONSE_CAP)
-            if expired.is_set() or time.monotonic() > deadline:
-                break
-    except requests.exceptions.RequestException as exc:
-        if not expired.is_set():
-            raise ProberError("reading the prober's answer failed: %s" % clean_text(exc)) from None
-    finally:
-        watchdog.cancel()
-    if expired.is_set() or time.monotonic() > deadline:
-        raise ProberError("the prober's answer took too long to arrive")
-    return data
-
-
-def _socket_of(response: requests.Response) -> Optional[socket.socket]:
-    """The socket under a streamed response: the pooled connection's, or (after http.client handed it
-    to the response because the server closes the connection) the response file's."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is None:
-        sock = getattr(getattr(getattr(getattr(response.raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
 
 
 def _decode(raw: bytes) -> Any:

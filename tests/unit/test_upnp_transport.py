@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from exposure_guard.upnp.description import fetch_gateway
 from exposure_guard.upnp.errors import HostileResponse, UpnpError
-from exposure_guard.upnp.transport import MAX_BODY, check_url, fetch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "igd"))
-from fakeigd import BOMB, XXE, HostileServer  # noqa: E402
+from exposure_guard.hostilehttp import MAX_BODY, check_url, fetch
+from tests.support.fakeigd import BOMB, XXE, HostileServer
+from tests.support.net import free_port
 
 
 @pytest.mark.parametrize("mode", ["drip-body", "drip-headers", "silent"])
@@ -71,12 +68,7 @@ def test_only_http_urls_are_followed(url):
 
 
 def test_connection_refused_is_a_clear_error():
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     with pytest.raises(UpnpError, match="connection refused"):
         fetch("http://127.0.0.1:%d/rootDesc.xml" % port, deadline=2)
 

@@ -1,7 +1,7 @@
 """UPnP IGD client for the router audit: SSDP discovery, device description, SOAP control.
 
 Everything here treats the LAN as hostile: any device can answer SSDP. Responses are size-capped
-(:data:`transport.MAX_BODY`), every exchange has a total deadline (a slow-drip body cannot hang the
+(:data:`exposure_guard.hostilehttp.MAX_BODY`), every exchange has a total deadline (a slow-drip body cannot hang the
 agent), XML goes through defusedxml, and control URLs must stay on the description's host.
 """
 

@@ -6,12 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from exposure_guard.hostilehttp import DEFAULT_DEADLINE
 from exposure_guard.upnp import soap
 from exposure_guard.upnp.description import fetch_gateway
 from exposure_guard.upnp.errors import HostileResponse, UpnpError
 from exposure_guard.upnp.models import Gateway, PortMapping, ServiceAudit, WanService
 from exposure_guard.upnp.ssdp import SSDP_GROUP, Discovery, discover
-from exposure_guard.upnp.transport import DEFAULT_DEADLINE
 
 MAX_GATEWAYS = 8  # descriptions fetched per search
 AUDIT_BUDGET = 120.0  # seconds for reading every table: a hostile device cannot hold the agent longer

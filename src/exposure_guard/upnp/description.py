@@ -7,9 +7,9 @@ from typing import List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import Element
 
+from exposure_guard.hostilehttp import DEFAULT_DEADLINE, check_url, fetch
 from exposure_guard.upnp.errors import HostileResponse, UpnpError
 from exposure_guard.upnp.models import CONNECTION_SERVICES, Gateway, WanService
-from exposure_guard.upnp.transport import DEFAULT_DEADLINE, check_url, fetch
 from exposure_guard.upnp.xmlsafe import child, local, parse_xml, text_of
 
 MAX_DEVICES = 64

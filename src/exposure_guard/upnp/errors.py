@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from exposure_guard.errors import ExposureGuardError
+from exposure_guard.errors import HostileResponse, PeerError
 
+# The UPnP client's name for the peer errors of the guarded HTTP transport (hostilehttp.py).
+UpnpError = PeerError
 
-class UpnpError(ExposureGuardError):
-    """The device could not be reached or answered something unusable; the message says which and where."""
-
-
-class HostileResponse(UpnpError):
-    """The device answered something we refuse to process: too big, too slow, an XML bomb, an
-    external entity, a control URL on another host, a non-HTTP scheme."""
+__all__ = ["UPNP_ERRORS", "HostileResponse", "SoapFault", "UpnpError"]
 
 
 class SoapFault(UpnpError):

@@ -1,7 +1,7 @@
 """SOAP control of a WAN connection service: one ``call(action, **args)`` plus small typed parsers.
 
 Faults become :class:`SoapFault` with the UPnP error code (713 ends the mapping list, 718 is a
-conflict, 606 a refusal). Every call has a total deadline and a size cap (see transport)."""
+conflict, 606 a refusal). Every call has a total deadline and a size cap (see exposure_guard/hostilehttp.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from xml.sax.saxutils import escape
 
 import requests
 
+from exposure_guard.hostilehttp import DEFAULT_DEADLINE, MAX_BODY, fetch, new_session
 from exposure_guard.upnp.errors import HostileResponse, SoapFault, UpnpError
 from exposure_guard.upnp.models import PortMapping, WanService
-from exposure_guard.upnp.transport import DEFAULT_DEADLINE, MAX_BODY, fetch, new_session
 from exposure_guard.upnp.xmlsafe import child, children_text, local, parse_xml, text_of, walk
 
 MAX_MAPPINGS = 4096  # a router holding more is broken or hostile; we stop and say so

@@ -1,4 +1,5 @@
-"""HTTP for hostile devices: requests with a size cap and a TOTAL deadline per exchange.
+"""HTTP for hostile peers (LAN devices answering SSDP, the router's IGD, the callback prober): requests
+with a size cap and a TOTAL deadline per exchange.
 
 requests' ``timeout`` only bounds each socket read, so a device dripping one byte per second (in the
 headers or the body) could hold the agent for hours. Here every exchange gets a watchdog that shuts the
@@ -14,7 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -22,7 +23,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from exposure_guard.upnp.errors import HostileResponse, UpnpError
+from exposure_guard.errors import ConnectFailed, HostileResponse, PeerError, TlsFailed, TooLarge, TooSlow
 
 MAX_BODY = 256 * 1024  # bytes: descriptions and SOAP answers are a few KiB; lists are paged below this
 DEFAULT_DEADLINE = 5.0  # seconds for one whole exchange (connect + headers + body)
@@ -90,7 +91,7 @@ class _Reaper:
             self._count += 1
             heapq.heappush(self._heap, (watchdog.due, self._count, watchdog))
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="upnp-deadlines", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="http-deadlines", daemon=True)
                 self._thread.start()
             elif self._heap[0][2] is watchdog:
                 self._cond.notify()
@@ -145,15 +146,27 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
 
 
 class _GuardedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Connections whose sockets the exchange's watchdog can shut down; optionally bound to one address
+    family (binding the wildcard address of a family makes every address of the other family fail, so
+    urllib3 moves on to the next one)."""
+
+    def __init__(self, source_address: Optional[str] = None) -> None:
+        self._source = source_address
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self._source is not None:
+            kwargs["source_address"] = (self._source, 0)
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
 
 
-def new_session() -> requests.Session:
+def new_session(family: Optional[str] = None) -> requests.Session:
+    """A session for hostile peers; ``family`` ("ipv4"/"ipv6") connects over that address family only."""
     session = requests.Session()
-    session.trust_env = False  # never send LAN device traffic through a proxy from the environment
-    adapter = _GuardedAdapter(max_retries=0)
+    session.trust_env = False  # never send this traffic through a proxy from the environment
+    source = None if family is None else ("::" if family == "ipv6" else "0.0.0.0")
+    adapter = _GuardedAdapter(source)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -185,11 +198,11 @@ def check_url(url: str) -> str:
 def fetch(url: str, *, method: str = "GET", data: Optional[bytes] = None,
           headers: Optional[Dict[str, str]] = None, deadline: float = DEFAULT_DEADLINE,
           max_bytes: int = MAX_BODY, session: Optional[requests.Session] = None,
-          verify: bool = False) -> HttpAnswer:
+          verify: Union[bool, str] = False, connect_timeout: float = CONNECT_TIMEOUT) -> HttpAnswer:
     """One HTTP exchange finished within ``deadline`` seconds in total, body at most ``max_bytes``.
 
     ``verify`` is off by default: LAN devices serve self-signed certificates and we trust what they
-    say no more over https than over http."""
+    say no more over https than over http; the prober client passes True or its CA file."""
     check_url(url)
     own_session = session is None
     session = session or new_session()
@@ -204,23 +217,27 @@ def fetch(url: str, *, method: str = "GET", data: Optional[bytes] = None,
     try:
         try:
             response = session.request(method, url, data=data, headers=sent, stream=True, allow_redirects=False,
-                                       timeout=(min(CONNECT_TIMEOUT, deadline), deadline), verify=verify)
+                                       timeout=(min(connect_timeout, deadline), deadline), verify=verify)
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise HostileResponse("%s answered with Content-Encoding %r although we asked for identity; "
                                       "refused (decompression bomb risk)" % (url, encoding[:40]))
             declared = response.headers.get("Content-Length", "").strip()
             if declared.isdigit() and int(declared) > max_bytes:
-                raise HostileResponse("%s announced a %s-byte answer; refused (limit %d bytes)"
+                raise TooLarge("%s announced a %s-byte answer; refused (limit %d bytes)"
                                       % (url, declared, max_bytes))
             body = _read_capped(response, url, max_bytes, started, deadline)
         except (requests.RequestException, OSError, ValueError) as exc:
             if watchdog.fired:
-                raise HostileResponse("%s did not finish answering within %.1f s (slow or stalled device); "
-                                      "gave up" % (url, deadline)) from None
-            raise UpnpError("cannot talk to %s: %s" % (url, _reason(exc))) from None
+                raise TooSlow("%s did not finish answering within %.1f s (slow or stalled device); "
+                              "gave up" % (url, deadline)) from None
+            if isinstance(exc, requests.exceptions.SSLError):
+                raise TlsFailed("TLS to %s failed: %s" % (url, _reason(exc))) from None
+            if response is None and isinstance(exc, requests.exceptions.ConnectionError):
+                raise ConnectFailed("cannot talk to %s: %s" % (url, _reason(exc))) from None
+            raise PeerError("cannot talk to %s: %s" % (url, _reason(exc))) from None
         if watchdog.fired:
-            raise HostileResponse("%s did not finish answering within %.1f s; gave up" % (url, deadline))
+            raise TooSlow("%s did not finish answering within %.1f s; gave up" % (url, deadline))
         return HttpAnswer(response.status_code, {k: v for k, v in response.headers.items()}, body,
                           url, time.monotonic() - started)
     finally:
@@ -238,13 +255,13 @@ def _read_capped(response: requests.Response, url: str, max_bytes: int, started:
     raw = response.raw
     while True:
         if time.monotonic() - started > deadline:
-            raise HostileResponse("%s did not finish answering within %.1f s; gave up" % (url, deadline))
+            raise TooSlow("%s did not finish answering within %.1f s; gave up" % (url, deadline))
         chunk = raw.read(_CHUNK, decode_content=False)
         if not chunk:
             break
         total += len(chunk)
         if total > max_bytes:
-            raise HostileResponse("%s sent more than %d bytes; refused" % (url, max_bytes))
+            raise TooLarge("%s sent more than %d bytes; refused" % (url, max_bytes))
         chunks.append(chunk)
     return b"".join(chunks)
 

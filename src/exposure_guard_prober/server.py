@@ -18,6 +18,7 @@ import sys
 import time
 from typing import IO, Any, Dict, List, Optional, Tuple
 
+from exposure_guard.contracts import utc_now
 from exposure_guard_prober import API_SCHEMA, __version__
 from exposure_guard_prober.api import encode, error_document, parse_probe_request
 from exposure_guard_prober.config import ProberConfig
@@ -66,7 +67,7 @@ class AccessLog:
 
     def __call__(self, record: Dict[str, Any]) -> None:
         record = dict(record)
-        record.setdefault("ts", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z")
+        record.setdefault("ts", utc_now("s"))
         try:
             self.stream.write(json.dumps(record, sort_keys=True, default=str) + "\n")
             self.stream.flush()

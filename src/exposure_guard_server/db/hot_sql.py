@@ -11,7 +11,8 @@ from exposure_guard_server.db import models as m
 
 
 class HotSql:
-    """whoami, seen, device_for_update, insert_report, update_seen, update_latest."""
+    """The statements by name (``whoami``, ``seen``, ``device_for_update``, ``insert_report``, ``update_seen``,
+    ``update_latest``); ``run`` executes one with named parameters."""
 
     def __init__(self, dialect: Any) -> None:
         d, r = m.devices.c, m.reports.c

@@ -118,7 +118,6 @@ class Ingest:
         dbapi_errors = getattr(engine.dialect.dbapi, "IntegrityError", IntegrityError)
         self._integrity_errors = (IntegrityError, dbapi_errors)
 
-    # -- check-in --------------------------------------------------------------------------------------
     def checkin(self, node_key: Optional[str], raw: bytes, content_encoding: str, interval_header: Optional[str],
                 max_body: int, now: Optional[float] = None) -> Dict[str, Any]:
         try:

@@ -1,6 +1,6 @@
 """Agent figures: import time, full local check cycle (wall time, peak RSS), as medians of N runs.
 
-Usage: python bench/bench_agent.py [--runs 20]
+Usage (from the repository root): python3 -m bench.bench_agent [--runs 20]
 Baseline in the same run: a bare `python -c pass` start, so the figures can be read as added cost.
 No network: the checks run --offline against the bundled example NAS.
 """
@@ -14,10 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-DEMO = str(Path(SRC) / "exposure_guard" / "data" / "demo_nas")
+from tests.support.paths import SRC as SRC_PATH
+
+SRC = str(SRC_PATH)
+DEMO = str(SRC_PATH / "exposure_guard" / "data" / "demo_nas")
 # On a NAS Python caches bytecode next to the installed agent; measure that state ("warm") by caching it in a
 # private folder, and also the first run after install ("cold", every module compiled from source).
 PYCACHE = tempfile.mkdtemp(prefix="eg-bench-pycache-")
@@ -44,7 +45,6 @@ def import_seconds() -> float:
 
 
 def in_process_cycle(runs: int) -> float:
-    sys.path.insert(0, SRC)
     from exposure_guard.checks.runner import run_checks
     from exposure_guard.context import CheckContext
     from exposure_guard.qts.root import QtsRoot

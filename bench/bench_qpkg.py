@@ -1,6 +1,6 @@
 """QPKG figures: package size, build time (warm wheel cache), install/upgrade/remove time in the simulated QTS.
 
-    python3 bench/bench_qpkg.py [--runs N]
+    python3 -m bench.bench_qpkg [--runs N]        (from the repository root)
 
 The install figures need root (namespaces + chroot, as tests/qpkg); without root only the build figures
 are printed. Traffic: none (the simulated NAS has its own empty network namespace).
@@ -18,11 +18,9 @@ import time
 from pathlib import Path
 from typing import List
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests/qpkg"))
-
-from qpkg_helpers import next_version, run_build  # noqa: E402
-from qts_rig import QPKG_DIR, Rig, find_python38  # noqa: E402
+from tests.support.paths import QTS_TREES
+from tests.support.qpkg_build import next_version, run_build
+from tests.support.qts_rig import QPKG_DIR, Rig, find_python38
 
 
 def spread(values: List[float]) -> str:
@@ -52,7 +50,7 @@ def main() -> int:
                 base = work / ("rig-%s-%d" % (shell, run))
                 base.mkdir()
                 with Rig(base, shell=shell, python=find_python38(),
-                         nas_tree=REPO / "tests/fixtures/qts/exposed") as rig:
+                         nas_tree=QTS_TREES / "exposed") as rig:
                     for package in (built, upgrade):
                         shutil.copy(str(package.path), str(rig.path("/share/CACHEDEV1_DATA/Public/")))
                     for package, bucket in ((built, installs), (upgrade, upgrades)):

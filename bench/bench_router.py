@@ -2,16 +2,16 @@
 the same target in the same run, SSDP discovery time, and behaviour against a slow-drip hostile device.
 
 Targets (printed with every figure):
-- real: Debian's miniupnpd in the network-namespace lab (tests/lab/netlab.py), agent and upnpc both run
+- real: Debian's miniupnpd in the network-namespace lab (tests/support/netlab.py), agent and upnpc both run
   in the nas namespace; needs root + miniupnpd. miniupnpd 2.3.1 (nftables) gets very slow with many
   mappings (500 took 15 min to add and 6 min to list; see docs/lab.md#Scale: many mappings), so it is used
   up to ``--real`` sizes only.
-- stand-in: the loopback IGD stand-in of the unit tests (tests/fixtures/igd/fakeigd.py, real miniupnpd
+- stand-in: the loopback IGD stand-in of the unit tests (tests/support/fakeigd.py, real miniupnpd
   answers from an in-memory table) on 127.0.0.1, for every ``--standin`` size; upnpc and the agent both
   read the same stand-in.
 
-Traffic goes only to loopback and to the lab's own namespaces. Usage:
-    python3 bench/bench_router.py [--real 10,100] [--standin 10,100,500] [--repeat 3]
+Traffic goes only to loopback and to the lab's own namespaces. Usage (from the repository root):
+    python3 -m bench.bench_router [--real 10,100] [--standin 10,100,500] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "src"), str(REPO / "tests" / "lab"), str(REPO / "tests" / "fixtures" / "igd")]
+from tests.support.fakeigd import HostileServer
+from tests.support.netlab import Lab
+from tests.support.paths import REPO
+from tests.support.qts import ini_text, write_tree
 
-from exposure_guard.upnp import soap  # noqa: E402
-from exposure_guard.upnp.audit import find_gateways, read_tables  # noqa: E402
-from exposure_guard.upnp.errors import UpnpError  # noqa: E402
+from exposure_guard.upnp import soap
+from exposure_guard.upnp.audit import find_gateways, read_tables
+from exposure_guard.upnp.errors import UpnpError
 
 AUDIT_SNIPPET = """
 import json, sys, time
@@ -87,8 +89,6 @@ def count_upnpc(out: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- real miniupnpd
 def bench_real(sizes: List[int], repeat: int) -> None:
-    from netlab import Lab
-
     reason = Lab.missing()
     if reason or shutil.which("upnpc") is None:
         print("real miniupnpd: skipped (%s)" % (reason or "upnpc is not installed"))
@@ -141,26 +141,22 @@ def bench_real(sizes: List[int], repeat: int) -> None:
 
 
 def fake_nas() -> Tuple[Path, Path]:
-    from netlab import Lab
-
     base = Path(tempfile.mkdtemp(prefix="bench-router-"))
-    root = base / "qts"
-    (root / "etc" / "config").mkdir(parents=True)
-    (root / "etc" / "config" / "uLinux.conf").write_text("[System]\nWeb Access Port = 8080\n")
+    root = write_tree(base / "qts", {"System": {"Web Access Port": 8080}}, default=None)
     settings = base / "exposure-guard.ini"
-    settings.write_text("[agent]\nlan_addresses = %s\n" % Lab.NAS)
+    settings.write_text(ini_text({"agent": {"lan_addresses": Lab.NAS}}))
     return root, settings
 
 
 # ---------------------------------------------------------------------------------------------- stand-in
 def bench_standin(sizes: List[int], repeat: int) -> None:
     have_upnpc = shutil.which("upnpc") is not None
-    print("== loopback IGD stand-in (tests/fixtures/igd/fakeigd.py in its own process, IGD:2, 127.0.0.1; "
+    print("== loopback IGD stand-in (tests/support/fakeigd.py in its own process, IGD:2, 127.0.0.1; "
           "agent in-process)")
     row("mappings", "upnpc -l (s)", "agent list (s)", "ratio", "agent loop-only (s)", "ratio loop/upnpc")
     for n in sizes:
-        server = subprocess.Popen([sys.executable, str(REPO / "tests" / "fixtures" / "igd" / "fakeigd.py"), "igd2",
-                                   str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen([sys.executable, "-m", "tests.support.fakeigd", "igd2", str(n)], cwd=str(REPO),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             location = server.stdout.readline().strip()
             upnpc_times, list_times, loop_times = [], [], []
@@ -195,8 +191,6 @@ def bench_standin(sizes: List[int], repeat: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- hostile
 def bench_hostile() -> None:
-    from fakeigd import HostileServer
-
     print("== hostile device on loopback (agent defaults: 5 s per exchange, 256 KiB, 120 s per audit)")
     for mode in ("drip-body", "drip-headers", "silent", "huge"):
         with HostileServer(mode, interval=0.1) as server:

@@ -1,15 +1,16 @@
-"""Shared test helpers: fixture QTS trees and running the CLI in-process."""
+"""Fixtures for every test directory: fixture QTS trees, the CLI in-process, seeded randomness, loopback NAS
+services. Helpers that are not fixtures live in tests/support (``from tests.support.<module> import ...``)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterator, Tuple
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-QTS_TREES = FIXTURES / "qts"
+from tests.support.paths import QTS_TREES
+from tests.support.seeds import SeededRandom, seeded
 
 
 @pytest.fixture
@@ -37,10 +38,24 @@ def run_cli(capsys):
     return run
 
 
-def tree_bytes(root: Path) -> List[Tuple[str, bytes]]:
-    """Every file below root with its bytes (state dirs excluded), for byte-identical comparisons."""
-    out = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and "var" not in path.relative_to(root).parts:
-            out.append((str(path.relative_to(root)), path.read_bytes()))
-    return out
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> SeededRandom:
+    """A seeded ``random.Random`` for tests that make random choices. The seed is printed (pytest shows it
+    with a failure), recorded as the user property ``random_seed``, and ``EG_TEST_SEED=<seed>`` replays it;
+    put ``rng.replay`` in assertion messages."""
+    generator = seeded()
+    request.node.user_properties.append(("random_seed", generator.seed_value))
+    print("%s: %s" % (request.node.nodeid, generator.replay))
+    return generator
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A NAS's services on loopback (tests.support.reach.Services): admin HTTP/HTTPS, an SSH banner."""
+    from tests.support.reach import Services
+
+    running = Services(tmp_path_factory.mktemp("svc"))
+    try:
+        yield running
+    finally:
+        running.close()

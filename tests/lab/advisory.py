@@ -10,12 +10,12 @@ Run as root from the repository root::
 What it builds (nothing outside the lab's own namespaces and loopback is ever contacted):
 
 * ``./build.sh`` → ``ExposureGuard_<ver>.qpkg``; the package file is run with busybox sh inside the
-  simulated QTS of tests/qpkg/qts_rig.py (App Center's "install manually"), into a QTS tree whose
+  simulated QTS of tests/support/qts_rig.py (App Center's "install manually"), into a QTS tree whose
   Auto Router Configuration is on (``etc/config/upnpc.conf [UPnP_Global] Enable = TRUE``) and whose web
   admin is on 8080/443. Every agent command afterwards is the installed service script
   ``<volume>/.qpkg/ExposureGuard/exposure-guard.sh`` running the vendored agent (``python3 -S``, only the
   package's lib/ on the path) inside the ``nas`` namespace, against that tree.
-* the netlab topology (tests/lab/netlab.py): ``wan`` (the internet: the callback prober in lab mode, the
+* the netlab topology (tests/support/netlab.py): ``wan`` (the internet: the callback prober in lab mode, the
   fleet server ``exposure-guard-server`` on SQLite, a webhook receiver on the wan host's loopback),
   ``router`` (real miniupnpd + NAT, plus ONE static DNAT forward wan:443 → nas:443 that is not UPnP),
   ``nas`` (HTTP admin on 8080, HTTPS admin on 443). The "ARC" mappings 8080 → nas:8080 and 8443 → nas:443
@@ -46,14 +46,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-for _path in (HERE, REPO / "tests" / "qpkg"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from netlab import SRC, Lab  # noqa: E402
-from reachlab import start_prober  # noqa: E402
+from tests.support.netlab import Lab
+from tests.support.paths import REPO, SRC
+from tests.support.qpkg_build import run_build
+from tests.support.qts import write_tree
+from tests.support.reachlab import start_prober
+from tests.support.wait import DEADLINE, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -156,7 +154,7 @@ def missing() -> Optional[str]:
     reason = Lab.missing()
     if reason:
         return reason
-    from qts_rig import find_python38
+    from tests.support.qts_rig import find_python38
 
     for tool in ("upnpc", "busybox", "unshare", "nsenter"):
         if shutil.which(tool) is None:
@@ -321,13 +319,17 @@ class Advisory:
             return []
         return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
-    def wait_for_webhooks(self, kinds: Sequence[str], timeout: float = 20) -> List[str]:
-        end = time.monotonic() + timeout
-        while True:
-            got = [e["headers"].get("X-ExposureGuard-Event", "") for e in self.webhook_events()]
-            if all(k in got for k in kinds) or time.monotonic() > end:
-                return got
-            time.sleep(0.1)
+    def wait_for_webhooks(self, kinds: Sequence[str], timeout: float = DEADLINE) -> List[str]:
+        """The webhook events received once all of ``kinds`` arrived, or when ``timeout`` passed first."""
+
+        def got() -> List[str]:
+            return [e["headers"].get("X-ExposureGuard-Event", "") for e in self.webhook_events()]
+
+        try:
+            wait_for("webhooks %s" % ", ".join(kinds), lambda: all(k in got() for k in kinds), timeout=timeout)
+        except AssertionError:
+            pass  # the caller reports what did arrive
+        return got()
 
     # -- setup ---------------------------------------------------------------------------------------
     def server_cli(self, *args: str) -> str:
@@ -339,14 +341,8 @@ class Advisory:
         return result.stdout
 
     def build(self) -> Path:
-        started = time.monotonic()
-        dist = self.work / "dist"
-        result = subprocess.run(["sh", str(REPO / "build.sh")], cwd=str(REPO), capture_output=True, text=True,
-                                env=dict(os.environ, EXPOSURE_GUARD_DIST=str(dist)), timeout=300)
-        if result.returncode != 0:
-            raise ScenarioError("build.sh failed:\n%s%s" % (result.stdout, result.stderr))
-        (package,) = sorted(dist.glob("ExposureGuard_*.qpkg"))
-        seconds = time.monotonic() - started
+        built = run_build(self.work / "dist")
+        package, seconds = built.path, built.seconds
         digest = hashlib.sha256(package.read_bytes()).hexdigest()
         self.facts.update(qpkg=package, qpkg_size=package.stat().st_size, qpkg_sha256=digest, build_seconds=seconds)
         self.say("  built %s (%d bytes, sha256 %s…) with ./build.sh in %.2f s"
@@ -354,18 +350,12 @@ class Advisory:
         return package
 
     def nas_tree(self) -> Path:
-        tree = self.work / "qts-config"
-        (tree / "etc" / "config").mkdir(parents=True)
-        (tree / "etc" / "default_config").mkdir(parents=True)
-        (tree / "etc" / "config" / "uLinux.conf").write_text(ULINUX)
-        (tree / "etc" / "config" / "upnpc.conf").write_bytes(UPNPC_CONF)
-        (tree / "etc" / "default_config" / "uLinux.conf").write_text(DEFAULT_ULINUX)
-        (tree / "etc" / "shadow").write_text(SHADOW)
-        return tree
+        return write_tree(self.work / "qts-config", ULINUX, DEFAULT_ULINUX,
+                          files={"etc/config/upnpc.conf": UPNPC_CONF, "etc/shadow": SHADOW})
 
     def install(self, package: Path) -> None:
         """Run the .qpkg with busybox sh in the simulated QTS, as App Center's manual install does."""
-        from qts_rig import Rig, find_python38
+        from tests.support.qts_rig import Rig, find_python38
 
         base = self.work / "nas"
         base.mkdir()

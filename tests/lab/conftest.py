@@ -1,18 +1,16 @@
-"""Fixtures for lab tests: ``lab`` (the default topology) and ``make_lab(**options)`` (see netlab.Lab).
+"""Fixtures for lab tests: ``lab`` (the default topology) and ``make_lab(**options)`` (see tests.support.netlab.Lab).
 
 Every lab is torn down after its test, even on failure; tests skip with the reason when this machine
 cannot build one (not root, miniupnpd / ip / nft missing)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Callable, Iterator, List
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netlab import Lab  # noqa: E402
+from tests.support.netlab import Lab
 
 
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:

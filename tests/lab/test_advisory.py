@@ -10,8 +10,9 @@ import json
 from typing import List
 
 import pytest
-from advisory import ARC, STATIC_FORWARD, Advisory, finding, missing, port_verdicts, verdict
-from netlab import Lab
+
+from tests.lab.advisory import ARC, STATIC_FORWARD, Advisory, finding, missing, port_verdicts, verdict
+from tests.support.netlab import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.slow]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from netlab import Lab
+from tests.support.netlab import Lab
 
 
 def _namespaces():

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from netlab import Lab
-from reachlab import capture_counts, fake_nas, run_checks, start_capture, start_prober, verdicts
+from tests.support.netlab import Lab
+from tests.support.reachlab import capture_counts, fake_nas, run_checks, start_capture, start_prober, verdicts
 
 RESOLVE = "prober.lab=%s,%s" % (Lab.WAN_HOST, Lab.WAN_HOST6)
 

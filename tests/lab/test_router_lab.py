@@ -10,30 +10,19 @@ from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 import pytest
-from netlab import Lab
+
+from tests.support.netlab import Lab
+from tests.support.qts import LAB_ULINUX, ini_text, merged, write_tree
 
 pytestmark = pytest.mark.skipif(shutil.which("upnpc") is None, reason="lab: upnpc (miniupnpc) is not installed")
 
 CAM = "10.77.0.20"  # another LAN host with its own mapping
-ULINUX = """[System]
-Server Name = LABNAS
-Web Access Port = 8080
-[Stunnel]
-Enable = 1
-Port = 443
-[LOGIN]
-SSH Port = 22
-"""
 
 
 def fake_nas(tmp_path: Path, **router: str) -> Tuple[Path, Path]:
-    root = tmp_path / "qts"
-    (root / "etc" / "config").mkdir(parents=True)
-    (root / "etc" / "config" / "uLinux.conf").write_text(ULINUX)
+    root = write_tree(tmp_path / "qts", LAB_ULINUX, default=None)
     settings = tmp_path / "exposure-guard.ini"
-    lines = ["[agent]", "lan_addresses = %s" % Lab.NAS, "[router]", "discover = yes"]
-    lines += ["%s = %s" % item for item in router.items()]
-    settings.write_text("\n".join(lines) + "\n")
+    settings.write_text(ini_text({"agent": {"lan_addresses": Lab.NAS}, "router": dict({"discover": "yes"}, **router)}))
     return root, settings
 
 
@@ -149,7 +138,7 @@ def test_turning_arc_off_also_removes_the_mappings_arc_made(lab, tmp_path):
     add(lab, "nas", Lab.NAS, 6881, 6881, "UDP", desc="bt")  # not ARC's
     root, settings = fake_nas(tmp_path)
     ulinux = root / "etc" / "config" / "uLinux.conf"
-    ulinux.write_text(ULINUX.replace("Web Access Port = 8080\n", "Web Access Port = 8080\nExtPort = 8080\n"))
+    ulinux.write_text(ini_text(merged(LAB_ULINUX, {"System": {"ExtPort": 8080}})))
     (root / "etc" / "config" / "upnpc.conf").write_text("[UPnP_Global]\nEnable = TRUE\n")
     fixed = agent(lab, root, settings, "fix", "--only", "myqnapcloud.upnp-forwarding", "--yes")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr

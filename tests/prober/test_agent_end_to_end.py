@@ -3,27 +3,13 @@ real fingerprints on both sides, real token check, real WAN-side UPnP test again
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import pytest
-
 from exposure_guard.checks import admin as admin_checks
 from exposure_guard.checks import reachability, router
 from exposure_guard.context import CheckContext
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
-from tests.unit.reach_helpers import Services, nas_tree, router_facts
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "igd"))
-from fakeigd import FakeIgd, FakeSsdp  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory):
-    svc = Services(tmp_path_factory.mktemp("svc"))
-    yield svc
-    svc.close()
+from tests.support.fakeigd import FakeIgd, FakeSsdp
+from tests.support.reach import nas_tree, router_facts
 
 
 def context(tmp_path, services, url, token=""):

@@ -13,48 +13,16 @@ import time
 import pytest
 import requests
 
-from tests.unit.reach_helpers import Services, free_port
+from tests.support.net import TcpServer, free_port, make_cert
 
 NONCE = "n0nce-0123456789"
 
 
-@pytest.fixture(scope="module")
-def services(tmp_path_factory):
-    svc = Services(tmp_path_factory.mktemp("svc"))
-    yield svc
-    svc.close()
-
-
-class Decoy:
-    """A listener on another loopback address: it must never see a connection from the prober."""
-
-    def __init__(self, host: str = "127.0.0.5") -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(16)
-        self.host, self.port = host, self.sock.getsockname()[1]
-        self.hits = 0
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.hits += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def decoy():
-    d = Decoy()
-    yield d
-    d.close()
+    """A listener on another loopback address: it must never see a connection from the prober (``hits``)."""
+    with TcpServer(host="127.0.0.5") as listener:
+        yield listener
 
 
 def probe(url, body, headers=None, **kwargs):
@@ -172,24 +140,11 @@ def test_rate_limit_per_source(start_prober, services, validate):
     assert len([c for c in prober.connects() if c["target"] == "127.0.0.1"]) == 2
 
 
-class SlowService:
+class SlowService(TcpServer):
     """Accepts and says nothing for ``hold`` seconds: keeps a probe job busy."""
 
     def __init__(self, hold: float) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.hold = hold
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Timer(self.hold, conn.close).start()
+        super().__init__(lambda conn: time.sleep(hold))
 
 
 def test_concurrency_caps(start_prober, validate):
@@ -297,8 +252,6 @@ def test_health_and_metrics(start_prober, services, validate):
 
 
 def test_tls_listener(start_prober, tmp_path):
-    from tests.unit.reach_helpers import make_cert
-
     cert, key = make_cert(tmp_path, "prober", "/CN=prober.test", san="IP:127.0.0.1")
     prober = start_prober(tls_cert=cert, tls_key=key)
     url = prober.url().replace("http://", "https://")

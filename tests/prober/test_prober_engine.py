@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,9 +12,8 @@ from exposure_guard_prober.config import ProberConfig
 from exposure_guard_prober.connector import ConnectFiltered, Connector
 from exposure_guard_prober.engine import PortRequest, run_job
 from exposure_guard_prober.upnpwan import _same_host, parse_description, parse_ssdp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "igd"))
-from fakeigd import FakeIgd, FakeSsdp  # noqa: E402
+from tests.support.fakeigd import FakeIgd, FakeSsdp
+from tests.support.net import TcpServer
 
 
 def run(coro):
@@ -62,39 +58,15 @@ def test_total_deadline_cuts_everything():
     assert results[0]["state"] == "filtered"
 
 
-class Server:
-    """A TCP server on loopback running ``reply(conn)`` per connection; counts connections."""
+class Server(TcpServer):
+    """A TCP server on loopback that reads the request, then runs ``reply(conn)``; counts connections."""
 
     def __init__(self, reply) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.hits = 0
-        self.reply = reply
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.hits += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        try:
+        def handle(conn):
             conn.recv(4096)
-            self.reply(conn)
-        except OSError:
-            pass
-        finally:
-            conn.close()
+            reply(conn)
 
-    def close(self):
-        self.sock.close()
+        super().__init__(handle)
 
 
 def test_reads_are_capped_and_redirects_not_followed():

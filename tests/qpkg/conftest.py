@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from qpkg_helpers import Built, next_version, run_build
+
+from tests.support.qpkg_build import Built, next_version, run_build
 
 
 @pytest.fixture(scope="session")

@@ -16,24 +16,13 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import build_qpkg
 import pytest
-from qpkg_helpers import REPO, run_build
 
 from exposure_guard.qpkg_inspect import inspect_qpkg, main, render
+from tests.support.paths import REPO
+from tests.support.qpkg_build import builder, run_build, split
 
-
-def split(data: bytes) -> Dict[str, bytes]:
-    """Cut a package at the offsets its header declares (evaluated like qbuild's reader)."""
-    script_len = int(re.search(rb"^script_len=(\d+)$", data, re.MULTILINE).group(1))
-    ctrl_len, data_len = (int(x) for x in re.findall(rb"^offset=\$\(/usr/bin/expr \$\w+ \+ (\d+)\)$", data[:script_len],
-                                                     re.MULTILINE))
-    return {
-        "header": data[:script_len],
-        "control": data[script_len:script_len + ctrl_len],
-        "data": data[script_len + ctrl_len:script_len + ctrl_len + data_len],
-        "rest": data[script_len + ctrl_len + data_len:],
-    }
+build_qpkg = builder()
 
 
 def tar_members(blob: bytes, mode: str = "r:*") -> List[tarfile.TarInfo]:

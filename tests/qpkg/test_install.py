@@ -1,4 +1,5 @@
-"""Install, upgrade and remove the built .qpkg in a simulated QTS (qts_rig), run by busybox sh and bash.
+"""Install, upgrade and remove the built .qpkg in a simulated QTS (tests/support/qts_rig.py), run by busybox
+sh and bash.
 
 The package file itself is executed (``sh ExposureGuard_<ver>.qpkg``) exactly as App Center's manual
 install does; the QTS commands it calls are test doubles, the agent it starts is the real one, on
@@ -13,11 +14,14 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import pytest
-from qpkg_helpers import REPO, Built
-from qts_rig import QPKG_DIR, Rig, find_python38
+
+from tests.support.paths import REPO
+from tests.support.qpkg_build import Built
+from tests.support.qts_rig import QPKG_DIR, Rig, find_python38
+from tests.support.wait import wait_for
 
 NAME = "ExposureGuard"
 PKG_DIR = QPKG_DIR + "/" + NAME
@@ -31,17 +35,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox not installed"),
     pytest.mark.skipif(find_python38() is None, reason="pyenv Python 3.8 not installed (~/.pyenv/versions/3.8.*)"),
 ]
-
-
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.1)
 
 
 def install(rig: Rig, package: Built, env: Optional[Dict[str, str]] = None):
@@ -176,7 +169,7 @@ def test_install_upgrade_remove(rig: Rig, built: Built, built_upgrade: Built):
     # ---- remove (what App Center runs) ----------------------------------------------------------------
     proc = rig.run("sh %s/.uninstall.sh" % PKG_DIR)
     assert proc.returncode == 0, proc.stdout
-    wait_for("the agent to stop", lambda: not rig.agent_pids(), timeout=15)
+    wait_for("the agent to stop", lambda: not rig.agent_pids())
     assert not qdir.exists()
     conf = rig.ini("/etc/config/qpkg.conf")
     assert NAME not in conf, "unregistered"

@@ -10,9 +10,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from qpkg_helpers import REPO
-from qts_rig import find_python38
-from test_format import split
+
+from tests.support.paths import REPO
+from tests.support.qpkg_build import split
+from tests.support.qts_rig import find_python38
 
 PYTHON38 = find_python38()
 pytestmark = pytest.mark.skipif(PYTHON38 is None, reason="pyenv Python 3.8 not installed (~/.pyenv/versions/3.8.*)")

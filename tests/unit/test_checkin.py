@@ -12,12 +12,10 @@ import os
 import shutil
 import ssl
 import stat
-import subprocess
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
@@ -25,13 +23,11 @@ import pytest
 from exposure_guard import checkin, spool
 from exposure_guard.qts.identity import DeviceIdentity
 from exposure_guard.settings import load_settings
+from tests.support.net import HttpServer, free_port, make_cert
+from tests.support.paths import QTS_TREES
 
 IDENTITY = DeviceIdentity(device_id="qnap-abc123", hostname="NAS1", model="TS-453D", firmware="5.1.4.2596",
                           build="20231128", lan_addresses=["192.168.1.20"])
-
-
-class _Server(ThreadingMixIn, HTTPServer):
-    daemon_threads = True
 
 
 class FakeServer:
@@ -62,18 +58,11 @@ class FakeServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
-        scheme = "http"
-        if tls_context is not None:
-            self.httpd.socket = tls_context.wrap_socket(self.httpd.socket, server_side=True)
-            scheme = "https"
-        self.url = "%s://127.0.0.1:%d" % (scheme, self.httpd.server_address[1])
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.http = HttpServer(Handler, tls=tls_context)
+        self.url = self.http.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.close()
 
     def checkin_ids(self) -> List[str]:
         return [r["json"]["report_id"] for r in self.requests if r["path"] == "/api/v1/checkin"]
@@ -143,12 +132,7 @@ def test_enroll_bad_secret(tmp_path: Path, server: FakeServer) -> None:
 
 
 def test_enroll_unreachable_and_bad_url(tmp_path: Path) -> None:
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
+    port = free_port()  # nothing listens there
     with pytest.raises(checkin.ServerUnreachableError, match="cannot reach the server http://127.0.0.1:%d" % port):
         checkin.enroll("http://127.0.0.1:%d" % port, "ege_s", IDENTITY, tmp_path, timeout=5)
     with pytest.raises(checkin.CheckinError, match="not an http"):
@@ -169,11 +153,7 @@ def test_enroll_rejects_non_exposureguard_answers(tmp_path: Path, server: FakeSe
 def tls_files(tmp_path: Path) -> Tuple[str, str]:
     if not shutil.which("openssl"):
         pytest.skip("openssl command not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return str(cert), str(key)
+    return make_cert(tmp_path, "server", "/CN=127.0.0.1", san="IP:127.0.0.1")
 
 
 def test_tls_verified_by_default_and_custom_ca(tmp_path: Path, tls_files: Tuple[str, str]) -> None:
@@ -334,14 +314,11 @@ def test_second_deliverer_backs_off(tmp_path: Path, server: FakeServer) -> None:
     assert "another delivery" in result.error and result.remaining == 1 and server.requests == []
 
 
-def test_backoff_delay_grows_and_is_capped() -> None:
-    import random
-
-    rng = random.Random(1)
+def test_backoff_delay_grows_and_is_capped(rng) -> None:
     for attempt in range(12):
         delay = checkin.backoff_delay(attempt, rng=rng)
         ceiling = min(checkin.MAX_BACKOFF, 2 ** attempt)
-        assert ceiling / 2 <= delay <= ceiling
+        assert ceiling / 2 <= delay <= ceiling, (attempt, delay, rng.replay)
     assert os.name == "posix"
 
 
@@ -349,7 +326,6 @@ def test_daemon_checks_in_after_enroll_without_server_in_settings(tmp_path: Path
     """`enroll --server URL` then `run`: the daemon delivers each cycle's report to the enrolled server."""
     from exposure_guard.daemon import Daemon
     from exposure_guard.qts.root import QtsRoot
-    from tests.conftest import QTS_TREES
 
     state = tmp_path / "state"
     _enrolled(state, server)

@@ -14,6 +14,7 @@ import pytest
 from exposure_guard import atomicio
 from exposure_guard.atomicio import _SimulatedCrash, atomic_write
 from exposure_guard.qts.config import ConfigDocument
+from tests.support.paths import SRC
 
 OLD = b"[UPnP_Global]\nEnable = TRUE\n" + b"# padding\n" * 2000
 NEW = ConfigDocument(OLD).with_value("UPnP_Global", "Enable", "FALSE")
@@ -59,18 +60,15 @@ while True:
 """
 
 
-def test_sigkill_at_random_points_never_leaves_a_torn_file(tmp_path: Path):
+def test_sigkill_at_random_points_never_leaves_a_torn_file(tmp_path: Path, rng):
     """A real process rewriting the file in a loop, killed with SIGKILL 25 times at random moments."""
     target = tmp_path / "upnpc.conf"
     old_file, new_file = tmp_path / "old", tmp_path / "new"
     old_file.write_bytes(OLD)
     new_file.write_bytes(NEW)
     target.write_bytes(OLD)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
-    import random
-
-    rng = random.Random(7)
-    for _ in range(25):
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    for kill in range(25):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(old_file), str(new_file)],
                                 stdout=subprocess.PIPE, env=env)
         assert proc.stdout is not None
@@ -78,4 +76,4 @@ def test_sigkill_at_random_points_never_leaves_a_torn_file(tmp_path: Path):
         time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert target.read_bytes() in (OLD, NEW)
+        assert target.read_bytes() in (OLD, NEW), "torn file after kill %d; %s" % (kill, rng.replay)

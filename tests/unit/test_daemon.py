@@ -7,17 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-from tests.conftest import tree_bytes
-
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+from tests.support.paths import SRC
+from tests.support.qts import tree_bytes
+from tests.support.wait import DEADLINE, wait_for
 
 
 def agent(*args: str, env=None, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "exposure_guard", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=SRC, **(env or {})),
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(SRC), **(env or {})),
                             stdin=subprocess.DEVNULL, **kw)
 
 
@@ -67,15 +65,14 @@ def test_single_instance_and_clean_sigterm_stop(qts_tree, tmp_path):
     state = tmp_path / "state"
     first = agent("run", "--root", str(root), "--offline", "--state-dir", str(state))
     try:
-        deadline = time.time() + 30
-        while not (state / "last-report.json").exists() and time.time() < deadline:
-            time.sleep(0.05)
+        wait_for("the first cycle's last-report.json (or the agent's exit)",
+                 lambda: (state / "last-report.json").exists() or first.poll() is not None)
         assert (state / "last-report.json").exists(), first.stderr.read() if first.poll() is not None else ""
         second = agent("run", "--root", str(root), "--offline", "--once", "--state-dir", str(state))
-        out, err = second.communicate(timeout=30)
+        out, err = second.communicate(timeout=DEADLINE)
         assert second.returncode == 3 and "another exposure-guard agent is running" in err
         first.send_signal(signal.SIGTERM)
-        out, err = first.communicate(timeout=15)
+        out, err = first.communicate(timeout=DEADLINE)
         assert first.returncode == 0, err
         assert "agent stopped" in err
     finally:
@@ -83,16 +80,18 @@ def test_single_instance_and_clean_sigterm_stop(qts_tree, tmp_path):
             first.kill()
     # the lock is free again
     third = agent("run", "--root", str(root), "--offline", "--once", "--state-dir", str(state))
-    third.communicate(timeout=30)
+    third.communicate(timeout=DEADLINE)
     assert third.returncode == 0
 
 
-def test_jitter_stays_within_ten_percent(qts_tree, tmp_path):
+def test_jitter_stays_within_ten_percent(qts_tree, tmp_path, monkeypatch, rng):
+    from exposure_guard import daemon as daemon_module
     from exposure_guard.daemon import Daemon
     from exposure_guard.qts.root import QtsRoot
     from exposure_guard.settings import load_settings
 
+    monkeypatch.setattr(daemon_module, "random", rng)  # the jitter's random choices, replayable from the seed
     daemon = Daemon(QtsRoot(qts_tree("hardened")), load_settings(None, environ={}), tmp_path)
     delays = [daemon.next_delay() for _ in range(500)]
-    assert min(delays) >= 3600 and max(delays) <= 3960
-    assert len({round(d) for d in delays}) > 100  # really random, not fixed
+    assert min(delays) >= 3600 and max(delays) <= 3960, rng.replay
+    assert len({round(d) for d in delays}) > 100, rng.replay  # really random, not fixed

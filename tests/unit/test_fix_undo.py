@@ -7,11 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import tree_bytes
+from tests.support.paths import SRC
+from tests.support.qts import tree_bytes
 
 FIXABLE = ["myqnapcloud.upnp-forwarding", "service.telnet"]
 
@@ -171,12 +171,11 @@ def test_read_only_config_fix_fails_clearly_and_changes_nothing(qts_tree):
     root = qts_tree("exposed")
     conf = root / "etc/config/upnpc.conf"
     before = conf.read_bytes()
-    src = str(Path(__file__).resolve().parents[2] / "src")
     script = 'mount --bind "$1/etc/config" "$1/etc/config" && mount -o remount,bind,ro "$1/etc/config" && shift && exec "$@"'
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(root), sys.executable, "-m",
          "exposure_guard", "fix", "--root", str(root), "--offline", "--only", "myqnapcloud.upnp-forwarding", "--yes"],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=src), stdin=subprocess.DEVNULL, timeout=60)
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(SRC)), stdin=subprocess.DEVNULL, timeout=60)
     if "mount" in proc.stderr and proc.returncode not in (1, 3):
         pytest.skip("cannot make a read-only bind mount here: %s" % proc.stderr.strip()[:200])
     assert proc.returncode == 3, proc.stdout + proc.stderr

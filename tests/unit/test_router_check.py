@@ -4,8 +4,6 @@ the fix (per fix_scope) with journal and undo, never touching other hosts' mappi
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,18 +15,15 @@ from exposure_guard.fixes.journal import ChangeJournal
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
 from exposure_guard.upnp import audit as upnp_audit
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "igd"))
-from fakeigd import FakeIgd, FakeSsdp, Mapping  # noqa: E402
+from tests.support.fakeigd import ENVELOPE, FAULT, FakeIgd, FakeSsdp, Mapping
+from tests.support.qts import write_tree
 
 NAS = "10.77.0.10"  # this NAS, per [agent] lan_addresses (loopback addresses never count as LAN addresses)
 OTHER = "192.168.1.77"
 
 
 def make_ctx(tmp_path, igd_url="", ulinux="[System]\nWeb Access Port = 8080\n[Stunnel]\nPort = 443\n", **settings):
-    root = tmp_path / "root"
-    (root / "etc" / "config").mkdir(parents=True, exist_ok=True)
-    (root / "etc" / "config" / "uLinux.conf").write_text(ulinux)
+    root = write_tree(tmp_path / "root", ulinux, default=None)
     overrides = {("router", "igd_url"): igd_url, ("agent", "lan_addresses"): NAS}
     overrides.update({tuple(k.split("__")): v for k, v in settings.items()})
     return CheckContext(QtsRoot(root), load_settings(None, environ={}).with_overrides(overrides),
@@ -220,8 +215,6 @@ def test_fix_skips_a_port_that_now_leads_elsewhere(tmp_path):
 
 
 def test_failed_delete_is_journaled_as_failed(tmp_path):
-    from fakeigd import ENVELOPE, FAULT
-
     with FakeIgd("igd1", [Mapping(8080, NAS, 8080)]) as igd:
         ctx = make_ctx(tmp_path, igd.location)
         actions = fix(ctx, evaluate(ctx))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from exposure_guard.upnp.description import parse_description
 from exposure_guard.upnp.errors import HostileResponse, UpnpError
 from exposure_guard.upnp.models import WANIP1, WANIP2, WANPPP1
+from tests.support.paths import IGD_FIXTURES as IGD
 
-IGD = Path(__file__).resolve().parents[1] / "fixtures" / "igd"
 LOCATION = "http://10.77.0.1:5000/rootDesc.xml"
 
 

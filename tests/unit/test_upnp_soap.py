@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,10 +10,9 @@ from exposure_guard.upnp import soap
 from exposure_guard.upnp.audit import find_gateways, read_tables
 from exposure_guard.upnp.errors import HostileResponse, SoapFault, UpnpError
 from exposure_guard.upnp.models import WANIP2, PortMapping, WanService
-
-IGD = Path(__file__).resolve().parents[1] / "fixtures" / "igd"
-sys.path.insert(0, str(IGD))
-from fakeigd import ENVELOPE, FakeIgd, Mapping  # noqa: E402
+from tests.support.fakeigd import BOMB, ENVELOPE, FakeIgd, Mapping
+from tests.support.net import TcpServer
+from tests.support.paths import IGD_FIXTURES as IGD
 
 URL = "http://10.77.0.1:5000/ctl/IPConn"
 
@@ -81,7 +78,6 @@ def test_garbage_mapping_fields_are_errors(field, value):
 
 
 def test_bomb_in_a_soap_answer_is_refused():
-    from fakeigd import BOMB
     with pytest.raises(HostileResponse):
         soap.parse_response(BOMB, 200, "GetExternalIPAddress", URL)
 
@@ -178,8 +174,6 @@ def test_delete_add_and_specific_entry_round_trip():
 
 
 def test_bomb_inside_the_port_listing_is_refused_not_worked_around():
-    from fakeigd import BOMB
-
     listing = BOMB.decode().replace('<?xml version="1.0"?>\n', "")
     answer = ENVELOPE % ('<u:GetListOfPortMappingsResponse xmlns:u="%s"><NewPortListing><![CDATA[%s]]>'
                          "</NewPortListing></u:GetListOfPortMappingsResponse>" % (WANIP2, listing))
@@ -208,16 +202,12 @@ def test_a_stalling_control_url_is_cut_at_the_per_call_deadline():
 
 
 def test_redirects_are_not_followed():
-    from fakeigd import HostileServer
-
     with FakeIgd("igd1") as igd:
         target = igd.location
 
-    class Redirecting(HostileServer):
-        def _one(self, conn):
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % target.encode())
-            conn.close()
+    def redirect(conn):
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % target.encode())
 
-    with Redirecting("x") as server, pytest.raises(UpnpError, match="answered HTTP 302"):
-        find_gateways(server.url)
+    with TcpServer(redirect) as server, pytest.raises(UpnpError, match="answered HTTP 302"):
+        find_gateways("http://127.0.0.1:%d/rootDesc.xml" % server.port)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 from exposure_guard.upnp import ssdp
 from exposure_guard.upnp.audit import find_gateways
 from exposure_guard.upnp.models import SEARCH_TARGETS
+from tests.support.fakeigd import FakeIgd, FakeSsdp
+from tests.support.paths import IGD_FIXTURES
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "igd"))
-from fakeigd import FakeIgd, FakeSsdp  # noqa: E402
-
-REAL = (Path(__file__).resolve().parents[1] / "fixtures" / "igd" / "ssdp-msearch-response-0.txt").read_bytes()
+REAL = (IGD_FIXTURES / "ssdp-msearch-response-0.txt").read_bytes()
 
 
 def test_real_miniupnpd_answer_parses():

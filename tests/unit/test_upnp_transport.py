@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from exposure_guard.hostilehttp import MAX_BODY, check_url, fetch
 from exposure_guard.upnp.description import fetch_gateway
 from exposure_guard.upnp.errors import HostileResponse, UpnpError
-from exposure_guard.hostilehttp import MAX_BODY, check_url, fetch
 from tests.support.fakeigd import BOMB, XXE, HostileServer
 from tests.support.net import free_port
 

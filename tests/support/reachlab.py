@@ -1,4 +1,4 @@
-"""Reachability additions on top of netlab.Lab: the real prober in the ``wan`` namespace, a connection
+"""Reachability additions on top of tests.support.netlab.Lab: the real prober in the ``wan`` namespace, a connection
 counter there (nftables, the "capture"), and a driver that runs the agent's reachability checks in ``nas``.
 
 Nothing here edits the harness; everything it starts is spawned through ``Lab.spawn`` (killed at
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from netlab import SRC, Lab
+from tests.support.netlab import Lab
+from tests.support.paths import SRC
+from tests.support.qts import LAB_ULINUX, ini_text, write_tree
 
 PROBER_PORT = 8443
 LAB_ALLOW = "198.51.100.0/24,2001:db8::/32"
@@ -58,22 +60,6 @@ for check_id, evaluate in (("reachability.admin", r.reachability_admin),
         out[check_id] = {"status": "error", "summary": traceback.format_exc()}
 print(json.dumps(out, default=str))
 '''
-
-ULINUX = """[System]
-Server Name = LABNAS
-Web Access Port = 8080
-[Stunnel]
-Enable = 1
-Port = 443
-[LOGIN]
-SSH Enable = FALSE
-SSH Port = 22
-[FTP]
-Port = 21
-[QWEB]
-Port = 80
-SSL_PORT = 8081
-"""
 
 
 @dataclass
@@ -141,15 +127,13 @@ def capture_counts(lab: Lab) -> Dict[str, int]:
 
 def fake_nas(directory: Path, lab: Lab, prober_url: str, ipv6: bool = False,
              extra_ini: Optional[Dict[str, str]] = None) -> Dict[str, Path]:
-    root = directory / "qts"
-    (root / "etc" / "config").mkdir(parents=True, exist_ok=True)
-    (root / "etc" / "config" / "uLinux.conf").write_text(ULINUX)
+    """The lab NAS's QTS tree (LAB_ULINUX) and agent settings: LAN address, the lab's IGD, ``prober_url``;
+    ``extra_ini`` adds keys to [reachability]."""
+    root = write_tree(directory / "qts", LAB_ULINUX, default=None)
     addresses = Lab.NAS + (" " + Lab.NAS6 if ipv6 else "")
-    lines = ["[agent]", "lan_addresses = %s" % addresses, "[router]", "igd_url = %s" % lab.igd_location,
-             "[reachability]", "prober_url = %s" % prober_url, "timeout = 20"]
-    lines += ["%s = %s" % item for item in (extra_ini or {}).items()]
     ini = directory / "exposure-guard.ini"
-    ini.write_text("\n".join(lines) + "\n")
+    ini.write_text(ini_text({"agent": {"lan_addresses": addresses}, "router": {"igd_url": lab.igd_location},
+                             "reachability": dict({"prober_url": prober_url, "timeout": 20}, **(extra_ini or {}))}))
     return {"root": root, "ini": ini}
 
 

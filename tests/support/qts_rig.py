@@ -27,9 +27,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from tests.support.wait import wait_for
 
 VOLUME = "/share/CACHEDEV1_DATA"
 QPKG_DIR = VOLUME + "/.qpkg"
@@ -248,23 +249,39 @@ class Rig:
             ["unshare", "--mount", "--net", "--pid", "--fork", "--propagation", "private",
              "/bin/sh", "-c", "\n".join(script)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            if self.holder.poll() is not None or time.monotonic() > deadline:
-                output = self.holder.stdout.read().decode() if self.holder.stdout else ""
-                self.stop()
-                raise RuntimeError("the QTS rig did not start: %s" % output)
-            time.sleep(0.02)
+        try:
+            wait_for("the QTS rig to start", lambda: ready.exists() or self.holder.poll() is not None)
+        except AssertionError:
+            pass
+        if not ready.exists():
+            exited = self.holder.poll() is not None
+            output = self.holder.stdout.read().decode() if exited and self.holder.stdout else "(still running)"
+            self.stop()
+            raise RuntimeError("the QTS rig did not start: %s" % output)
+        # `ready` is touched just BEFORE `exec chroot`: until the exec'd busybox runs, the process's root is
+        # still the host's, and nsenter -r would run commands with the host's /bin/sh (dash) outside the
+        # rig. Wait for the final exec, not just for the process.
+        try:
+            self.pid = wait_for("the QTS rig's init process (chrooted busybox)", self._init_pid)
+        except AssertionError:
+            self.stop()
+            raise RuntimeError("the QTS rig's init process did not start") from None
+
+    def _init_pid(self) -> int:
+        """The rig's PID 1 (host PID) once it is the chrooted busybox running INIT; 0 before."""
+        assert self.holder is not None
         children = Path("/proc/%d/task/%d/children" % (self.holder.pid, self.holder.pid))
-        while True:
+        try:
             pids = children.read_text().split()
-            if pids and b"rig-init" in Path("/proc/%s/cmdline" % pids[0]).read_bytes():
-                self.pid = int(pids[0])
-                break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the QTS rig's init process did not start")
-            time.sleep(0.02)
+            if not pids:
+                return 0
+            cmdline = Path("/proc/%s/cmdline" % pids[0]).read_bytes()
+            root = os.readlink("/proc/%s/root" % pids[0])
+        except OSError:
+            return 0
+        if cmdline.startswith(b"/bin/busybox\0sh\0-c\0") and b"rig-init" in cmdline and root == os.path.realpath(str(self.root)):
+            return int(pids[0])
+        return 0
 
     def stop(self) -> None:
         if self.holder is not None:

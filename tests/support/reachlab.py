@@ -90,7 +90,9 @@ def start_prober(lab: Lab, *extra: str, port: int = PROBER_PORT, lab_mode: bool 
     log = lab.dir / ("%s.jsonl" % name)
     argv = ["env", "PYTHONPATH=%s" % SRC, sys.executable, "-m", "exposure_guard_prober", "serve",
             "--listen", "%s:%d" % (Lab.WAN_HOST, port), "--log-connects", "--log-file", str(log),
-            "--connect-timeout", "1", "--io-timeout", "1", "--deadline", "5"]
+            # connect: a SYN to an open port is answered by the kernel at once, so 1 s only bounds the wait
+            # on filtered ones; reads and the whole job get room for a loaded machine
+            "--connect-timeout", "1", "--io-timeout", "5", "--deadline", "20"]
     if ipv6:
         argv += ["--listen", "[%s]:%d" % (Lab.WAN_HOST6, port)]
     if lab_mode:
@@ -133,7 +135,7 @@ def fake_nas(directory: Path, lab: Lab, prober_url: str, ipv6: bool = False,
     addresses = Lab.NAS + (" " + Lab.NAS6 if ipv6 else "")
     ini = directory / "exposure-guard.ini"
     ini.write_text(ini_text({"agent": {"lan_addresses": addresses}, "router": {"igd_url": lab.igd_location},
-                             "reachability": dict({"prober_url": prober_url, "timeout": 20}, **(extra_ini or {}))}))
+                             "reachability": dict({"prober_url": prober_url, "timeout": 60}, **(extra_ini or {}))}))
     return {"root": root, "ini": ini}
 
 

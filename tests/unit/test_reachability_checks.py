@@ -25,7 +25,7 @@ def prober():
     fake.close()
 
 
-def make_ctx(tmp_path: Path, services: Services, url: str, timeout: str = "5", **extra: Dict[str, Any]) -> CheckContext:
+def make_ctx(tmp_path: Path, services: Services, url: str, timeout: str = "30", **extra: Dict[str, Any]) -> CheckContext:
     root = nas_tree(tmp_path / "root", services, **extra)
     settings = load_settings(None, environ={}).with_overrides(
         {("reachability", "prober_url"): url, ("reachability", "timeout"): timeout})

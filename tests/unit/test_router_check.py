@@ -122,6 +122,11 @@ def test_fake_root_never_searches_the_lan_unless_told(tmp_path, monkeypatch):
     assert out.status == "skipped"
 
 
+# A search that gets an answer ends 0.4 s after it, so a long timeout costs nothing and a loaded machine
+# cannot miss the answer.
+ANSWERED = "30"
+
+
 def _loopback_discovery(monkeypatch, responder):
     monkeypatch.setattr(upnp_audit, "find_gateways", functools.partial(upnp_audit.find_gateways, interfaces=["127.0.0.1"],
                                                                    group=responder.address))
@@ -130,7 +135,7 @@ def _loopback_discovery(monkeypatch, responder):
 def test_discovered_igd_is_audited(tmp_path, monkeypatch):
     with FakeIgd("igd1", table()) as igd, FakeSsdp(igd.location) as responder:
         _loopback_discovery(monkeypatch, responder)
-        out = evaluate(make_ctx(tmp_path, router__discover="yes"))
+        out = evaluate(make_ctx(tmp_path, router__discover="yes", router__discovery_timeout=ANSWERED))
     assert out.status == "fail" and out.evidence["found_by"] == "ssdp"
     assert out.evidence["discovery"]["answers"][0]["location"] == igd.location
 
@@ -154,7 +159,7 @@ def test_discovery_that_cannot_search_is_unknown(tmp_path, monkeypatch):
 def test_broken_igd_answering_ssdp_is_unknown_not_pass(tmp_path, monkeypatch):
     with FakeIgd("igd1", description=b"<x") as igd, FakeSsdp(igd.location) as responder:
         _loopback_discovery(monkeypatch, responder)
-        out = evaluate(make_ctx(tmp_path, router__discover="yes"))
+        out = evaluate(make_ctx(tmp_path, router__discover="yes", router__discovery_timeout=ANSWERED))
     assert out.status == "unknown" and "not well-formed" in out.summary
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import pytest
 
+from exposure_guard.upnp import audit as upnp_audit
 from exposure_guard.upnp import soap
 from exposure_guard.upnp.audit import find_gateways, read_tables
 from exposure_guard.upnp.errors import HostileResponse, SoapFault, UpnpError
@@ -138,20 +141,78 @@ def test_unreadable_table_is_reported_not_raised():
     assert "not well-formed" in audit.services[0].error
 
 
-def test_total_budget_stops_a_slow_table():
-    import time
+class _Clock:
+    """Stands in for the ``time`` module of exposure_guard.upnp.audit (the budget's clock) only: the HTTP
+    transport keeps the real clock and its real per-call deadlines."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class _Stall:
+    """Holds the device's answer to ``action`` until the test releases it (at its end)."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.released = threading.Event()
+
+    def device(self, variant: str, table):
+        stall = self
+
+        class Stalling(FakeIgd):
+            def soap(self, action, args, client):
+                if action == stall.action:
+                    stall.released.wait(120)
+                return super().soap(action, args, client)
+
+        return Stalling(variant, table)
+
+
+def test_total_budget_stops_a_slow_table(monkeypatch):
+    # Every answer of this device takes 25 s on the budget's clock (simulated: no sleeping, so the outcome
+    # does not depend on how loaded the machine is); 100 s of budget are spent after 4 answers.
+    clock = _Clock()
+    monkeypatch.setattr(upnp_audit, "time", clock)
 
     class Slow(FakeIgd):
         def soap(self, action, args, client):
-            time.sleep(0.15)
+            clock.now += 25.0
             return super().soap(action, args, client)
 
     with Slow("igd1", _table(100)) as igd:
-        started = time.monotonic()
-        audit = read_tables(find_gateways(igd.location), budget=1.0)
-        took = time.monotonic() - started
-    # without the shared budget the last call alone could take the 5 s per-call deadline
-    assert "longer than 1 s in total" in audit.services[0].error and took < 4.0, (took, audit.services[0].error)
+        audit = read_tables(find_gateways(igd.location), budget=100.0)
+    item = audit.services[0]
+    assert "longer than 100 s in total" in item.error, item.error
+    assert item.external_ip == "203.0.113.7" and item.mappings == []
+    # nothing is asked once the budget is spent (the table has 100 entries)
+    assert igd.calls == ["GetExternalIPAddress"] + ["GetGenericPortMappingEntry"] * 3
+
+
+def test_the_budget_also_cuts_the_call_in_flight(monkeypatch):
+    # A call never gets more time than the budget has left, whatever the per-call deadline (30 s here).
+    deadlines = []
+    real_fetch = soap.fetch
+
+    def spy(*args, **kwargs):
+        deadlines.append(kwargs["deadline"])
+        return real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(soap, "fetch", spy)
+    stall = _Stall("GetGenericPortMappingEntry")  # the device never answers the table read
+    with stall.device("igd1", _table(2)) as igd:
+        try:
+            started = time.monotonic()
+            audit = read_tables(find_gateways(igd.location), deadline=30.0, budget=1.0)
+            took = time.monotonic() - started
+        finally:
+            stall.released.set()
+    item = audit.services[0]
+    assert item.error and item.external_ip == "203.0.113.7", item.error
+    assert len(deadlines) == 2 and all(d <= 1.0 for d in deadlines), deadlines
+    assert took < 20, took  # generous: cut at the 1 s budget, not at the 30 s per-call deadline
 
 
 def test_delete_add_and_specific_entry_round_trip():
@@ -184,21 +245,17 @@ def test_bomb_inside_the_port_listing_is_refused_not_worked_around():
 
 
 def test_a_stalling_control_url_is_cut_at_the_per_call_deadline():
-    import time
-
-    class Stalling(FakeIgd):
-        def soap(self, action, args, client):
-            if action == "GetGenericPortMappingEntry":
-                time.sleep(5)
-            return super().soap(action, args, client)
-
-    with Stalling("igd1", _table(2)) as igd:
-        started = time.monotonic()
-        audit = read_tables(find_gateways(igd.location), deadline=0.5)
-        took = time.monotonic() - started
+    stall = _Stall("GetGenericPortMappingEntry")  # the device never answers the table read
+    with stall.device("igd1", _table(2)) as igd:
+        try:
+            started = time.monotonic()
+            audit = read_tables(find_gateways(igd.location), deadline=0.5)
+            took = time.monotonic() - started
+        finally:
+            stall.released.set()
     item = audit.services[0]
-    assert "did not finish answering within 0.5 s" in item.error and item.external_ip == "203.0.113.7"
-    assert took < 4.0  # the device would have taken 5 s per entry
+    assert "did not finish answering within 0.5 s" in item.error and item.external_ip == "203.0.113.7", item.error
+    assert took < 20, took  # generous: the device would never have answered
 
 
 def test_redirects_are_not_followed():

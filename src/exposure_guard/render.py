@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import IO, List, Optional
+from typing import IO, Any, Dict, List, Optional
 
 from exposure_guard.report import SEVERITY_RANK, Report
 
@@ -33,6 +33,24 @@ def paint(text: str, key: str, colour: bool) -> str:
 _ORDER = {"fail": 0, "error": 1, "unknown": 2, "pass": 3, "skipped": 4}
 
 
+_FAMILY = re.compile(r"^[A-Z]+-X\d", re.IGNORECASE)  # TS-X53B, TVS-X82: a model family, not a box's name
+
+
+def model_label(device: Dict[str, Any]) -> str:
+    """The name on the box when the NAS says it; else the model family, labelled as such when it is one."""
+    model = clean(device.get("model", "?"))
+    if device.get("model_family") in (None, "", device.get("model")) and _FAMILY.match(model):
+        return "%s (model family)" % model
+    return model
+
+
+def firmware_label(device: Dict[str, Any]) -> str:
+    """``QTS 5.0.1.2376 build 20230322`` (``QuTS hero h5.0.1.2376 …``)."""
+    firmware = clean(device.get("firmware", "?"))
+    product = "QuTS hero" if firmware.lower().startswith("h") else "QTS"
+    return "%s %s%s" % (product, firmware, (" build %s" % clean(device["build"])) if device.get("build") else "")
+
+
 def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: bool = False) -> str:
     stream = stream or sys.stdout
     colour = use_colour(stream)
@@ -40,9 +58,8 @@ def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: boo
     verdict = report.verdict()
     counts = report.counts()
     lines: List[str] = []
-    lines.append("%s  %s (%s, QTS %s%s)" % (
-        paint(verdict, verdict, colour), clean(device.get("hostname", "?")), clean(device.get("model", "?")),
-        clean(device.get("firmware", "?")), (" build %s" % clean(device["build"])) if device.get("build") else ""))
+    lines.append("%s  %s (%s, %s)" % (paint(verdict, verdict, colour), clean(device.get("hostname", "?")),
+                                      model_label(device), firmware_label(device)))
     lines.append("%d failing, %d passing, %d unknown, %d errors, %d skipped  (%d ms)" % (
         counts["fail"], counts["pass"], counts["unknown"], counts["error"], counts["skipped"], report.duration_ms))
     lines.append("")

@@ -32,7 +32,7 @@ def test_exposed_box_fails_what_the_advisory_warns_about():
     assert {p["router_port"] for p in found["myqnapcloud.published-services"].evidence["published"]} == {8080, 443}
     assert found["admin.default-ports"].evidence["http"]["listening"] is True
     assert found["firmware.version"].severity == "critical"
-    assert "DeadBolt-2022-01" in [m["id"] for m in found["firmware.version"].evidence["missing_fixes"]]
+    assert "QSA-22-02" in [m["id"] for m in found["firmware.version"].evidence["missing_fixes"]]  # DeadBolt
     assert report.verdict() == "AT RISK"  # offline: exposure itself is not verified
     for check_id in ("router.upnp-mappings", "reachability.admin"):
         assert found[check_id].status == "skipped"

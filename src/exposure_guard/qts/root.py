@@ -11,6 +11,8 @@ DEFAULT_ULINUX_CONF = "etc/default_config/uLinux.conf"
 UPNPC_CONF = "etc/config/upnpc.conf"
 QNAPDDNS_CONF = "etc/config/qnapddns.conf"
 QPKG_CONF = "etc/config/qpkg.conf"
+PLATFORM_CONF = "etc/platform.conf"
+QID_CONF = "etc/config/qid.conf"
 
 
 class QtsRoot:

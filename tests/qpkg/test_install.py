@@ -125,7 +125,7 @@ def test_install_upgrade_remove(rig: Rig, built: Built, built_upgrade: Built):
     first = wait_for("the first check run's last-report.json", lambda: report_of_version(rig, built.version))
     assert first["schema"] == "exposure-guard/report/v1"
     assert first["agent"]["python"].startswith("3.8.")
-    assert first["device"]["model"] == "TS-453D", "checked the simulated NAS's own /etc/config"
+    assert first["device"]["model_family"] == "TS-X53D", "checked the simulated NAS's own /etc/config"
     assert {f["id"]: f["status"] for f in first["findings"]}["myqnapcloud.upnp-forwarding"] == "fail"
     assert rig.run(SERVICE + " status").returncode == 0
 

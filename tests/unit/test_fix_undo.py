@@ -139,17 +139,7 @@ def test_daemon_stop_action_uses_daemon_mgr_and_undo_restarts(qts_tree, run_cli)
     from exposure_guard.qts.root import QtsRoot
 
     root = qts_tree("exposed")
-    (root / "proc/777").mkdir()
-    (root / "proc/777/comm").write_text("upnpcd\n")
-    (root / "sbin").mkdir()
-    calls = root / "daemon_mgr.calls"
-    daemon_mgr = root / "sbin/daemon_mgr"
-    # test double: records the call and, like QTS, makes the daemon go away / come back
-    daemon_mgr.write_text(
-        "#!/bin/sh\necho \"$@\" >> %s\n"
-        "if [ \"$2\" = stop ]; then rm -rf %s/proc/777; else mkdir -p %s/proc/777 && echo $1 > %s/proc/777/comm; fi\n"
-        % (calls, root, root, root))
-    daemon_mgr.chmod(0o755)
+    calls = fake_daemon(root, "upnpcd", ["/sbin/upnpcd", "-i", "300"], "/sbin/upnpcd -i 300 &")
     ctx = CheckContext(QtsRoot(root, use_tools=True), offline=True, state_dir=root / "var/eg")
     _, outcomes = run_checks(ctx, ["myqnapcloud.upnp-forwarding"])
     planned = plan_fixes(ctx, outcomes, daemon=False)
@@ -163,6 +153,60 @@ def test_daemon_stop_action_uses_daemon_mgr_and_undo_restarts(qts_tree, run_cli)
     undo_changes(ctx, journal, journal.changes())
     assert calls.read_text().splitlines()[-1] == "upnpcd start /sbin/upnpcd -i 300 &"
     assert (root / "proc/777/comm").exists()
+
+
+def fake_daemon(root, name, argv, registered):
+    """A daemon in the fake /proc and a daemon_mgr test double that, like QTS, stops it only when given the
+    exact command string it was started with (otherwise its watchdog keeps it running)."""
+    proc = root / "proc/777"
+    proc.mkdir(parents=True)
+    (proc / "comm").write_text(name + "\n")
+    (proc / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (root / "daemon_mgr.registered").write_text(registered)
+    (root / "sbin").mkdir(exist_ok=True)
+    calls = root / "daemon_mgr.calls"
+    daemon_mgr = root / "sbin/daemon_mgr"
+    daemon_mgr.write_text(
+        f"#!/bin/sh\necho \"$@\" >> {calls}\n"
+        "if [ \"$2\" = stop ]; then\n"
+        f"  [ \"$3\" = \"$(cat {root}/daemon_mgr.registered)\" ] && mv {root}/proc/777 {root}/stopped777\n"
+        "  exit 0\n"
+        "fi\n"
+        f"[ -d {root}/stopped777 ] && mv {root}/stopped777 {root}/proc/777\n"
+        f"printf '%s' \"$3\" > {root}/daemon_mgr.registered\n")
+    daemon_mgr.chmod(0o755)
+    return calls
+
+
+def test_daemon_is_stopped_with_the_command_line_it_really_runs(qts_tree):
+    """upnpcd started with other arguments than QTS's usual ones: the stop uses what /proc says, so the
+    daemon_mgr double (which ignores a wrong string, like QTS's watchdog) really stops it."""
+    from exposure_guard.checks.runner import run_checks
+    from exposure_guard.context import CheckContext
+    from exposure_guard.core import plan_fixes
+    from exposure_guard.fixes.apply import apply_actions, undo_changes
+    from exposure_guard.fixes.journal import ChangeJournal
+    from exposure_guard.qts.root import QtsRoot
+
+    root = qts_tree("exposed")
+    calls = fake_daemon(root, "upnpcd", ["/sbin/upnpcd", "-i", "600"], "/sbin/upnpcd -i 600 &")
+    ctx = CheckContext(QtsRoot(root, use_tools=True), offline=True, state_dir=root / "var/eg")
+    _, outcomes = run_checks(ctx, ["myqnapcloud.upnp-forwarding"])
+    journal = ChangeJournal(root / "var/eg")
+    apply_actions(ctx, journal, plan_fixes(ctx, outcomes, daemon=False))
+    assert calls.read_text().splitlines() == ["upnpcd stop /sbin/upnpcd -i 600 &"]
+    assert not (root / "proc/777").exists()
+    undo_changes(ctx, journal, journal.changes())
+    assert calls.read_text().splitlines()[-1] == "upnpcd start /sbin/upnpcd -i 600 &"
+    assert (root / "proc/777").exists()
+
+
+def test_the_daemon_mgr_double_ignores_a_guessed_string(qts_tree):
+    """The double itself: a wrong command string leaves the daemon running (so the test above can fail)."""
+    root = qts_tree("exposed")
+    calls = fake_daemon(root, "upnpcd", ["/sbin/upnpcd", "-i", "600"], "/sbin/upnpcd -i 600 &")
+    subprocess.run([str(root / "sbin/daemon_mgr"), "upnpcd", "stop", "/sbin/upnpcd -i 300 &"], check=True)
+    assert (root / "proc/777").exists() and calls.read_text().strip() == "upnpcd stop /sbin/upnpcd -i 300 &"
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a read-only mount")

@@ -106,12 +106,14 @@ def arc_recorded_ports(ctx: CheckContext) -> List[int]:
     family="local",
     rationale="""
 When Auto Router Configuration has forwarded a service, QTS records the router-side port in
-uLinux.conf (ExtPort / ExtSSLPort). A non-zero value means the router was told to publish that service
-to the internet; admin ports there are what ransomware campaigns scan for.""",
+uLinux.conf (ExtPort / ExtSSLPort). While ARC is on, a non-zero value means the router is told to publish
+that service to the internet; admin ports there are what ransomware campaigns scan for. With ARC off the
+firmware no longer uses them: a leftover value is history (the router audit and the callback check say
+whether the router still forwards the port).""",
     remediation="""
 myQNAPcloud > Auto Router Configuration: untick every service under "Forwarded services" (and
 "Published Services": untick every Publish box), then remove the matching forwards on the router.""",
-    reads=tuple(key for key, _label in inputs.EXT_PORTS),
+    reads=tuple(key for key, _label in inputs.EXT_PORTS) + (inputs.ARC_ENABLE, "running process upnpcd"),
     references=(ADVISORY_2022, QSNATCH),
 )
 def published_services(ctx: CheckContext) -> Outcome:
@@ -125,6 +127,11 @@ def published_services(ctx: CheckContext) -> Outcome:
             published.append({"service": label, "router_port": port, "section": key.section, "key": key.key})
     if published:
         names = ", ".join("%s on router port %d" % (p["service"], p["router_port"]) for p in published)
+        arc = ctx.read(inputs.ARC_ENABLE)
+        if arc.as_bool() is False and not ctx.running("upnpcd"):
+            return passed("Auto Router Configuration is off: the router ports it once recorded (%s) are history, not "
+                          "live forwards; the router audit and the callback check show whether the router still "
+                          "forwards them" % names, {"recorded": published, "keys": reads, "arc": arc.evidence()})
         admin = any(p["service"].startswith("admin") for p in published)
         return failed("router ports were opened for: " + names, {"published": published, "keys": reads},
                       severity="high" if admin else "medium")
@@ -143,7 +150,8 @@ exposes nothing; together with forwarded ports it hands attackers a stable addre
     remediation="""
 myQNAPcloud > My DDNS: disable it if you do not use it. Use myQNAPcloud Link or a VPN for remote
 access; never combine DDNS with forwarded admin ports.""",
-    reads=(inputs.DDNS_HOST, inputs.DDNS_DOMAIN,
+    reads=(inputs.DDNS_HOST, inputs.DDNS_DOMAIN, inputs.QID_DEVICE_NAME, inputs.QID_STATUS, inputs.QID_ACCOUNT,
+           inputs.QID_ACCESS_MODE, "qid.conf tokens are never read out",
            "aggravating: Auto Router Configuration on, or any ExtPort/ExtSSLPort recorded (see above)"),
     references=(ADVISORY_2022, SECURITY_GUIDE),
 )
@@ -151,7 +159,13 @@ def ddns(ctx: CheckContext) -> Outcome:
     host = ctx.read(inputs.DDNS_HOST)
     domain = ctx.read(inputs.DDNS_DOMAIN)
     evidence: Dict[str, Any] = {"host_name": host.evidence(), "domain": domain.effective}
+    qid = _qid(ctx)
+    if qid:
+        evidence["qid"] = qid
     name = (host.value or "").strip()
+    if not name or name.lower() == "myserver":
+        # QTS 5 keeps the myQNAPcloud name in qid.conf; qnapddns.conf may have no host at all.
+        name = str(qid.get("device_name") or "").strip()
     if not name or name.lower() == "myserver":
         return passed("no myQNAPcloud DDNS name is set", evidence)
     fqdn = "%s.%s" % (name, (domain.effective or "myqnapcloud.com").lower())
@@ -161,6 +175,34 @@ def ddns(ctx: CheckContext) -> Outcome:
         return failed("%s points at this NAS and ports are being forwarded to it" % fqdn,
                       {"forwarding": forwarding, **evidence}, severity="medium")
     return failed("%s points at this NAS (no forwarded ports seen)" % fqdn, evidence)
+
+
+def _qid(ctx: CheckContext) -> Dict[str, Any]:
+    """What qid.conf says about the myQNAPcloud registration, never its tokens (and the QNAP ID masked)."""
+    try:
+        status = ctx.read(inputs.QID_STATUS)
+        if status.file_missing:
+            return {}
+        name = ctx.read(inputs.QID_DEVICE_NAME).value
+        account = ctx.read(inputs.QID_ACCOUNT).value
+        mode = ctx.read(inputs.QID_ACCESS_MODE).value
+    except Unknowable as exc:
+        return {"file": "/" + inputs.QID_STATUS.file, "error": str(exc)}
+    out: Dict[str, Any] = {"file": "/" + inputs.QID_STATUS.file, "status": status.effective,
+                           "bound_to_qnap_id": status.effective == "3"}
+    if name:
+        out["device_name"] = name
+    if account:
+        out["qnap_id"] = _mask(account)
+    if mode is not None:
+        out["access_control_mode"] = mode  # values are not published: verbatim
+    return out
+
+
+def _mask(account: str) -> str:
+    """``jane.doe@example.com`` → ``j***@example.com``: enough to recognise, not to harvest."""
+    user, at, domain = account.partition("@")
+    return (user[:1] + "***" + at + domain) if at else (account[:1] + "***")
 
 
 def _forwarding_on(ctx: CheckContext) -> List[str]:

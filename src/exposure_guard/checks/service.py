@@ -8,11 +8,10 @@ from exposure_guard.checks.references import QSNATCH
 from exposure_guard.checks.registry import Outcome, check, failed, fixes, passed
 from exposure_guard.context import CheckContext
 from exposure_guard.facts import inputs
+from exposure_guard.qts.services import TELNETD_COMMAND
 
 if TYPE_CHECKING:
     from exposure_guard.fixes.actions import Action
-
-TELNETD_COMMAND = "/usr/sbin/utelnetd"
 
 
 @check(
@@ -27,10 +26,6 @@ relatives). QNAP's QSnatch advisory says to disable it when not used; nobody nee
 Control Panel > Network & File Services > Telnet / SSH: untick "Allow Telnet connection" > Apply.""",
     reads=(inputs.TELNET_ENABLE, inputs.TELNET_PORT, "/proc/net/tcp{,6} listeners", "running process utelnetd"),
     references=(QSNATCH,),
-    confirm="""
-The Telnet keys are not documented publicly. To confirm on your NAS: toggle "Allow Telnet connection"
-in Control Panel and run `getcfg LOGIN "TELNET Enable"` over SSH before and after; the listener on the
-Telnet port (`netstat -tln`) is checked as a second signal either way.""",
 )
 def telnet(ctx: CheckContext) -> Outcome:
     enable = ctx.read(inputs.TELNET_ENABLE)
@@ -39,7 +34,7 @@ def telnet(ctx: CheckContext) -> Outcome:
     listening = ctx.listeners.listening(port)
     running = ctx.running("utelnetd", "telnetd")
     evidence = {"enable": enable.evidence(), "port": port_read.evidence(), "listener": ctx.listeners.evidence(port),
-                "telnetd_running": running, "key_confidence": "unverified"}
+                "telnetd_running": running}
     on = enable.as_bool()
     if on or running or listening:
         why = "the config turns it on" if on else "a Telnet server runs although the config says off"

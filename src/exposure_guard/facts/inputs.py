@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Tuple
 
 from exposure_guard.facts.keys import Key
-from exposure_guard.qts.root import QNAPDDNS_CONF, ULINUX_CONF, UPNPC_CONF
+from exposure_guard.qts.root import QID_CONF, QNAPDDNS_CONF, ULINUX_CONF, UPNPC_CONF
 
 # ---- myQNAPcloud Auto Router Configuration (upnpc.conf; QTS falls back to FALSE when the file is absent)
 ARC_ENABLE = Key(UPNPC_CONF, "UPnP_Global", "Enable", "FALSE", "TRUE/FALSE", missing_file_ok=True)
@@ -22,17 +22,27 @@ ADMIN_EXT_HTTP, ADMIN_EXT_HTTPS, WEB_EXT_HTTP, WEB_EXT_HTTPS = (key for key, _la
 DDNS_HOST = Key(QNAPDDNS_CONF, "QNAP DDNS Service", "Host Name", None, missing_file_ok=True)
 DDNS_DOMAIN = Key(QNAPDDNS_CONF, "QNAP DDNS Service", "Domain Name Server", "myqnapcloud.com", missing_file_ok=True)
 
+# ---- myQNAPcloud registration (qid.conf; it also holds tokens, which are never read out). Sections of
+# DEVICE NAME, QID and DEVICE_ACCESS_CONTROL_MODE are not published: they are looked up in any section.
+QID_STATUS = Key(QID_CONF, "QNAP ID Service", "STATUS", "0", note="3 = bound to a QNAP ID", missing_file_ok=True)
+QID_DEVICE_NAME = Key(QID_CONF, "*", "DEVICE NAME", None, note="the myQNAPcloud name: <name>.myqnapcloud.com",
+                      missing_file_ok=True)
+QID_ACCOUNT = Key(QID_CONF, "*", "QID", None, note="the QNAP ID the NAS is bound to (shown masked)",
+                  missing_file_ok=True)
+QID_ACCESS_MODE = Key(QID_CONF, "*", "DEVICE_ACCESS_CONTROL_MODE", None, note="values unpublished: shown verbatim",
+                      missing_file_ok=True)
+
 # ---- System Administration (the admin web UI)
 ADMIN_HTTP_PORT = Key(ULINUX_CONF, "System", "Web Access Port", "8080")
 HTTPS_ENABLE = Key(ULINUX_CONF, "Stunnel", "Enable", "1", "1/0")
 ADMIN_HTTPS_PORT = Key(ULINUX_CONF, "Stunnel", "Port", "443")
 FORCE_SSL = Key(ULINUX_CONF, "System", "Force SSL", "0", "1/0")
 
-# ---- remote shells. The Telnet keys are not documented publicly; QTS's UI default port is 13131.
+# ---- remote shells (the Telnet keys are confirmed by a real uLinux.conf and QNAP's diagnostic parser)
 SSH_ENABLE = Key(ULINUX_CONF, "LOGIN", "SSH Enable", "FALSE", "TRUE/FALSE")
 SSH_PORT = Key(ULINUX_CONF, "LOGIN", "SSH Port", "22")
-TELNET_ENABLE = Key(ULINUX_CONF, "LOGIN", "TELNET Enable", "FALSE", "TRUE/FALSE", "key name unverified")
-TELNET_PORT = Key(ULINUX_CONF, "LOGIN", "TELNET Port", "13131", note="unverified")
+TELNET_ENABLE = Key(ULINUX_CONF, "LOGIN", "TELNET Enable", "FALSE", "TRUE/FALSE")
+TELNET_PORT = Key(ULINUX_CONF, "LOGIN", "TELNET Port", "13131")
 
 # ---- other services the callback asks about
 FTP_PORT = Key(ULINUX_CONF, "FTP", "Port", "21")
@@ -42,7 +52,9 @@ WEB_HTTPS_PORT = Key(ULINUX_CONF, "QWEB", "SSL_PORT", "8081")
 # ---- boot persistence
 AUTORUN = Key(ULINUX_CONF, "Misc", "Autorun", "FALSE", "TRUE/FALSE")
 
-# ---- the NAS's own service advertisement
-BONJOUR = tuple(Key(ULINUX_CONF, "Bonjour Service", name, "0", "1/0")
-                for name in ("Web", "HTTPS", "SAMBA", "AFP", "SSH", "FTP", "UPNP", "QMobile", "QNAP"))
-UPNP_DISCOVERY = Key(ULINUX_CONF, "UPnP Service", "Enable", "FALSE", "TRUE/FALSE", "unverified")
+# ---- the NAS's own service advertisement (QTS's avahi init script: an absent key means its default)
+BONJOUR_ENABLE = Key(ULINUX_CONF, "Bonjour Service", "Enable", "TRUE", "TRUE/FALSE", "master switch")
+BONJOUR = tuple(Key(ULINUX_CONF, "Bonjour Service", name, default, "1/0")
+                for name, default in (("Web", "1"), ("HTTPS", "0"), ("SAMBA", "1"), ("AFP", "0"), ("SSH", "0"),
+                                      ("FTP", "0"), ("UPNP", "0"), ("QMobile", "1"), ("QNAP", "1")))
+UPNP_DISCOVERY = Key(ULINUX_CONF, "UPnP Service", "Enable", None, "TRUE/FALSE", "firmware default not published")

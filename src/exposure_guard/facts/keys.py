@@ -9,6 +9,8 @@ from exposure_guard.contracts import Value
 from exposure_guard.errors import ConfigFileError, Unknowable
 from exposure_guard.qts.config import QtsConfig, parse_bool
 
+ANY_SECTION = "*"  # a Key's section when the file's section names are not known: the first match anywhere
+
 
 class Key(Value):
     """A config key a check reads. ``default`` is what QTS itself uses when the key is absent (None: no
@@ -34,7 +36,8 @@ class Key(Value):
         if self.note:
             parts.append(self.note)
         tail = " (%s)" % ", ".join(parts) if parts else ""
-        return "/%s [%s] %s%s" % (self.file.lstrip("/"), self.section, self.key, tail)
+        section = "any section" if self.section == ANY_SECTION else self.section
+        return "/%s [%s] %s%s" % (self.file.lstrip("/"), section, self.key, tail)
 
     def with_default(self, default: Optional[str]) -> Key:
         return Key(self.file, self.section, self.key, default, self.values, self.note, self.missing_file_ok)
@@ -86,8 +89,9 @@ def read_key(config: QtsConfig, key: Key) -> KeyRead:
         if key.missing_file_ok and not config.root.path(key.file).exists():
             return KeyRead(shown, key.section, key.key, None, key.default, file_missing=True)
         raise Unknowable(str(exc)) from None
-    entry = doc.find(key.section, key.key)
-    return KeyRead(shown, key.section, key.key, entry.value if entry else None, key.default)
+    entry = doc.find_any(key.key) if key.section == ANY_SECTION else doc.find(key.section, key.key)
+    return KeyRead(shown, entry.section if entry else key.section, key.key, entry.value if entry else None,
+                   key.default)
 
 
 def read_port(config: QtsConfig, key: Key, fallback: int) -> int:

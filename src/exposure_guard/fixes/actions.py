@@ -18,7 +18,7 @@ from exposure_guard.context import CheckContext
 from exposure_guard.errors import ConfigFileError, ExposureGuardError
 from exposure_guard.fixes.journal import ChangeJournal, ChangeRecord
 from exposure_guard.qts.config import parse_bool, read_bytes_capped
-from exposure_guard.qts.services import find_processes, start_daemon, stop_daemon
+from exposure_guard.qts.services import find_processes, running_command, start_daemon, stop_daemon
 
 # Keys a fix must never change, whatever a check asks: they are the owner's ways in.
 PROTECTED_KEYS = frozenset(
@@ -162,7 +162,9 @@ class DaemonStopAction(Action):
         return {"name": self.name, "command": self.command}
 
     def apply(self, ctx: CheckContext, journal: ChangeJournal, change_id: str) -> Dict[str, Any]:
-        return {"result": stop_daemon(ctx.root, self.name, self.command)}
+        # Stop it with the command line it really runs with (also what undo starts it with again).
+        command = running_command(ctx.root, self.name, self.command)
+        return {"result": stop_daemon(ctx.root, self.name, command), "command": command}
 
     @classmethod
     def undo(cls, ctx: CheckContext, record: ChangeRecord) -> str:

@@ -102,6 +102,11 @@ class ConfigDocument:
     def find(self, section: str, key: str) -> Optional[Entry]:
         return self._index.get((section.strip().lower(), key.strip().lower()))
 
+    def find_any(self, key: str) -> Optional[Entry]:
+        """The first ``key`` in any section (for files whose section names are not known)."""
+        wanted = key.strip().lower()
+        return next((e for e in self.entries if e.key.strip().lower() == wanted), None)
+
     def get(self, section: str, key: str, default: Optional[str] = None) -> Optional[str]:
         entry = self.find(section, key)
         return entry.value if entry is not None else default

@@ -7,7 +7,10 @@ from typing import Dict, List
 
 from exposure_guard.qts.root import QtsRoot
 
+# How QTS registers these daemons with daemon_mgr (docs/qts-facts.md, "Processes and daemon_mgr"). Only the
+# fallback: the command a daemon is stopped with is read from the running process (running_command).
 UPNPCD_COMMAND = "/sbin/upnpcd -i 300 &"
+TELNETD_COMMAND = "/usr/sbin/utelnetd"
 
 
 def process_table(root: QtsRoot) -> Dict[str, List[int]]:
@@ -40,6 +43,22 @@ def process_table(root: QtsRoot) -> Dict[str, List[int]]:
 def find_processes(root: QtsRoot, name: str) -> List[int]:
     """PIDs whose command name or argv[0] basename is ``name``."""
     return sorted(process_table(root).get(name, []))
+
+
+def running_command(root: QtsRoot, name: str, registered: str) -> str:
+    """The command string daemon_mgr knows a running daemon by: the process's own command line from
+    /proc (argv joined by spaces), keeping the registration's trailing `` &`` (QTS starts upnpcd as
+    ``/sbin/upnpcd -i 300 &``). daemon_mgr stops only the exact string it started: with a guessed one
+    its watchdog starts the daemon again. ``registered`` is used when no process is found."""
+    for pid in find_processes(root, name):
+        try:
+            raw = root.path("proc/%d/cmdline" % pid).read_bytes()[:4096]
+        except OSError:
+            continue
+        argv = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+        if argv:
+            return " ".join(argv) + (" &" if registered.rstrip().endswith("&") else "")
+    return registered
 
 
 def stop_daemon(root: QtsRoot, name: str, command: str) -> str:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tests.support.netlab import Lab
-from tests.support.paths import REPO, SRC
+from tests.support.paths import QTS_TREES, REPO, SRC
 from tests.support.qpkg_build import run_build
 from tests.support.qts import write_tree
 from tests.support.reachlab import start_prober
@@ -65,11 +65,14 @@ ARC = [("8080", "8080", "ARC myQNAPcloud QTS web admin"), ("8443", "443", "ARC m
 STATIC_FORWARD = (443, Lab.NAS, 443)
 UPNPC_LINE = re.compile(r"^\s*\d+\s+(TCP|UDP)\s+(\d+)->([\d.]+):(\d+)\s+'([^']*)'", re.M)
 
+# The firmware is current (QTS 5.2.7.3256 build 20250913, in the key layout real boxes write): the advisory
+# is about exposure, not missing patches.
 ULINUX = """[System]
 Server Name = OFFICE-NAS
-Model = TS-464
-Version = 5.2.1
-Build Number = 20240910
+Model = TS-X64
+Version = 5.2.7
+Number = 3256
+Build Number = 20250913
 Web Access Port = 8080
 Force SSL = 1
 
@@ -101,7 +104,8 @@ QNAP = 0
 """
 # ARC on, as QTS writes it (a comment line and odd spacing: undo must give back these exact bytes).
 UPNPC_CONF = b"; myQNAPcloud Auto Router Configuration\n[UPnP_Global]\nEnable = TRUE\nIGD Refresh = 300\n\n"
-DEFAULT_ULINUX = "[System]\nModel = TS-464\nVersion = 5.2.1.2930\nBuild Number = 20240910\n"
+DEFAULT_ULINUX = "[System]\nModel = TS-X64\nVersion = 5.2.7\nNumber = 3256\nBuild Number = 20250913\n"
+PLATFORM = "[System]\nPLATFORM = X86_JASPERLAKE\nDISPLAY_NAME = TS-464\n"  # the name on the box
 SHADOW = "admin:!$1$disabled$x:19000:0:99999:7:::\nowner:$6$abc$def:19000:0:99999:7:::\n"
 
 WEBHOOK_RECEIVER = r'''
@@ -351,7 +355,9 @@ class Advisory:
 
     def nas_tree(self) -> Path:
         return write_tree(self.work / "qts-config", ULINUX, DEFAULT_ULINUX,
-                          files={"etc/config/upnpc.conf": UPNPC_CONF, "etc/shadow": SHADOW})
+                          files={"etc/config/upnpc.conf": UPNPC_CONF, "etc/shadow": SHADOW, "etc/platform.conf": PLATFORM,
+                                 # QTS's own scheduled tasks, as every box has them
+                                 "etc/config/crontab": (QTS_TREES / "hardened/etc/config/crontab").read_text()})
 
     def install(self, package: Path) -> None:
         """Run the .qpkg with busybox sh in the simulated QTS, as App Center's manual install does."""

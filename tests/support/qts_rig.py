@@ -215,7 +215,8 @@ class Rig:
         self.write("/etc/config/smb.conf", "[global]\nworkgroup = NAS\n\n[Public]\npath = %s/Public\n" % VOLUME)
         if not self.path("/etc/default_config/uLinux.conf").exists():
             self.write("/etc/default_config/uLinux.conf", "[System]\nVersion = 5.1.0\nBuild Number = 20230926\n")
-        self.write("/etc/platform.conf", "Platform = X86_GEMINILAKE\n")
+        if not self.path("/etc/platform.conf").exists():  # the NAS tree's own (its DISPLAY_NAME is the model)
+            self.write("/etc/platform.conf", "[System]\nPLATFORM = X86_GEMINILAKE\n")
         self.write("/etc/passwd", "admin:x:0:0:administrator:/share/homes/admin:/bin/sh\n")
         self.write("/etc/group", "administrators:x:0:admin\n")
         qpkg_conf = ""

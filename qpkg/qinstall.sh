@@ -261,6 +261,7 @@ else
 	log "left disabled, as it was before the upgrade"
 fi
 
+cfg_set Status complete  # what App Center and real packages write once an install went through
 event 0 "installed $QPKG_DISPLAY_NAME $QPKG_VER in $SYS_QPKG_DIR."
 set_progress 3
 exit 0

@@ -7,6 +7,7 @@
 # Environment (optional):
 #   EXPOSURE_GUARD_PYTHON    the Python 3 to use (else: QNAP Python3 app, QPython3xx, Entware, PATH)
 #   EXPOSURE_GUARD_QTS_ROOT  QTS root the agent checks (default /; tests point it at a fake tree)
+#   EXPOSURE_GUARD_PYTHON_WAIT  seconds `start` waits in the background for Python to appear (default 300)
 
 QPKG_NAME="ExposureGuard"
 CONF=/etc/config/qpkg.conf
@@ -45,6 +46,11 @@ SETTINGS="$QPKG_ROOT/etc/exposure-guard.ini"
 PIDFILE="$STATE_DIR/exposure-guard.pid"
 LOGFILE="$STATE_DIR/exposure-guard.log"
 QTS_ROOT=${EXPOSURE_GUARD_QTS_ROOT:-/}
+PYTHON_WAIT=${EXPOSURE_GUARD_PYTHON_WAIT:-300}
+# Python is started isolated (-I: no PYTHON* variables, no script or working directory on sys.path; -S: no
+# site-packages) with only our lib/ on sys.path. Run from a share, `python -m` would import whatever
+# exposure_guard/ package lies in the caller's working directory — as root.
+BOOT='import sys, runpy; sys.path.insert(0, sys.argv[1]); name = sys.argv[2]; del sys.argv[1:3]; runpy.run_module(name, run_name="__main__", alter_sys=True)'
 
 _python_ok() {  # _python_ok PATH: an executable Python >= MIN_PYTHON
 	[ -n "$1" ] && [ -x "$1" ] || return 1
@@ -88,16 +94,18 @@ _pid_running() {  # _pid_running: our agent's pid from the pidfile is alive (not
 	_pid=$(cat "$PIDFILE" 2>/dev/null)
 	case "$_pid" in ''|*[!0-9]*) return 1 ;; esac
 	[ -r "/proc/$_pid/cmdline" ] || return 1
-	tr '\000' ' ' < "/proc/$_pid/cmdline" 2>/dev/null | grep -q "exposure_guard run"
+	tr '\000' ' ' < "/proc/$_pid/cmdline" 2>/dev/null | grep -qF "$QPKG_ROOT/lib exposure_guard run "
+}
+
+_agent() {  # _agent ARGS...: become exposure-guard ARGS in the isolated Python (the caller's directory is never searched)
+	exec "$PYTHON" -I -S -c "$BOOT" "$QPKG_ROOT/lib" exposure_guard "$@"
 }
 
 _agent_env() {
-	PYTHONPATH="$QPKG_ROOT/lib"
 	EXPOSURE_GUARD_STATE_DIR="$STATE_DIR"
 	EXPOSURE_GUARD_SETTINGS="$SETTINGS"
-	PYTHONNOUSERSITE=1
 	QNAP_QPKG="$QPKG_NAME"
-	export PYTHONPATH EXPOSURE_GUARD_STATE_DIR EXPOSURE_GUARD_SETTINGS PYTHONNOUSERSITE QNAP_QPKG
+	export EXPOSURE_GUARD_STATE_DIR EXPOSURE_GUARD_SETTINGS QNAP_QPKG
 }
 
 _need_python() {
@@ -117,6 +125,16 @@ _prepare_state() {
 	fi
 }
 
+_wait_for_python() {  # poll for PYTHON_WAIT seconds
+	_waited=0
+	while [ "$_waited" -lt "$PYTHON_WAIT" ]; do
+		PYTHON=$(find_python) && return 0
+		sleep 2
+		_waited=$((_waited + 2))
+	done
+	PYTHON=$(find_python)
+}
+
 do_start() {
 	_enabled=$(_cfg "$QPKG_NAME" Enable FALSE | tr 'a-z' 'A-Z')
 	if [ "$_enabled" != "TRUE" ]; then
@@ -127,13 +145,29 @@ do_start() {
 		echo "$QPKG_NAME is already running (pid $(cat "$PIDFILE"))."
 		return 0
 	fi
-	_need_python || return 1
+	if ! PYTHON=$(find_python); then
+		# QTS 5.2+ starts packages in parallel (qpkg_service): Entware's /opt or the Python3 app may come up
+		# after us. Wait for it in the background, bounded, instead of failing the whole boot.
+		_event 0 "waiting up to ${PYTHON_WAIT} s for Python $MIN_PYTHON or newer (Entware's /opt or the Python3 app may still be starting)"
+		(
+			if _wait_for_python; then
+				_launch
+			else
+				_event 2 "cannot run: no Python $MIN_PYTHON or newer appeared within ${PYTHON_WAIT} s. Install Python3 from App Center (or Entware's python3); $QPKG_NAME tries again at its next start (or start it in App Center)."
+			fi
+		) < /dev/null > /dev/null 2>&1 &
+		echo "$QPKG_NAME: no Python yet; waiting for it in the background (up to ${PYTHON_WAIT} s)."
+		return 0
+	fi
+	_launch
+}
+
+_launch() {  # start the agent with $PYTHON and confirm it took its lock
 	_prepare_state || return 1
 	_agent_env
 	cd "$QPKG_ROOT" || return 1
 	echo "$(date '+%Y-%m-%d %H:%M:%S') starting with $PYTHON" >> "$LOGFILE"
-	# -S: no site-packages, only the libraries vendored in lib/ (PYTHONPATH).
-	"$PYTHON" -S -m exposure_guard run --root "$QTS_ROOT" --settings "$SETTINGS" >> "$LOGFILE" 2>&1 < /dev/null &
+	( _agent run --root "$QTS_ROOT" --settings "$SETTINGS" ) >> "$LOGFILE" 2>&1 < /dev/null &
 	_pid=$!
 	echo $_pid > "$PIDFILE"
 	# The agent writes its pid into agent.lock once its settings are valid and it holds the instance
@@ -141,7 +175,7 @@ do_start() {
 	# claim "started". (Up to 15 s: the first start compiles the libraries on a slow NAS CPU.)
 	_tries=0
 	while [ $_tries -lt 75 ]; do
-		_pid_running || break
+		[ -d "/proc/$_pid" ] || break  # (right after the fork it may not have become Python yet)
 		[ "$(head -n 1 "$STATE_DIR/agent.lock" 2>/dev/null)" = "$_pid" ] && break
 		sleep 0.2 2>/dev/null || sleep 1
 		_tries=$((_tries + 1))
@@ -190,7 +224,8 @@ do_cli() {  # run one exposure-guard command in the foreground
 	_need_python || return 1
 	_prepare_state || return 1
 	_agent_env
-	exec "$PYTHON" -S -m exposure_guard "$@"
+	cd "$QPKG_ROOT" || return 1
+	_agent "$@"
 }
 
 case "$1" in

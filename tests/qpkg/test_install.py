@@ -103,6 +103,9 @@ def check_installed(rig: Rig, package: Built) -> None:
     assert section["Build"] == "20231114"  # built_info from SOURCE_DATE_EPOCH=1700000000
     assert len(section["Date"]) == 10 and section["Date"][4] == "-"
     assert section["FW_Ver_Min"] == "4.3.0"
+    assert section["Status"] == "complete"  # as App Center and real packages write it after an install
+    # the agent was compiled at install with the NAS's Python (3.8 here): the first check is not slower
+    assert list((qdir / "lib/exposure_guard/__pycache__").glob("cli.cpython-38.pyc")), "precompiled bytecode"
     assert section["cfg:etc/exposure-guard.ini"] == md5(qdir / "etc/exposure-guard.ini.default")
     assert rig.ini("/etc/config/qpkg.conf")["Python3"]["Install_Path"] == QPKG_DIR + "/Python3"
 
@@ -248,14 +251,24 @@ def test_service_script(busybox_rig: Rig, built: Built, built_upgrade: Built):
     assert rig.ini("/etc/config/qpkg.conf")[NAME]["Enable"] == "FALSE"
     assert not rig.agent_pids()
 
-    # no Python 3 on the NAS any more: a clear event-log error
+    # no Python 3 at start (QTS 5.2 starts packages in parallel; Entware's /opt may come later): the service
+    # waits for it in the background, bounded, and says so; if none comes, a clear event-log error
+    python_dir = rig.ini("/etc/config/qpkg.conf")["Python3"]["Install_Path"]
     assert rig.run("setcfg %s Enable TRUE -f /etc/config/qpkg.conf && rmcfg Python3 -f /etc/config/qpkg.conf"
                    % NAME).returncode == 0
-    missing = rig.run(SERVICE + " start")
-    assert missing.returncode == 1
+    missing = rig.run(SERVICE + " start", env={"EXPOSURE_GUARD_PYTHON_WAIT": "4"})
+    assert missing.returncode == 0 and "waiting for it in the background" in missing.stdout, missing.stdout
+    assert any(line.startswith("0 [ExposureGuard] waiting up to 4 s for Python") for line in rig.log_lines("log_tool"))
+    wait_for("the event-log error after the wait", lambda: any(
+        line.startswith("2 [ExposureGuard] cannot run: no Python 3.8 or newer appeared within 4 s")
+        for line in rig.log_lines("log_tool")))
     assert not rig.agent_pids()
-    assert any(line.startswith("2 [ExposureGuard] cannot run: no Python 3.8 or newer found")
-               for line in rig.log_lines("log_tool"))
+    # ... and when Python turns up during the wait, the agent starts by itself
+    late = rig.run(SERVICE + " start", env={"EXPOSURE_GUARD_PYTHON_WAIT": "120"})
+    assert late.returncode == 0 and "waiting" in late.stdout
+    assert rig.run("setcfg Python3 Install_Path %s -f /etc/config/qpkg.conf" % python_dir).returncode == 0
+    wait_for("the agent started once Python appeared", lambda: len(rig.agent_pids()) == 1)
+    assert rig.run(SERVICE + " stop").returncode == 0
 
     # EXPOSURE_GUARD_PYTHON names one explicitly; EXPOSURE_GUARD_QTS_ROOT points the agent elsewhere
     python = str(find_python38() / "bin/python3.8")
@@ -312,3 +325,21 @@ def test_package_refuses_to_run_off_nas(built: Built, tmp_path: Path):
     assert proc.returncode == 1
     assert "installs only on QTS" in proc.stdout
     assert not (tmp_path / "qpkg").exists()
+
+
+def test_commands_never_import_from_the_callers_directory(rig: Rig, built: Built):
+    """Run from a share that holds an ``exposure_guard`` package (anyone with write access to the share can
+    plant one), the service script's commands still run the installed agent, never the planted code."""
+    proc, _ = install(rig, built)
+    assert proc.returncode == 10, proc.stdout
+    share = "/share/CACHEDEV1_DATA/Public"
+    planted = rig.path(share + "/exposure_guard")
+    planted.mkdir(parents=True)
+    marker = share + "/PWNED"
+    (planted / "__init__.py").write_text("open(%r, 'w').write('ran as root')\n" % marker)
+    (planted / "__main__.py").write_text("open(%r, 'w').write('ran as root')\n" % marker)
+    for command in ("cli --version", "check --offline --json"):
+        out = rig.run(SERVICE + " " + command, cwd=share)
+        assert out.returncode in (0, 1), out.stdout
+        assert not rig.path(marker).exists(), command
+    assert "exposure-guard " + built.version in rig.run(SERVICE + " cli --version", cwd=share).stdout

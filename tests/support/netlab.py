@@ -233,7 +233,7 @@ class Lab:
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
-            proc.wait(3)
+            proc.wait(30)  # SIGKILL cannot be ignored: this only waits for a loaded machine to reap it
 
     def _kill_strays(self, ns: str) -> None:
         self._kill_strays_in(ns)

@@ -152,23 +152,22 @@ class _Clock:
         return self.now
 
 
-class _Stall:
-    """Holds the device's answer to ``action`` until the test releases it (at its end)."""
+class _Stalling(FakeIgd):
+    """A device that holds its answer to ``action`` until the ``with`` block ends (it never answers in time)."""
 
-    def __init__(self, action: str) -> None:
-        self.action = action
+    def __init__(self, action: str, variant: str, table) -> None:
+        super().__init__(variant, table)
+        self.stalled_action = action
         self.released = threading.Event()
 
-    def device(self, variant: str, table):
-        stall = self
+    def soap(self, action, args, client):
+        if action == self.stalled_action:
+            self.released.wait(120)
+        return super().soap(action, args, client)
 
-        class Stalling(FakeIgd):
-            def soap(self, action, args, client):
-                if action == stall.action:
-                    stall.released.wait(120)
-                return super().soap(action, args, client)
-
-        return Stalling(variant, table)
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+        super().__exit__(*exc)
 
 
 def test_total_budget_stops_a_slow_table(monkeypatch):
@@ -201,14 +200,10 @@ def test_the_budget_also_cuts_the_call_in_flight(monkeypatch):
         return real_fetch(*args, **kwargs)
 
     monkeypatch.setattr(soap, "fetch", spy)
-    stall = _Stall("GetGenericPortMappingEntry")  # the device never answers the table read
-    with stall.device("igd1", _table(2)) as igd:
-        try:
-            started = time.monotonic()
-            audit = read_tables(find_gateways(igd.location), deadline=30.0, budget=1.0)
-            took = time.monotonic() - started
-        finally:
-            stall.released.set()
+    with _Stalling("GetGenericPortMappingEntry", "igd1", _table(2)) as igd:  # the table read is never answered
+        started = time.monotonic()
+        audit = read_tables(find_gateways(igd.location), deadline=30.0, budget=1.0)
+        took = time.monotonic() - started
     item = audit.services[0]
     assert item.error and item.external_ip == "203.0.113.7", item.error
     assert len(deadlines) == 2 and all(d <= 1.0 for d in deadlines), deadlines
@@ -245,14 +240,10 @@ def test_bomb_inside_the_port_listing_is_refused_not_worked_around():
 
 
 def test_a_stalling_control_url_is_cut_at_the_per_call_deadline():
-    stall = _Stall("GetGenericPortMappingEntry")  # the device never answers the table read
-    with stall.device("igd1", _table(2)) as igd:
-        try:
-            started = time.monotonic()
-            audit = read_tables(find_gateways(igd.location), deadline=0.5)
-            took = time.monotonic() - started
-        finally:
-            stall.released.set()
+    with _Stalling("GetGenericPortMappingEntry", "igd1", _table(2)) as igd:  # the table read is never answered
+        started = time.monotonic()
+        audit = read_tables(find_gateways(igd.location), deadline=0.5)
+        took = time.monotonic() - started
     item = audit.services[0]
     assert "did not finish answering within 0.5 s" in item.error and item.external_ip == "203.0.113.7", item.error
     assert took < 20, took  # generous: the device would never have answered

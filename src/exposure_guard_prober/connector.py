@@ -23,13 +23,6 @@ class ConnectFiltered(Exception):
     """No answer in time, or an ICMP error: something drops or rejects the packets."""
 
 
-def tls_client_context() -> ssl.SSLContext:
-    # Whatever certificate is served is what we fingerprint; verifying it would hide self-signed ones.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
 
 class Connector:
     """The single place that opens outbound sockets, with a global cap and an optional connect log."""

@@ -15,6 +15,7 @@ from exposure_guard.contracts.fingerprint import (
     clean_text,
     host_header,
     http_request,
+    no_verify_context,
     parse_http_response,
 )
 from exposure_guard_prober.config import ProberConfig
@@ -27,7 +28,6 @@ from exposure_guard_prober.connector import (
     ConnectRefused,
     close_writer,
     read_capped,
-    tls_client_context,
 )
 from exposure_guard_prober.upnpwan import wan_upnp_test
 
@@ -60,7 +60,7 @@ async def probe_port(connector: Connector, address: str, request: PortRequest, c
         if request.tls:
             try:
                 reader, writer = await asyncio.open_connection(
-                    sock=sock, ssl=tls_client_context(), server_hostname="",
+                    sock=sock, ssl=no_verify_context(), server_hostname="",
                     ssl_handshake_timeout=config.tls_timeout)
             except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
                 sock.close()

@@ -9,7 +9,7 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from exposure_guard.contracts.fingerprint import clean_text, host_header
+from exposure_guard.contracts.fingerprint import clean_text, header_fields, host_header
 from exposure_guard_prober.config import ProberConfig
 from exposure_guard_prober.connector import ConnectFiltered, Connector, ConnectRefused, close_writer, read_capped
 
@@ -27,14 +27,7 @@ def parse_ssdp(datagram: bytes) -> Optional[Dict[str, str]]:
     lines = datagram.split(b"\r\n")
     if not re.match(rb"^HTTP/1\.\d\s+200", lines[0] if lines else b""):
         return None
-    headers: Dict[str, str] = {}
-    for raw in lines[1:40]:
-        name, colon, value = raw.partition(b":")
-        if colon:
-            key = clean_text(name, 32).lower()
-            if key in ("location", "server", "st", "usn"):
-                headers[key] = clean_text(value, 300)
-    return headers
+    return header_fields(lines[1:40], ("location", "server", "st", "usn"), 300)
 
 
 def _same_host(url: str, address: str) -> Optional[Tuple[int, str]]:

@@ -57,6 +57,19 @@ def normalise_location(value: str) -> str:
     return value[:TEXT_CAP]
 
 
+def header_fields(lines: List[bytes], wanted: Tuple[str, ...], cap: int = TEXT_CAP) -> Dict[str, str]:
+    """The ``wanted`` headers (lower-case names; the first of each wins) of an HTTP-style head, each value
+    cleaned and capped."""
+    headers: Dict[str, str] = {}
+    for raw in lines:
+        name, colon, value = raw.partition(b":")
+        if colon:
+            key = clean_text(name, 64).lower()
+            if key in wanted and key not in headers:
+                headers[key] = clean_text(value, cap)
+    return headers
+
+
 def parse_http_response(data: bytes) -> Optional[Dict[str, Any]]:
     """Normalised fingerprint of an HTTP response (head + start of body); None when it is not HTTP."""
     head, _sep, body = data.partition(b"\r\n\r\n")
@@ -66,13 +79,7 @@ def parse_http_response(data: bytes) -> Optional[Dict[str, Any]]:
     match = re.match(rb"^HTTP/\d(?:\.\d)?\s+(\d{3})\b", lines[0].strip()) if lines else None
     if not match:
         return None
-    headers: Dict[str, str] = {}
-    for raw in lines[1:100]:
-        name, colon, value = raw.partition(b":")
-        if colon:
-            key = clean_text(name, 64).lower()
-            if key in ("server", "location") and key not in headers:
-                headers[key] = clean_text(value)
+    headers = header_fields(lines[1:100], ("server", "location"))
     return {
         "status": int(match.group(1)),
         "server": headers.get("server", ""),
@@ -190,8 +197,9 @@ def certificate_names(der: bytes) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the agent's own probe (blocking)
-def _no_verify_context() -> ssl.SSLContext:
-    # We look at whatever certificate is served, valid or not: verification would hide the factory one.
+def no_verify_context() -> ssl.SSLContext:
+    """A TLS client that accepts whatever certificate is served: it is what both sides fingerprint, and
+    verifying it would hide the self-signed factory one."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -246,7 +254,7 @@ def fingerprint_local(address: str, port: int, *, tls: Optional[bool] = None, pr
         result["state"] = "open"
         if tls:
             try:
-                stream = _no_verify_context().wrap_socket(stream)
+                stream = no_verify_context().wrap_socket(stream)
                 der = stream.getpeercert(binary_form=True)
             except (ssl.SSLError, OSError) as exc:
                 result["tls"] = {"sha256": None, "error": clean_text(str(exc))}

@@ -417,12 +417,12 @@ class Advisory:
         self.server_cli("init", "--db", db)
         secret = self.server_cli("enroll-secret", "create", "--db", db, "--name", "office").strip().splitlines()[-1]
         token = self.server_cli("api-token", "create", "--db", db, "--name", "advisory").strip().splitlines()[-1]
-        from exposure_guard_server.admin import Admin
         from exposure_guard_server.db import make_engine
+        from exposure_guard_server.services.admin import Admin
 
         engine = make_engine(db)
-        _hook_id, hook_secret = Admin(engine).create_webhook("lab receiver", "http://127.0.0.1:%d/hook" % HOOK_PORT,
-                                                             ["became_exposed", "fixed"])
+        _hook_id, hook_secret = Admin(engine).webhooks.create("lab receiver", "http://127.0.0.1:%d/hook" % HOOK_PORT,
+                                                              ["became_exposed", "fixed"])
         engine.dispose()
         self.facts.update(api_token=token, hook_secret=hook_secret, db=db)
         (self.work / "webhook.py").write_text(WEBHOOK_RECEIVER)

@@ -140,3 +140,14 @@ def test_a_broken_check_is_an_error_not_a_crash(monkeypatch):
     assert found["service.telnet"].status == "fail"
 
 
+
+
+def test_an_empty_admin_password_field_is_not_a_locked_account(tmp_path):
+    import shutil
+
+    root = tmp_path / "nas"
+    shutil.copytree(str(QTS_TREES / "hardened"), str(root), symlinks=True)
+    (root / "etc/shadow").write_text("admin::19000:0:99999:7:::\n")
+    found, _ = statuses(root)
+    admin = found["account.default-admin"]
+    assert admin.status == "fail" and admin.severity == "critical" and admin.evidence["empty_password"] is True

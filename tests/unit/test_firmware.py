@@ -154,3 +154,12 @@ def test_bundled_table_is_well_formed():
             assert release is not None, (advisory["id"], fix)
             assert parse_build(fix.get("build", "")), (advisory["id"], fix)  # the build date is always known
             assert fix["product"] in ("QTS", "QuTS hero") and fix["branch"], (advisory["id"], fix)
+
+
+def test_a_disputed_release_is_undecided_never_missing():
+    advisory = dict(ADVISORY["ONLY-501"], disputed=[
+        {"product": "QTS", "branch": "5.0.1", "since": "5.0.1.2100", "since_build": "20220801", "note": "X says fixed"}])
+    assert judge(parse_release("5.0.1.2131", "20220912"), advisory).state == UNKNOWN  # in the disputed range
+    assert "X says fixed" in judge(parse_release("5.0.1.2131", "20220912"), advisory).reason
+    assert judge(parse_release("5.0.1.2000", "20220601"), advisory).state == MISSING  # before it: still missing
+    assert judge(parse_release("5.0.1.2234", "20221201"), advisory).state == FIXED  # a fix stays a fix

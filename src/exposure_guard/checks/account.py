@@ -41,10 +41,14 @@ def default_admin(ctx: CheckContext) -> Outcome:
         fields = line.split(b":")
         if fields[0] == b"admin":
             secret = fields[1] if len(fields) > 1 else b""
-            locked = secret.startswith((b"!", b"*")) or secret == b""
-            # Only the fact "locked or not" leaves this function, never the field.
+            locked = secret.startswith((b"!", b"*"))
+            # Only facts about the field leave this function, never the field.
             evidence = {"file": "/etc/shadow", "account": "admin", "locked": locked, "key_confidence": "likely"}
             if locked:
                 return passed("the built-in admin account is disabled", evidence)
+            if not secret:
+                evidence["empty_password"] = True
+                return failed("the built-in admin account is enabled with an empty password field (no password)",
+                              evidence, severity="critical")
             return failed("the built-in admin account is enabled", evidence)
     return passed("there is no account named admin", {"file": "/etc/shadow", "account": "admin"})

@@ -75,11 +75,28 @@ def qpkg_entries(ctx: CheckContext) -> Outcome:
     return passed("all %d qpkg.conf section(s) are packages in their own .qpkg folder" % len(packages), evidence)
 
 
+# Where QNAP's own firmware apps live (helpdesk in /mnt/HDA_ROOT/update_pkg, Qboost and the myQNAPcloud
+# certificate agent in /mnt/ext/opt): real qpkg.conf files register them there.
+FIRMWARE_APP_DIRS = ("/mnt/HDA_ROOT/update_pkg/", "/mnt/ext/opt/")
+
+
+def _package_place(path: str) -> str:
+    """Why ``path`` is no place for a package to live; "" when it is one."""
+    if inside_qpkg_folder(path):
+        return ""
+    hidden = [p for p in path.split("/") if p.startswith(".") and p not in (".qpkg", ".", "..")]
+    if any(path.startswith(d) for d in FIRMWARE_APP_DIRS) and not hidden and ".." not in path.split("/"):
+        return ""
+    return "in a hidden folder" if hidden else "outside a .qpkg folder and QTS's own app folders"
+
+
 def _package_problem(package: Package) -> str:
-    if package.shell and not inside_qpkg_folder(package.shell):
-        return "its Shell (run at boot) is outside a .qpkg folder"
-    if package.install_path and not inside_qpkg_folder(package.install_path):
-        return "its Install_Path is outside a .qpkg folder"
+    where = _package_place(package.shell) if package.shell else ""
+    if where:
+        return "its Shell (run at boot) is %s" % where
+    where = _package_place(package.install_path) if package.install_path else ""
+    if where:
+        return "its Install_Path is %s" % where
     if not package.looks_installed and package.shell:
         return "it names a Shell but none of the keys App Center writes for an installed package"
     return ""

@@ -206,13 +206,16 @@ def _mask(account: str) -> str:
 
 
 def _forwarding_on(ctx: CheckContext) -> List[str]:
+    """Why ports are being forwarded to the NAS: ARC on, and the router ports it recorded (which are
+    history, not forwards, while ARC is off)."""
     reasons = []
     try:
-        if ctx.read(inputs.ARC_ENABLE).as_bool():
+        arc_on = bool(ctx.read(inputs.ARC_ENABLE).as_bool()) or ctx.running("upnpcd")
+        if arc_on:
             reasons.append("UPnP port forwarding on")
-        for key, label in inputs.EXT_PORTS:
-            if ctx.read(key).as_port():
-                reasons.append("%s forwarded" % label)
+            for key, label in inputs.EXT_PORTS:
+                if ctx.read(key).as_port():
+                    reasons.append("%s forwarded" % label)
     except Unknowable:
         pass
     return reasons

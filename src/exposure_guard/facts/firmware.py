@@ -5,11 +5,13 @@ A release is ``Version.Number`` plus a build date: QTS ``5.0.1.2376 build 202303
 (``data/firmware-advisories.json``; its sources: docs/qts-facts.md). For one box and one advisory:
 
 - not affected: the box's product is not in the advisory, or its branch is not among the affected ones;
-- fixed: its branch has a fixed release and the box is on it or later (same number and a build not
-  older, or a later number); or the box is on a branch newer than every fixed one *and* built no earlier
-  than the newest fix (an older build of a later-numbered branch predates the fix);
+- fixed: its branch has a fixed release and the box is on it or later (its number and build date not
+  older; a fix QNAP names by build date only is compared by build date); or the box is on a branch newer
+  than every fixed one *and* built no earlier than the newest fix (an older build of a later-numbered
+  branch predates the fix);
 - missing: its branch is affected and older than the fix, or gets no fix at all;
-- unknown: the box's release number or build date is missing where the answer depends on it.
+- unknown: the box's release number or build date is missing where the answer depends on it, number and
+  build date disagree, or the table marks the release ``disputed`` (sources disagree whether it is fixed).
 Never "missing" when in doubt: a false critical on a patched NAS is the worst outcome.
 """
 
@@ -99,6 +101,18 @@ class Verdict(Value):
 
 def judge(release: Release, advisory: Dict[str, Any]) -> Verdict:
     """One advisory against one release (the rules are in the module docstring)."""
+    verdict = _judge(release, advisory)
+    if verdict.state == MISSING:
+        for row in advisory.get("disputed", []):
+            since = parse_release(row.get("since", ""), row.get("since_build", ""))
+            if since is not None and _in_branch(release, row.get("product", QTS), row.get("branch", "")) \
+                    and release.key() >= since.key() and (not since.build or release.build >= since.build):
+                return Verdict(advisory, UNKNOWN, "sources disagree whether %s is fixed: %s" % (
+                    release.text, row.get("note", "see the advisory table")))
+    return verdict
+
+
+def _judge(release: Release, advisory: Dict[str, Any]) -> Verdict:
     product = release.product
     fixes = [f for f in advisory.get("fixed", []) if f.get("product", QTS) == product]
     affected = [a for a in advisory.get("affected", []) if a.get("product", QTS) == product]

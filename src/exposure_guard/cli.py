@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from exposure_guard import __version__
 from exposure_guard.errors import (
@@ -58,67 +58,93 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="exposure-guard",
-        description="Find and close the internet exposure of a QNAP NAS (QNAP advisory, January 2022).",
-    )
-    parser.add_argument("--version", action="version", version="exposure-guard " + __version__)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+def _common(p: argparse.ArgumentParser, settings: bool = True) -> None:
+    p.add_argument("--root", default="/", metavar="DIR", help="QTS root (default /); tests use fake trees")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="journal/backups/spool (default: from the QPKG, or DIR/var/exposure-guard)")
+    if settings:
+        p.add_argument("--settings", metavar="FILE", help="settings ini (default: $EXPOSURE_GUARD_SETTINGS)")
+        p.add_argument("--igd", metavar="URL", help="the router's IGD description URL (skips SSDP discovery)")
+        p.add_argument("--prober", metavar="URL", help="callback prober URL ([reachability] prober_url)")
 
-    def common(p: argparse.ArgumentParser, settings: bool = True) -> None:
-        p.add_argument("--root", default="/", metavar="DIR", help="QTS root (default /); tests use fake trees")
-        p.add_argument("--state-dir", metavar="DIR",
-                       help="journal/backups/spool (default: from the QPKG, or DIR/var/exposure-guard)")
-        if settings:
-            p.add_argument("--settings", metavar="FILE", help="settings ini (default: $EXPOSURE_GUARD_SETTINGS)")
-            p.add_argument("--igd", metavar="URL", help="the router's IGD description URL (skips SSDP discovery)")
-            p.add_argument("--prober", metavar="URL", help="callback prober URL ([reachability] prober_url)")
 
-    p = sub.add_parser("check", help="check the NAS and report its exposure")
-    common(p)
+def _check_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
     p.add_argument("--json", action="store_true", help="print exactly one report document (schema report/v1)")
     p.add_argument("--only", metavar="ID,...", help="run only these checks")
     p.add_argument("--offline", action="store_true", help="skip router and reachability checks")
     p.add_argument("--fail-on", choices=SEVERITY_NAMES, help="lowest severity that makes the exit code 1")
     p.add_argument("--verbose", "-v", action="store_true", help="also list skipped checks")
 
-    p = sub.add_parser("fix", help="apply the safe fixes (journaled, undoable)")
-    common(p)
+
+def _fix_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
     p.add_argument("--only", metavar="ID,...", help="fix only these checks")
     p.add_argument("--offline", action="store_true", help="skip router and reachability checks")
     p.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="print the report after fixing as JSON")
 
-    p = sub.add_parser("undo", help="undo changes from the journal")
-    common(p)
+
+def _undo_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("change_id", nargs="?", metavar="CHANGE_ID")
     group.add_argument("--last", action="store_true", help="undo the most recent fix run")
     group.add_argument("--all", action="store_true", help="undo every change, newest first")
 
-    p = sub.add_parser("history", help="list the change journal")
-    common(p, settings=False)
+
+def _history_args(p: argparse.ArgumentParser) -> None:
+    _common(p, settings=False)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("checks", help="list the check catalogue")
+
+def _checks_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("explain", help="rationale, evidence read and manual fix of one check")
+
+def _explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("check_id", metavar="ID")
 
-    p = sub.add_parser("run", help="the scheduled daemon (check every interval, fix per settings, check in)")
-    common(p)
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
     p.add_argument("--once", action="store_true", help="one cycle, then exit")
     p.add_argument("--offline", action="store_true", help="skip router and reachability checks")
 
-    p = sub.add_parser("enroll", help="enroll this NAS with a central ExposureGuard server")
-    common(p)
+
+def _enroll_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
     p.add_argument("--server", required=True, metavar="URL")
     p.add_argument("--secret", required=True, metavar="SECRET")
 
-    sub.add_parser("demo", help="check the bundled example NAS (no network, no root)")
+
+# command -> (help, how to add its arguments), in the order `--help` lists them
+SUBCOMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "check": ("check the NAS and report its exposure", _check_args),
+    "fix": ("apply the safe fixes (journaled, undoable)", _fix_args),
+    "undo": ("undo changes from the journal", _undo_args),
+    "history": ("list the change journal", _history_args),
+    "checks": ("list the check catalogue", _checks_args),
+    "explain": ("rationale, evidence read and manual fix of one check", _explain_args),
+    "run": ("the scheduled daemon (check every interval, fix per settings, check in)", _run_args),
+    "enroll": ("enroll this NAS with a central ExposureGuard server", _enroll_args),
+    "demo": ("check the bundled example NAS (no network, no root)", lambda p: None),
+}
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line; ``only`` builds just that command's subparser (argparse builds every subparser
+    up front, a quarter of the agent's start-up; the full set is built for --help and unknown commands)."""
+    parser = Parser(
+        prog="exposure-guard",
+        description="Find and close the internet exposure of a QNAP NAS (QNAP advisory, January 2022).",
+    )
+    parser.add_argument("--version", action="version", version="exposure-guard " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, (text, add_arguments) in SUBCOMMANDS.items():
+        if only is None or name == only:
+            add_arguments(sub.add_parser(name, help=text))
     return parser
 
 
@@ -357,9 +383,11 @@ COMMANDS = {"check": cmd_check, "fix": cmd_fix, "undo": cmd_undo, "history": cmd
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in words if not word.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code or 0)
     if not args.command:

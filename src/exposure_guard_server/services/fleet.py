@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from sqlalchemy import Engine, and_, case, func, select
 
+from exposure_guard.contracts import SEVERITY_RANK
 from exposure_guard_server.db import models as m
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.reportlogic import STATES, VERDICTS, diff_reports, format_time
@@ -221,9 +222,8 @@ class Reader:
         out = self._device_dict(row, cutoff)
         findings = (latest or {}).get("findings", [])
         order = {"fail": 0, "error": 1, "unknown": 2, "pass": 3, "skipped": 4}
-        sev = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
-        out["findings"] = sorted(findings, key=lambda f: (order.get(f.get("status"), 9), sev.get(f.get("severity"), 9),
-                                                          str(f.get("id"))))
+        out["findings"] = sorted(findings, key=lambda f: (order.get(f.get("status"), 9),
+                                                          -SEVERITY_RANK.get(f.get("severity"), -9), str(f.get("id"))))
         out["latest_report"] = {k: v for k, v in (latest or {}).items() if k != "findings"} if latest else None
         out["history"] = [{"report_id": h.report_id, "generated_at": format_time(h.generated_at),
                            "received_at": format_time(h.received_at), "verdict": h.verdict,

@@ -71,7 +71,10 @@ class KeyRead(Value):
         return port if 0 < port < 65536 else None
 
     def evidence(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"file": self.file, "section": self.section, "key": self.key, "value": self.value}
+        """The key as read: file, section, key, value, and the firmware default (``default_used`` too when
+        the key was absent and QTS falls back to it)."""
+        out: Dict[str, Any] = {"file": self.file, "section": self.section, "key": self.key, "value": self.value,
+                               "firmware_default": self.default}
         if self.value is None:
             out["default_used"] = self.default
             if self.file_missing:

@@ -1,9 +1,9 @@
 """Fleet load run (loopback only): 1,000 simulated agents enroll and check in against the real server,
 on SQLite and on PostgreSQL; then the dashboard and API must show exactly the fleet that was injected.
 
-    python3 bench/bench_fleet.py [--agents 1000] [--rounds 3] [--exposed 137] [--at-risk 211]
+    python3 -m bench.bench_fleet [--agents 1000] [--rounds 3] [--exposed 137] [--at-risk 211]
                                  [--procs 4] [--workers 2] [--samples 40] [--skip-sqlite] [--skip-pg]
-    bash -c 'source .ci/start-postgres.sh; python3 bench/bench_fleet.py'     # with PostgreSQL
+    bash -c 'source .ci/start-postgres.sh; python3 -m bench.bench_fleet'     # with PostgreSQL
 
 Each agent is a thread (the agents are spread over --procs processes) with its own identity and state
 directory, and uses the agent's own code: ``checkin.enroll`` (POST /api/v1/enroll with the enrollment
@@ -42,12 +42,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import requests
+from tests.support.serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port, pg_database
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests" / "server"))
 
-from serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port, pg_database  # noqa: E402
 
 STATES = ("ok", "at_risk", "exposed")
 EXPOSED_FAILS = ("reachability.admin", "router.upnp-mappings")
@@ -398,7 +396,7 @@ def main() -> int:
             url = pg_database("eg_bench_fleet")
             if url is None:
                 print("\n== PostgreSQL: skipped (EXPOSURE_GUARD_TEST_PG_URL unset; run under "
-                      "`bash -c 'source .ci/start-postgres.sh; python3 bench/bench_fleet.py'`)")
+                      "`bash -c 'source .ci/start-postgres.sh; python3 -m bench.bench_fleet'`)")
             else:
                 try:
                     runs.append(run("PostgreSQL", url, args, work))

@@ -1,6 +1,6 @@
 """Prober figures: the real `exposure-guard-prober serve` process, driven like agents drive it.
 
-    python3 bench/bench_prober.py [--requests 1000] [--concurrency 200] [--mode auto|lab|loopback]
+    python3 -m bench.bench_prober [--requests 1000] [--concurrency 200] [--mode auto|lab|loopback]   (repo root)
 
 1. All-filtered callback (lab, needs root): 16 ports that the router DROPs; goal = one connect timeout
    + 200 ms (ports are probed in parallel). Measured for --connect-timeout 1 and 3, UPnP test off and on.
@@ -9,7 +9,7 @@
    loopback: prober and targets on 127.0.0.1 (no root needed). Rate limits are lifted (--rate/--burst),
    the concurrency cap is set to C and, separately, left at its default 32 to show queueing.
 
-Traffic: loopback, or the lab's own namespaces (tests/lab/netlab.py) only.
+Traffic: loopback, or the lab's own namespaces (tests/support/netlab.py) only.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-SRC = str(REPO / "src")
-sys.path.insert(0, SRC)
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-sys.path.insert(0, str(REPO))
+from tests.support.paths import SRC as SRC_PATH
+
+SRC = str(SRC_PATH)
 
 # Runs in the client's namespace (or locally): N requests, C threads; prints one JSON line.
 LOAD = r'''
@@ -128,7 +126,7 @@ def prober_argv(listen: str, allow: str, log: str, extra: List[str]) -> List[str
 
 # ---------------------------------------------------------------- lab (root)
 def lab_figures(total: int, conc: int) -> None:
-    from netlab import Lab
+    from tests.support.netlab import Lab
 
     reason = Lab.missing(igd=False)
     if reason:
@@ -196,7 +194,7 @@ table inet bench {
 
 # ---------------------------------------------------------------- loopback (no root)
 def loopback_figures(total: int, conc: int) -> None:
-    from tests.unit.reach_helpers import Services
+    from tests.support.reach import Services
 
     with tempfile.TemporaryDirectory() as tmp:
         services = Services(Path(tmp))

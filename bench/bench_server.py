@@ -1,6 +1,6 @@
 """Fleet server figures (loopback only): check-in throughput and latency, and read latency on a big fleet.
 
-    python3 bench/bench_server.py [--duration 10] [--connections 32] [--workers 2]
+    python3 -m bench.bench_server [--duration 10] [--connections 32] [--workers 2]
                                   [--devices 100000] [--reports-per-device 10] [--skip-pg] [--skip-fleet]
 
 1. Check-ins/s sustained against the real `exposure-guard-server serve --workers 2` (SQLite WAL), each a
@@ -33,11 +33,10 @@ import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests" / "server"))
+from tests.support.serverproc import ServerProcess, cli, free_port, pg_database
 
-from serverproc import ServerProcess, cli, free_port, pg_database  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 BARE_APP = r'''
 import json

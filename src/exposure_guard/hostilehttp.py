@@ -228,7 +228,9 @@ def fetch(url: str, *, method: str = "GET", data: Optional[bytes] = None,
                                       % (url, declared, max_bytes))
             body = _read_capped(response, url, max_bytes, started, deadline)
         except (requests.RequestException, OSError, ValueError) as exc:
-            if watchdog.fired:
+            # requests' own read timeout equals the deadline: whichever fires first, past the deadline it is
+            # "too slow", never a plain connection problem.
+            if watchdog.fired or time.monotonic() >= watchdog.due:
                 raise TooSlow("%s did not finish answering within %.1f s (slow or stalled device); "
                               "gave up" % (url, deadline)) from None
             if isinstance(exc, requests.exceptions.SSLError):

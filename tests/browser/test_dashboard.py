@@ -5,18 +5,16 @@ artifacts/. Device strings carrying HTML/JS must show as text and never run."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from tests.support.serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "server"))
 
-from serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -9,7 +9,7 @@ import os
 from typing import Any, Iterator, Optional
 
 import pytest
-from server_helpers import ADMIN_PASSWORD, ADMIN_USER, PG_ENV, PG_SKIP, Admin, Api, PgCluster, make_engine, migrate
+from tests.support.server import ADMIN_PASSWORD, ADMIN_USER, PG_ENV, PG_SKIP, Admin, Api, PgCluster, make_engine, migrate
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import csv
 import io
 import time
 
-from server_helpers import Api, device_identity, make_report
+from tests.support.server import Api, device_identity, make_report
 
 
 def test_enroll_returns_node_key_and_is_idempotent_by_device_id(api: Api) -> None:

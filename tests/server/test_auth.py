@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
-from server_helpers import ADMIN_PASSWORD, ADMIN_USER, Api, device_identity, make_report
 from sqlalchemy import text
+from tests.support.server import ADMIN_PASSWORD, ADMIN_USER, Api, device_identity, make_report
 
 
 def test_pages_need_login(api: Api) -> None:

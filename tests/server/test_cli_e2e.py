@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from server_helpers import device_identity, make_report
-from serverproc import ServerProcess, cli, free_port
+from tests.support.server import device_identity, make_report
+from tests.support.serverproc import ServerProcess, cli, free_port
 
 from exposure_guard import checkin
 from exposure_guard.qts.identity import DeviceIdentity

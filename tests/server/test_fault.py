@@ -13,31 +13,30 @@ import time
 from pathlib import Path
 
 import pytest
-from serverproc import ServerProcess, cli, free_port
 from sqlalchemy import text
+from tests.support import fault_agent
+from tests.support.paths import REPO, SRC
+from tests.support.serverproc import ServerProcess, cli, free_port
 
 from exposure_guard_server.db import make_engine
 
 TOTAL = 500
 RESTARTS = 20
-HERE = Path(__file__).parent
 
 
 def _start_agent(state: Path, url: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(REPO), env.get("PYTHONPATH", "")])
     with open(log, "ab") as handle:
-        return subprocess.Popen([sys.executable, str(HERE / "fault_agent.py"), str(state), url, str(TOTAL), "0.06"],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen([sys.executable, "-m", "tests.support.fault_agent", str(state), url, str(TOTAL), "0.06"],
+                                stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
 
 
 @pytest.mark.slow
 def test_every_report_stored_exactly_once_across_restarts_and_kills(db_url: str, tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    import fault_agent
-
-    rng = random.Random(int(os.environ.get("EG_FAULT_SEED", "0")) or random.randrange(1 << 30))
+    seed = int(os.environ.get("EG_FAULT_SEED", "0")) or random.randrange(1 << 30)
+    print("EG_FAULT_SEED=%d (set it to replay this run's restarts and kills)" % seed)
+    rng = random.Random(seed)
     cli("init", "--db", db_url)
     secret = cli("enroll-secret", "create", "--db", db_url).stdout.strip().splitlines()[-1]
     server = ServerProcess(db_url, free_port(), tmp_path / "server.log", workers=1)
@@ -81,7 +80,8 @@ def test_every_report_stored_exactly_once_across_restarts_and_kills(db_url: str,
             agent.kill()
             agent.wait()
         server.stop()
-    assert agent_kills >= 5
+    replay = "EG_FAULT_SEED=%d" % seed
+    assert agent_kills >= 5, replay
     assert (state / "generated").read_text().strip() == str(TOTAL)
     assert checkin.spooled_files(state) == []
     assert not (state / "spool" / "rejected").exists()
@@ -95,7 +95,7 @@ def test_every_report_stored_exactly_once_across_restarts_and_kills(db_url: str,
     finally:
         engine.dispose()
     expected = {fault_agent.report_id(i) for i in range(TOTAL)}
-    assert len(ids) == TOTAL and len(set(ids)) == TOTAL
-    assert set(ids) == expected
-    assert device_reports == TOTAL
-    assert latest == fault_agent.report_id(TOTAL - 1)
+    assert len(ids) == TOTAL and len(set(ids)) == TOTAL, replay
+    assert set(ids) == expected, replay
+    assert device_reports == TOTAL, replay
+    assert latest == fault_agent.report_id(TOTAL - 1), replay

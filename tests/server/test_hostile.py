@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from server_helpers import Api, device_identity, finding, make_report
+from tests.support.server import Api, device_identity, finding, make_report
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_helpers import device_identity, finding, make_report
+from tests.support.server import device_identity, finding, make_report
 
 from exposure_guard.contracts.schemacheck import Unsupported, compile_schema
 from exposure_guard.report import load_schema

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from server_helpers import Api, device_identity, make_report
+from tests.support.server import Api, device_identity, make_report
 
 from exposure_guard_server.webhooks import WebhookSender
 

@@ -1,6 +1,6 @@
 """A minimal agent loop for the fault test, using the real exposure_guard.checkin code.
 
-``python fault_agent.py STATE_DIR SERVER_URL TOTAL`` generates reports 0..TOTAL-1 (deterministic ids and
+``python -m tests.support.fault_agent STATE_DIR SERVER_URL TOTAL`` generates reports 0..TOTAL-1 (deterministic ids and
 bodies, so a report re-made after a crash is byte-identical), spools each one, delivers the spool with a
 short deadline, and exits 0 once every report was generated and the spool is empty. It may be killed at
 any point; started again it resumes from its own progress file."""

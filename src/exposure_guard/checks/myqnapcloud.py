@@ -3,7 +3,7 @@ services it published, the DDNS name)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from exposure_guard.checks.references import ADVISORY_2022, QSNATCH, SECURE_ACCESS, SECURITY_GUIDE, UPNP_ADVISORY
 from exposure_guard.checks.registry import Outcome, Unknowable, check, failed, fixes, passed, unknown
@@ -53,8 +53,9 @@ def fix_upnp_forwarding(ctx: CheckContext, outcome: Outcome) -> List[Action]:
     # Fix actions load the journal and the UPnP client: only when a fix is planned, not on every check.
     from exposure_guard.fixes.actions import ConfigKeyAction, DaemonStopAction
 
+    key = inputs.ARC_ENABLE
     actions: List[Action] = [
-        ConfigKeyAction("myqnapcloud.upnp-forwarding", inputs.ARC_ENABLE.file, "UPnP_Global", "Enable", "FALSE"),
+        ConfigKeyAction("myqnapcloud.upnp-forwarding", key.file, key.section, key.key, "FALSE"),
         DaemonStopAction("myqnapcloud.upnp-forwarding", "upnpcd", UPNPCD_COMMAND),
     ]
     # Turning ARC off does not remove the mappings it already made on the router: remove those too.
@@ -76,7 +77,7 @@ def arc_mapping_removal(ctx: CheckContext, check_id: str = "myqnapcloud.upnp-for
         return []
     from exposure_guard.fixes.igd import IgdMappingDeleteAction
 
-    recorded = set(arc_recorded_ports(ctx))
+    recorded = {port for _label, port in arc_recorded_ports(ctx)}
     actions: List[Action] = []
     for service, mapping in router.to_nas():
         words = mapping.description.lower()
@@ -86,16 +87,24 @@ def arc_mapping_removal(ctx: CheckContext, check_id: str = "myqnapcloud.upnp-for
     return actions
 
 
-def arc_recorded_ports(ctx: CheckContext) -> List[int]:
-    ports: List[int] = []
-    for key, _label in inputs.EXT_PORTS:
+def arc_recorded_ports(ctx: CheckContext) -> List[Tuple[str, int]]:
+    """(service, router port) of every port ARC recorded in uLinux.conf; unreadable keys are skipped."""
+    ports: List[Tuple[str, int]] = []
+    for key, label in inputs.EXT_PORTS:
         try:
             port = ctx.read(key).as_port()
         except Unknowable:
             continue
         if port:
-            ports.append(port)
+            ports.append((label, port))
     return ports
+
+
+def arc_active(ctx: CheckContext) -> Optional[bool]:
+    """Whether Auto Router Configuration forwards ports now: its switch on or upnpcd running; None when the
+    switch has an unrecognised value and the daemon does not run."""
+    on = ctx.read(inputs.ARC_ENABLE).as_bool()
+    return True if on or ctx.running("upnpcd") else on
 
 
 # ---------------------------------------------------------------- published services
@@ -127,11 +136,11 @@ def published_services(ctx: CheckContext) -> Outcome:
             published.append({"service": label, "router_port": port, "section": key.section, "key": key.key})
     if published:
         names = ", ".join("%s on router port %d" % (p["service"], p["router_port"]) for p in published)
-        arc = ctx.read(inputs.ARC_ENABLE)
-        if arc.as_bool() is False and not ctx.running("upnpcd"):
+        if arc_active(ctx) is False:
+            history = {"recorded": published, "keys": reads, "arc": ctx.read(inputs.ARC_ENABLE).evidence()}
             return passed("Auto Router Configuration is off: the router ports it once recorded (%s) are history, not "
                           "live forwards; the router audit and the callback check show whether the router still "
-                          "forwards them" % names, {"recorded": published, "keys": reads, "arc": arc.evidence()})
+                          "forwards them" % names, history)
         admin = any(p["service"].startswith("admin") for p in published)
         return failed("router ports were opened for: " + names, {"published": published, "keys": reads},
                       severity="high" if admin else "medium")
@@ -208,14 +217,9 @@ def _mask(account: str) -> str:
 def _forwarding_on(ctx: CheckContext) -> List[str]:
     """Why ports are being forwarded to the NAS: ARC on, and the router ports it recorded (which are
     history, not forwards, while ARC is off)."""
-    reasons = []
     try:
-        arc_on = bool(ctx.read(inputs.ARC_ENABLE).as_bool()) or ctx.running("upnpcd")
-        if arc_on:
-            reasons.append("UPnP port forwarding on")
-            for key, label in inputs.EXT_PORTS:
-                if ctx.read(key).as_port():
-                    reasons.append("%s forwarded" % label)
+        if not arc_active(ctx):
+            return []
     except Unknowable:
-        pass
-    return reasons
+        return []
+    return ["UPnP port forwarding on"] + ["%s forwarded" % label for label, _port in arc_recorded_ports(ctx)]

@@ -39,9 +39,6 @@ class Key(Value):
         section = "any section" if self.section == ANY_SECTION else self.section
         return "/%s [%s] %s%s" % (self.file.lstrip("/"), section, self.key, tail)
 
-    def with_default(self, default: Optional[str]) -> Key:
-        return Key(self.file, self.section, self.key, default, self.values, self.note, self.missing_file_ok)
-
 
 class KeyRead(Value):
     __slots__ = ("file", "section", "key", "value", "default", "file_missing")
@@ -92,9 +89,12 @@ def read_key(config: QtsConfig, key: Key) -> KeyRead:
         if key.missing_file_ok and not config.root.path(key.file).exists():
             return KeyRead(shown, key.section, key.key, None, key.default, file_missing=True)
         raise Unknowable(str(exc)) from None
-    entry = doc.find_any(key.key) if key.section == ANY_SECTION else doc.find(key.section, key.key)
-    return KeyRead(shown, entry.section if entry else key.section, key.key, entry.value if entry else None,
-                   key.default)
+    if key.section == ANY_SECTION:  # the evidence then names the section it was found in
+        entry = doc.find_any(key.key)
+        section = entry.section if entry is not None else key.section
+    else:
+        entry, section = doc.find(key.section, key.key), key.section
+    return KeyRead(shown, section, key.key, entry.value if entry is not None else None, key.default)
 
 
 def read_port(config: QtsConfig, key: Key, fallback: int) -> int:

@@ -6,6 +6,7 @@ import ipaddress
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from exposure_guard.contracts import Value, sha256_hex
+from exposure_guard.errors import ConfigFileError
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.root import DEFAULT_ULINUX_CONF, PLATFORM_CONF, ULINUX_CONF, QtsRoot
 
@@ -95,13 +96,10 @@ def read_firmware(root: QtsRoot, config: QtsConfig) -> Firmware:
 def display_model(config: QtsConfig) -> str:
     """DISPLAY_NAME from /etc/platform.conf (the name on the box, e.g. TVS-882); "" on boxes without it."""
     try:
-        doc = config.document(PLATFORM_CONF)
-    except Exception:
+        entry = config.document(PLATFORM_CONF).find_any("DISPLAY_NAME")
+    except ConfigFileError:
         return ""
-    for entry in doc.entries:
-        if entry.key.strip().upper() == "DISPLAY_NAME" and entry.value.strip():
-            return entry.value.strip()
-    return ""
+    return entry.value.strip() if entry is not None else ""
 
 
 def read_mac(root: QtsRoot, config: QtsConfig) -> str:

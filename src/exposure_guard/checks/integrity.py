@@ -80,11 +80,16 @@ def qpkg_entries(ctx: CheckContext) -> Outcome:
 FIRMWARE_APP_DIRS = ("/mnt/HDA_ROOT/update_pkg/", "/mnt/ext/opt/")
 
 
+def _hidden_parts(path: str) -> List[str]:
+    """The hidden folder names in a path (a leading dot), the .qpkg parent of every package excepted."""
+    return [p for p in path.split("/") if p.startswith(".") and p not in (".qpkg", ".", "..")]
+
+
 def _package_place(path: str) -> str:
     """Why ``path`` is no place for a package to live; "" when it is one."""
     if inside_qpkg_folder(path):
         return ""
-    hidden = [p for p in path.split("/") if p.startswith(".") and p not in (".qpkg", ".", "..")]
+    hidden = _hidden_parts(path)
     if any(path.startswith(d) for d in FIRMWARE_APP_DIRS) and not hidden and ".." not in path.split("/"):
         return ""
     return "in a hidden folder" if hidden else "outside a .qpkg folder and QTS's own app folders"
@@ -210,7 +215,7 @@ def crontab(ctx: CheckContext) -> Outcome:
 def _cron_problem(line: str, package_folders: List[str]) -> str:
     for path in _PATH.findall(line):
         parts = [p for p in path.split("/") if p]
-        hidden = [p for p in parts if p.startswith(".") and p not in (".qpkg", "..", ".")]
+        hidden = _hidden_parts(path)
         if hidden:
             return "runs from a hidden folder (%s)" % "/".join(hidden[:2])
         if parts and parts[0] == "share" and not any(path.startswith(f) for f in package_folders):
@@ -286,7 +291,11 @@ def _share_roots(ctx: CheckContext) -> List[Tuple[str, str]]:
         if real is None or not os.path.isdir(real):
             continue
         if re.match(r"^(CACHEDEV\d+|MD\d+|HDA|HDB|USB\w*)_DATA$", entry.name):
-            for child in sorted(os.scandir(real), key=lambda e: e.name):
+            try:
+                children = sorted(os.scandir(real), key=lambda e: e.name)
+            except OSError:
+                continue
+            for child in children:
                 if not child.name.startswith((".", "@")) and child.is_dir(follow_symlinks=False):
                     roots.setdefault(os.path.realpath(child.path), ("/share/%s/%s" % (entry.name, child.name),
                                                                     child.path))

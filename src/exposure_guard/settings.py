@@ -124,6 +124,11 @@ OPTIONS: Dict[Tuple[str, str], Option] = {
     ("reachability", "token"): Option(_text, "", "bearer token for the prober, if it requires one"),
     ("reachability", "timeout"): Option(_positive_float, "20", "seconds to wait for the prober"),
     ("reachability", "ca_file"): Option(_text, "", "CA bundle for the prober's HTTPS (default: system)"),
+    ("reachability", "local_probe"): Option(
+        _choice("auto", "yes", "no"), "auto",
+        "connect to this NAS's own ports (loopback, its LAN addresses) to fingerprint them: auto = only when "
+        "checking the live system (--root /)",
+    ),
     ("server", "url"): Option(_url, "", "central check-in server; empty: no check-in"),
     ("server", "ca_file"): Option(_text, "", "CA bundle for the server's HTTPS (default: system)"),
     ("server", "verify_tls"): Option(_bool, "true", "verify the server's certificate (keep true)"),

@@ -394,6 +394,7 @@ class Advisory:
             ("agent", "lan_addresses", Lab.NAS),
             ("router", "discover", "yes"),
             ("reachability", "prober_url", prober_url),
+            ("reachability", "local_probe", "yes"),  # the tree stands for the NAS this namespace is
             ("server", "url", self.server_url),
             # The owner keeps the default admin ports on the LAN; the advisory is about exposure.
             ("checks", "admin.default-ports", "ignore"),

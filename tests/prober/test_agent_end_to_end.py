@@ -14,7 +14,8 @@ from tests.support.reach import nas_tree, router_facts
 
 def context(tmp_path, services, url, token=""):
     settings = load_settings(None, environ={}).with_overrides({
-        ("reachability", "prober_url"): url, ("reachability", "token"): token, ("reachability", "timeout"): "10"})
+        ("reachability", "prober_url"): url, ("reachability", "token"): token, ("reachability", "timeout"): "10",
+        ("reachability", "local_probe"): "yes"})  # the test tree is this machine's own services
     ctx = CheckContext(QtsRoot(nas_tree(tmp_path / "root", services)), settings)
     ctx.provide_router(router_facts([]))  # the router audit ran and found no mapping
     return ctx

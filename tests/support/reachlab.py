@@ -135,7 +135,8 @@ def fake_nas(directory: Path, lab: Lab, prober_url: str, ipv6: bool = False,
     addresses = Lab.NAS + (" " + Lab.NAS6 if ipv6 else "")
     ini = directory / "exposure-guard.ini"
     ini.write_text(ini_text({"agent": {"lan_addresses": addresses}, "router": {"igd_url": lab.igd_location},
-                             "reachability": dict({"prober_url": prober_url, "timeout": 60}, **(extra_ini or {}))}))
+                             "reachability": dict({"prober_url": prober_url, "timeout": 60, "local_probe": "yes"},
+                                                   **(extra_ini or {}))}))
     return {"root": root, "ini": ini}
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from exposure_guard.checks import admin, reachability, router
 from exposure_guard.context import CheckContext
+from exposure_guard.contracts import UNVERIFIED
 from exposure_guard.facts import reachability as reach_facts
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
@@ -28,7 +29,8 @@ def prober():
 def make_ctx(tmp_path: Path, services: Services, url: str, timeout: str = "30", **extra: Dict[str, Any]) -> CheckContext:
     root = nas_tree(tmp_path / "root", services, **extra)
     settings = load_settings(None, environ={}).with_overrides(
-        {("reachability", "prober_url"): url, ("reachability", "timeout"): timeout})
+        {("reachability", "prober_url"): url, ("reachability", "timeout"): timeout,
+         ("reachability", "local_probe"): "yes"})  # the test tree is this machine's own services
     ctx = CheckContext(QtsRoot(root), settings)
     ctx.provide_router(router_facts([]))  # the router audit ran and found no mapping
     return ctx
@@ -318,3 +320,39 @@ def test_own_certificate_passes_and_https_off(tmp_path):
 def test_nothing_on_https_port_is_unknown(tmp_path, services):
     ctx = make_ctx(tmp_path, services, "", Stunnel={"Port": services.closed})
     assert admin.default_cert(ctx).status == "unknown"
+
+
+# ---------------------------------------------------------------- a --root copy: nothing written in it is contacted
+def copy_ctx(tmp_path: Path, services: Services, url: str, **extra: Dict[str, Any]) -> CheckContext:
+    """A --root tree with the default settings ([reachability] local_probe = auto)."""
+    settings = load_settings(None, environ={}).with_overrides({("reachability", "prober_url"): url})
+    ctx = CheckContext(QtsRoot(nas_tree(tmp_path / "root", services, **extra)), settings)
+    ctx.provide_router(router_facts([]))
+    return ctx
+
+
+def test_root_copy_certificate_is_not_fetched(tmp_path, services):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        ctx = copy_ctx(tmp_path, services, "", Stunnel={"Port": listener.getsockname()[1]})
+        outcome = admin.default_cert(ctx)
+        assert outcome.status == "unknown" and "--root tree" in outcome.summary, outcome.summary
+        assert "local_probe = yes" in outcome.summary
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection is waiting: nothing was contacted
+            listener.accept()
+    finally:
+        listener.close()
+
+
+def test_root_copy_answers_are_not_compared(tmp_path, services, prober):
+    ctx = copy_ctx(tmp_path, services, prober.url)
+    assert ctx.reachability.local == {"ipv4": {}}
+    outcome = reachability.reachability_admin(ctx)
+    # open from outside but not proven to be this NAS: high, not the critical of a verified exposure
+    assert outcome.status == "fail" and outcome.severity == "high", outcome.summary
+    assert "not compared with this NAS" in outcome.summary and "--root tree" in outcome.summary
+    assert {v["state"] for v in outcome.evidence["ports"]} == {UNVERIFIED}
+    assert any("local_probe" in n for n in outcome.evidence["notes"])

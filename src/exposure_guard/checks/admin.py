@@ -107,12 +107,15 @@ purchased certificate). Keep the admin service off the internet either way.""",
 def default_cert(ctx: CheckContext) -> Outcome:
     # The TLS client pulls in ssl: imported here, so a local-only run starts fast.
     from exposure_guard.contracts.fingerprint import fingerprint_local
-    from exposure_guard.facts.reachability import LOCAL_TIMEOUT, local_addresses
+    from exposure_guard.facts.reachability import LOCAL_TIMEOUT, local_addresses, local_probe_allowed
 
     admin = admin_ports(ctx.config)
     port = admin.https
     if not admin.https_enabled:
         return passed("HTTPS admin is off ([Stunnel] Enable = 0): no certificate is served", {"port": port})
+    allowed, why_not = local_probe_allowed(ctx)
+    if not allowed:
+        return unknown(why_not, {"port": port})
     seen: List[Dict[str, Any]] = []
     for address in local_addresses(ctx, "ipv4")[:3]:
         fp = fingerprint_local(address, port, tls=True, timeout=LOCAL_TIMEOUT)

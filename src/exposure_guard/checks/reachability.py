@@ -58,9 +58,11 @@ def _evaluate(ctx: CheckContext, category: str) -> Outcome:
             "admin service" if category == "admin" else "services", names, note), evidence, severity=severity)
     if unverified:
         names = ", ".join("%s:%d" % (v["family"], v["port"]) for v in unverified)
-        return failed("something else answers on your public address on port(s) %s (expected %s of this NAS): "
-                      "not proven to be this NAS, e.g. the router's own page or another device%s"
-                      % (names, ", ".join(sorted({v["service"] for v in unverified})), note),
+        doubt = ("not compared with this NAS: " + run.local_skipped if run.local_skipped
+                 else "not proven to be this NAS, e.g. the router's own page or another device")
+        return failed("something %sanswers on your public address on port(s) %s (expected %s of this NAS): %s%s"
+                      % ("" if run.local_skipped else "else ", names,
+                         ", ".join(sorted({v["service"] for v in unverified})), doubt, note),
                       evidence, severity="high" if category == "admin" else "medium")
     v4 = [f for f in run.families if f.family == "ipv4"]
     failed_families = [f for f in run.families if f.answer is None and not (f.unreachable and f.family == "ipv6")]

@@ -149,7 +149,22 @@ def is_global_ipv6(text: str) -> bool:
             and address not in ipaddress.ip_network("fc00::/7") and address.ipv4_mapped is None)
 
 
+def local_probe_allowed(ctx: CheckContext) -> Tuple[bool, str]:
+    """Connect to this NAS's own ports only on the live system, unless the settings say otherwise: a --root
+    copy's addresses are somebody else's hosts on the machine checking it ([reachability] local_probe)."""
+    mode = ctx.settings.get("reachability", "local_probe")
+    if mode == "yes" or (mode == "auto" and ctx.root.is_live):
+        return True, ""
+    if mode == "no":
+        return False, "not connecting to this NAS's own ports ([reachability] local_probe = no)"
+    return False, ("not connecting to the addresses written in a --root tree (%s); set [reachability] local_probe "
+                   "= yes when this machine is that NAS" % ctx.root.root)
+
+
 def local_addresses(ctx: CheckContext, family: str) -> List[str]:
+    """Where this NAS's own ports are fingerprinted: loopback and its LAN addresses; none when not allowed."""
+    if not local_probe_allowed(ctx)[0]:
+        return []
     lan = ctx.lan_addresses()
     if family == "ipv6":
         return ["::1"] + [a for a in lan if is_global_ipv6(a)]
@@ -195,6 +210,7 @@ class ReachabilityRun:
     local: Dict[str, Dict[int, List[Dict[str, Any]]]]
     notes: List[str] = field(default_factory=list)
     mappings_known: bool = False
+    local_skipped: str = ""  # why this NAS's own ports were not fingerprinted (nothing to compare answers with)
 
 
 def _judge(target: Target, remote: Dict[str, Any], local: List[Dict[str, Any]], family: str,
@@ -241,6 +257,9 @@ def reachability_run(ctx: CheckContext) -> ReachabilityRun:
         families.append("ipv6")
     else:
         run.notes.append("IPv6 not asked: this NAS has no global IPv6 address")
+    run.local_skipped = local_probe_allowed(ctx)[1]
+    if run.local_skipped:
+        run.notes.append(run.local_skipped)
     for family in families:
         local = local_fingerprints(targets, local_addresses(ctx, family))
         run.local[family] = local

@@ -34,6 +34,7 @@ from exposure_guard.errors import (
     ServerUnreachableError,
     TLSVerificationError,
 )
+from exposure_guard.report import reduced_report
 from exposure_guard.spool import dropped_count, reject, spool_lock, spool_report, spooled_files
 
 # The spool's API is part of the check-in's: callers spool a report, then deliver the spool.
@@ -58,7 +59,8 @@ class DeliveryResult:
 
     delivered: int = 0  # stored by the server now
     duplicates: int = 0  # the server already had them (a previous attempt got through)
-    rejected: int = 0  # refused for good (413, 400/422, 409): moved to spool/rejected/
+    rejected: int = 0  # refused for good (400/422, 409, 413 even reduced): moved to spool/rejected/
+    reduced: int = 0  # refused as too large (413), then delivered without evidence (counted in delivered too)
     remaining: int = 0  # still in the spool, will be retried
     attempts: int = 0  # HTTP requests made
     error: str = ""  # the last problem, phrased for a person
@@ -70,8 +72,9 @@ class DeliveryResult:
         return not self.error and self.remaining == 0
 
     def summary(self) -> str:
-        text = "check-in: %d delivered, %d already on the server, %d rejected, %d waiting in the spool" % (
-            self.delivered, self.duplicates, self.rejected, self.remaining)
+        text = "check-in: %d delivered%s, %d already on the server, %d rejected, %d waiting in the spool" % (
+            self.delivered, " (%d reduced)" % self.reduced if self.reduced else "", self.duplicates, self.rejected,
+            self.remaining)
         return text + ("; " + self.error if self.error else "")
 
 
@@ -158,8 +161,9 @@ def enroll(server_url: str, secret: str, identity: Any, state_dir: Path, *, ca_f
            verify_tls: bool = True, timeout: float = 20) -> str:
     """Enroll this NAS with ``server_url`` using an enrollment ``secret``; store the node key (0600).
 
-    Re-enrolling the same device (same device id) is idempotent on the server: the device keeps its
-    history and gets a fresh node key. Returns a one-line message for a person."""
+    Re-enrolling the same device (same device id) keeps its history on the server and gives it a fresh node
+    key: at once when this NAS still has its key for that server (sent as proof), else once an operator
+    approves. Returns a one-line message for a person."""
     base = _base_url(server_url)
     secret = (secret or "").strip()
     if not secret:
@@ -168,6 +172,9 @@ def enroll(server_url: str, secret: str, identity: Any, state_dir: Path, *, ca_f
     verify = _verify(ca_file, verify_tls)
     device = identity.to_dict() if hasattr(identity, "to_dict") else dict(identity)
     body = {"enroll_secret": secret, "device": device, "agent": {"version": __version__}}
+    previous = _previous_node_key(Path(state_dir), base)
+    if previous:
+        body["previous_node_key"] = previous  # proves to the server that this is the NAS it enrolled
     url = base + ENROLL_PATH
     try:
         response = requests.post(url, json=body, timeout=timeout, verify=verify,
@@ -198,8 +205,21 @@ def enroll(server_url: str, secret: str, identity: Any, state_dir: Path, *, ca_f
     record = {"server_url": base, "device_id": device.get("device_id", ""), "enrolled_at": utc_now("s")}
     atomic_write(state / ENROLLMENT_FILE, (json.dumps(record, indent=2) + "\n").encode("utf-8"), 0o600)
     again = " again" if answer.get("re_enrolled") else ""
-    return "enrolled%s %s (%s) with %s; node key stored in %s" % (
-        again, device.get("hostname", ""), device.get("device_id", ""), base, state / NODE_KEY_FILE)
+    note = "" if answer.get("re_enrolled") else (
+        " (if the server knew this NAS before and it lost its node key, the key works once an operator approves"
+        " the re-enrollment)")
+    return "enrolled%s %s (%s) with %s; node key stored in %s%s" % (
+        again, device.get("hostname", ""), device.get("device_id", ""), base, state / NODE_KEY_FILE, note)
+
+
+def _previous_node_key(state_dir: Path, base: str) -> str:
+    """The node key this NAS holds for ``base`` ("" if none): never sent to any other server."""
+    if read_enrollment(state_dir).get("server_url") != base:
+        return ""
+    try:
+        return read_node_key(state_dir)
+    except NotEnrolledError:
+        return ""
 
 
 def backoff_delay(attempt: int, base: float = BASE_BACKOFF, cap: float = MAX_BACKOFF,
@@ -217,7 +237,9 @@ def deliver_spool(settings: Any, state_dir: Path, *, deadline: float = 60,
 
     A report is deleted only after a 2xx. 5xx/429/network errors are retried with exponential backoff
     and jitter until the deadline (the rest stays spooled for next time). 401/403 stop delivery with a
-    re-enroll message; 413/400/409/422 move that one report to ``spool/rejected/`` and go on."""
+    re-enroll message; 400/409/422 move that one report to ``spool/rejected/`` and go on. A report refused
+    as too large (413) is sent again without evidence (``reduced``); only if that is refused too is it
+    moved to ``spool/rejected/``."""
     result = DeliveryResult()
     state = Path(state_dir)
     started = time.monotonic()
@@ -269,7 +291,7 @@ def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, st
     for path in spooled_files(state):
         try:
             raw = path.read_bytes()
-            json.loads(raw.decode("utf-8"))
+            document = json.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             continue
         except (OSError, ValueError) as exc:
@@ -277,6 +299,7 @@ def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, st
             result.rejected += 1
             continue
         body = gzip.compress(raw, 6)
+        reduced = False
         while True:
             remaining = end - time.monotonic()
             if remaining <= 0:
@@ -291,10 +314,21 @@ def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, st
                     result.delivered += 1
                 else:
                     result.duplicates += 1
+                result.reduced += int(reduced)
                 failures = 0
                 result.error = ""
                 break
-            if outcome == "reject":
+            if outcome == "too-large" and not reduced and isinstance(document, dict):
+                # Retrying the same bytes would be refused forever: send every finding without its evidence.
+                body = gzip.compress(_reduced_bytes(document, message), 6)
+                reduced = True
+                log.warning("check-in: %s; sending report %s again without evidence (reduced)",
+                            message, document.get("report_id", path.name))
+                continue
+            if outcome in ("reject", "too-large"):
+                if outcome == "too-large":
+                    message += ("; even without evidence (reduced). It was moved to spool/rejected/ — raise the "
+                                "server's --max-body")
                 reject(state, path, message)
                 result.rejected += 1
                 result.messages.append(message)
@@ -314,6 +348,12 @@ def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, st
             sleep(delay)
 
 
+def _reduced_bytes(document: Dict[str, Any], why: str) -> bytes:
+    reason = "the server refused the full report as too large (%s)" % why
+    return json.dumps(reduced_report(document, reason[:1000]), ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
+
+
 def _delete_delivered(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -322,7 +362,7 @@ def _delete_delivered(path: Path) -> None:
 
 def _post_once(session: requests.Session, url: str, base: str, body: bytes, headers: Dict[str, str],
                verify: Union[bool, str], timeout: float) -> Tuple[str, str]:
-    """One POST → (delivered|duplicate|reject|fatal|transient, message)."""
+    """One POST → (delivered|duplicate|too-large|reject|fatal|transient, message)."""
     try:
         response = session.post(url, data=body, headers=headers, timeout=(min(timeout, 10.0), timeout),
                                 verify=verify)
@@ -346,9 +386,7 @@ def _post_once(session: requests.Session, url: str, base: str, body: bytes, head
                          "changed since enrollment; re-enroll with `exposure-guard enroll --server %s --secret "
                          "SECRET`" % (base, _paren(detail), base))
     if code == 413:
-        return "reject", ("the server %s refused a report as too large (HTTP 413%s); it was moved to "
-                          "spool/rejected/ — raise the server's --max-body or report fewer details"
-                          % (base, _paren(detail)))
+        return "too-large", "the server %s refused a report as too large (HTTP 413%s)" % (base, _paren(detail))
     if code in (400, 409, 415, 422):
         return "reject", ("the server %s refused a report (HTTP %d%s); it was moved to spool/rejected/"
                           % (base, code, _paren(detail)))

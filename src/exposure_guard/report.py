@@ -12,8 +12,56 @@ from exposure_guard.contracts import REPORT_SCHEMA_FILE as SCHEMA_FILE
 from exposure_guard.contracts import REPORT_SCHEMA_ID as SCHEMA_ID
 from exposure_guard.contracts import SEVERITIES, SEVERITY_RANK, STATUSES, new_uuid4, utc_now
 
-__all__ = ["SCHEMA_FILE", "SCHEMA_ID", "SEVERITIES", "SEVERITY_RANK", "STATUSES", "Finding", "Report", "load_schema",
-           "utc_now"]
+__all__ = ["MAX_EVIDENCE_BYTES", "MAX_EVIDENCE_ITEMS", "MAX_EVIDENCE_TEXT", "MAX_REPORT_BYTES", "SCHEMA_FILE",
+           "SCHEMA_ID", "SEVERITIES", "SEVERITY_RANK", "STATUSES", "Finding", "Report", "cap_evidence", "load_schema",
+           "reduced_report", "utc_now"]
+
+# A report must stay far below the server's body limit (1 MiB by default) whatever a device says: a rogue
+# router listing 4,096 mappings must not make a report the server refuses forever.
+MAX_EVIDENCE_ITEMS = 50  # entries kept per evidence list; ``<key>_omitted`` counts the rest
+MAX_EVIDENCE_TEXT = 4000  # characters kept per evidence string
+MAX_EVIDENCE_BYTES = 64 * 1024  # one finding's evidence, as JSON, after the caps above
+MAX_REPORT_BYTES = 256 * 1024  # the whole report: the largest evidence is left out first until it fits
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def cap_evidence(value: Any, max_items: int = MAX_EVIDENCE_ITEMS, max_text: int = MAX_EVIDENCE_TEXT) -> Any:
+    """A copy of ``value`` with every list cut to its first ``max_items`` entries and every string to
+    ``max_text`` characters, at any depth. A list under a dict key gets a sibling ``<key>_omitted`` with the
+    number left out; a list inside a list ends with ``{"omitted": n}``."""
+    if isinstance(value, dict):
+        out: Dict[str, Any] = {}
+        for key, item in value.items():
+            out[key] = cap_evidence(item, max_items, max_text)
+            if isinstance(item, (list, tuple)) and len(item) > max_items:
+                out["%s_omitted" % key] = len(item) - max_items
+        return out
+    if isinstance(value, (list, tuple)):
+        kept = []
+        for item in value[:max_items]:
+            capped = cap_evidence(item, max_items, max_text)
+            if isinstance(item, (list, tuple)) and len(item) > max_items:
+                capped.append({"omitted": len(item) - max_items})
+            kept.append(capped)
+        return kept
+    if isinstance(value, str) and len(value) > max_text:
+        return value[:max_text] + "… (%d characters omitted)" % (len(value) - max_text)
+    return value
+
+
+def _capped_evidence(evidence: Dict[str, Any]) -> Dict[str, Any]:
+    capped = cap_evidence(evidence)
+    size = _json_size(capped)
+    if size > MAX_EVIDENCE_BYTES:
+        return _evidence_left_out(size, "more than the %d bytes kept per finding" % MAX_EVIDENCE_BYTES)
+    return capped
+
+
+def _evidence_left_out(size: int, why: str) -> Dict[str, Any]:
+    return {"evidence_omitted_bytes": size, "evidence_omitted": "%d bytes of evidence left out: %s" % (size, why)}
 
 
 class Finding:
@@ -44,7 +92,7 @@ class Finding:
             "severity": self.severity,
             "status": self.status,
             "summary": self.summary,
-            "evidence": self.evidence,
+            "evidence": _capped_evidence(self.evidence),
             "fixable": self.fixable,
             "fixed": self.fixed,
             "references": list(self.references),
@@ -95,7 +143,7 @@ class Report:
     def to_dict(self) -> Dict[str, Any]:
         summary: Dict[str, Any] = self.counts()
         summary["exposed"] = self.exposed
-        return {
+        return _fit_budget({
             "schema": SCHEMA_ID,
             "report_id": self.report_id,
             "generated_at": self.generated_at,
@@ -105,10 +153,34 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "changes": list(self.changes),
             "summary": summary,
-        }
+        })
 
     def to_json(self, indent: Optional[int] = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False, ensure_ascii=False)
+
+
+def _fit_budget(doc: Dict[str, Any], budget: int = MAX_REPORT_BYTES) -> Dict[str, Any]:
+    """Leave out the largest findings' evidence until the whole report is at most ``budget`` bytes."""
+    size = _json_size(doc)
+    if size <= budget:
+        return doc
+    sized = sorted(((_json_size(f["evidence"]), i) for i, f in enumerate(doc["findings"])), reverse=True)
+    for evidence_size, index in sized:
+        if size <= budget:
+            break
+        marker = _evidence_left_out(evidence_size, "left out to keep the report under %d bytes" % budget)
+        doc["findings"][index]["evidence"] = marker
+        size -= evidence_size - _json_size(marker)
+    return doc
+
+
+def reduced_report(doc: Dict[str, Any], reason: str) -> Dict[str, Any]:
+    """The report without any evidence, marked ``reduced`` (with why and the full size): what is delivered
+    when the server refuses the full report as too large. Verdict, findings and changes stay."""
+    out = dict(doc)
+    out["findings"] = [dict(f, evidence={}) for f in doc.get("findings") or [] if isinstance(f, dict)]
+    out["reduced"] = {"reason": reason, "original_bytes": _json_size(doc)}
+    return out
 
 
 def load_schema() -> Dict[str, Any]:

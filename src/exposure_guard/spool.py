@@ -1,7 +1,8 @@
 """The check-in spool: every report is written here first (``state_dir/spool/``, one file per report,
 named so that names sort by generation time) and deleted only after the server took it. Bounded: the
 oldest reports are dropped with a counted warning. Reports the server refused for good go to
-``spool/rejected/`` with the reason. Standard library only (no HTTP here)."""
+``spool/rejected/`` with the reason; that folder is bounded too (``REJECTED_MAX_FILES`` reports and
+``REJECTED_MAX_BYTES``, oldest dropped with a warning). Standard library only (no HTTP here)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ log = logging.getLogger("exposure_guard.checkin")
 SPOOL_DIR = "spool"
 REJECTED_DIR = "rejected"
 DROPPED_COUNT_FILE = "spool-dropped.count"
+REJECTED_MAX_FILES = 20  # refused reports kept for a person to look at, with their .reason files
+REJECTED_MAX_BYTES = 8 * 1024 * 1024  # all of them together; the newest one is always kept
 _SPOOL_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-\d{6}-[0-9A-Za-z-]{1,64}\.json$")
 
 
@@ -165,3 +168,31 @@ def reject(state_dir: Path, path: Path, reason: str) -> None:
         os.replace(str(path), str(target_dir / path.name))
         atomic_write(target_dir / (path.name + ".reason"), (reason + "\n").encode("utf-8"), 0o600)
     log.error("check-in: %s", reason)
+    _bound_rejected(target_dir)
+
+
+def _bound_rejected(folder: Path) -> None:
+    """Keep at most REJECTED_MAX_FILES refused reports and REJECTED_MAX_BYTES in ``folder``: the oldest go."""
+    reports = sorted(name for name in os.listdir(str(folder)) if _SPOOL_NAME.match(name))
+
+    def size(name: str) -> int:
+        total = 0
+        for part in (name, name + ".reason"):
+            with contextlib.suppress(OSError):
+                total += os.lstat(str(folder / part)).st_size
+        return total
+
+    sizes = {name: size(name) for name in reports}
+    used = sum(sizes.values())
+    dropped: List[str] = []
+    while len(reports) > 1 and (len(reports) > REJECTED_MAX_FILES or used > REJECTED_MAX_BYTES):
+        oldest = reports.pop(0)
+        for part in (oldest, oldest + ".reason"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / part).unlink()
+        used -= sizes[oldest]
+        dropped.append(oldest)
+    if dropped:
+        log.warning("check-in: spool/rejected/ keeps at most %d refused reports and %d bytes: dropped the %d oldest "
+                    "(%s%s)", REJECTED_MAX_FILES, REJECTED_MAX_BYTES, len(dropped), ", ".join(dropped[:3]),
+                    ", …" if len(dropped) > 3 else "")

@@ -1,4 +1,4 @@
-"""``exposure-guard-server``: init, serve, enroll-secret, user, api-token."""
+"""``exposure-guard-server``: init, serve, enroll-secret, user, api-token, re-enroll."""
 
 from __future__ import annotations
 
@@ -143,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("username")
     p.add_argument("--password-file", default="", metavar="FILE")
     _credential_parser(sub, "api-token")
+    actions = sub.add_parser("re-enroll", help="re-enrollments of known devices that wait for approval").add_subparsers(
+        dest="action", metavar="ACTION")
+    actions.required = True
+    for action, help_text in (("list", "list the waiting requests"),
+                              ("approve", "give the device the requested node key (its current key stops working)"),
+                              ("reject", "drop the request (its node key never works)")):
+        q = actions.add_parser(action, help=help_text)
+        _db_arg(q)
+        if action != "list":
+            q.add_argument("request_id", metavar="ID", help="the request's id (see `re-enroll list`)")
     return parser
 
 
@@ -270,8 +280,36 @@ def cmd_user(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reenroll(args: argparse.Namespace) -> int:
+    """re-enroll list|approve|reject: the operator's side of a re-enrollment without proof."""
+    from exposure_guard_server.db.lock import WriteLock
+    from exposure_guard_server.inputs import parse_int
+    from exposure_guard_server.services.counters import Counters
+    from exposure_guard_server.services.enroll import Enrollment
+
+    _url, engine = _engine(args)
+    enrollment = Enrollment(engine, WriteLock(engine), Counters(engine))
+    out = sys.stdout
+    if args.action == "list":
+        out.write("%-5s %-32s %-20s %-24s %-16s %s\n" % ("ID", "DEVICE", "KNOWN AS", "REQUEST SAYS", "FROM",
+                                                        "REQUESTED"))
+        for row in enrollment.pending():
+            out.write("%-5d %-32s %-20s %-24s %-16s %s\n" % (
+                row["id"], row["device_id"][:32], row["hostname"][:20], row["requested_hostname"][:24],
+                row["client"][:16], format_time(row["requested_at"])))
+    else:
+        ident = parse_int(args.request_id, "ID", minimum=1)
+        if args.action == "approve":
+            device_id = enrollment.approve(ident, "cli:" + getpass.getuser())
+            out.write("approved: %s now uses the requested node key; its previous key no longer works\n" % device_id)
+        else:
+            out.write("rejected the request for %s; its node key will never work\n" % enrollment.reject(ident))
+    engine.dispose()
+    return EXIT_OK
+
+
 COMMANDS = {"init": cmd_init, "serve": cmd_serve, "enroll-secret": cmd_credential, "user": cmd_user,
-            "api-token": cmd_credential}
+            "api-token": cmd_credential, "re-enroll": cmd_reenroll}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

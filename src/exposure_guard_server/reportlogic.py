@@ -11,7 +11,8 @@ VERDICTS = ("pending", "ok", "at_risk", "exposed")
 RISK = {name: rank for rank, name in enumerate(VERDICTS)}
 VERDICT_LABEL = {"pending": "no report yet", "ok": "OK", "at_risk": "AT RISK", "exposed": "EXPOSED"}
 STATES = ("exposed", "at_risk", "ok", "stale", "pending")  # mutually exclusive: stale overrides the verdict
-TRANSITION_KINDS = ("enrolled", "became_exposed", "became_at_risk", "fixed", "went_stale", "back")
+TRANSITION_KINDS = ("enrolled", "became_exposed", "became_at_risk", "fixed", "went_stale", "back", "re_enrolled",
+                    "re_enroll_pending")
 SEVERITY_ORDER = SEVERITY_RANK  # info=0 … critical=4: the one order the agent, the prober and the server share
 DEVICE_FIELDS = ("hostname", "model", "firmware", "build", "lan_addresses")
 

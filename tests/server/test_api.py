@@ -13,8 +13,10 @@ def test_enroll_returns_node_key_and_is_idempotent_by_device_id(api: Api) -> Non
     first = api.enroll(device_identity("dev-a", hostname="NAS1"))
     assert first.status_code == 201
     key1 = first.json()["node_key"]
-    again = api.enroll(device_identity("dev-a", hostname="renamed"))
-    assert again.status_code == 200 and again.json()["re_enrolled"] is True
+    # Enrolling the same id again with its current key as proof (what the agent sends) rotates the key.
+    again = api.client.post("/api/v1/enroll", json={"enroll_secret": api.secret, "previous_node_key": key1,
+                                                    "device": device_identity("dev-a", hostname="renamed")})
+    assert again.status_code == 201 and again.json()["re_enrolled"] is True
     key2 = again.json()["node_key"]
     assert key1 != key2
     assert api.count("devices") == 1

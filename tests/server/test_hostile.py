@@ -70,7 +70,8 @@ def test_oversized_bodies(api: Api) -> None:
     dev = device_identity("dev-1")
     key = api.enroll_key(dev)
     cap = api.server.config.max_body
-    big = make_report(dev, extra=[finding("big.evidence", blob="A" * (cap + 10))])
+    big = make_report(dev, extra=[finding("big.evidence")])
+    big["findings"][-1]["evidence"]["blob"] = "A" * (cap + 10)  # past the agent's own caps: a hostile sender
     assert api.checkin(key, big).status_code == 413
     # A gzip bomb: small on the wire, huge when inflated — refused without inflating it all.
     bomb = gzip.compress(b"{" + b" " * (50 * 1024 * 1024) + b"}")

@@ -11,7 +11,7 @@ from exposure_guard_server.db import models as m
 
 
 class HotSql:
-    """The statements by name (``whoami``, ``seen``, ``device_for_update``, ``insert_report``, ``update_seen``,
+    """The statements by name (``whoami``, ``pending_key``, ``seen``, ``device_for_update``, ``insert_report``, ``update_seen``,
     ``update_latest``); ``run`` executes one with named parameters."""
 
     def __init__(self, dialect: Any) -> None:
@@ -21,6 +21,10 @@ class HotSql:
                                    "hostname", "model", "firmware", "build", "lan_addresses", "agent_version")
         statements = {
             "whoami": select(d.id, d.device_id).where(d.node_key_hash == bindparam("h")),
+            # Only after whoami found nothing: is the key one that waits for an operator's approval?
+            "pending_key": select(d.device_id).join_from(m.enroll_requests, m.devices,
+                                                         m.enroll_requests.c.device_pk == d.id)
+            .where(m.enroll_requests.c.node_key_hash == bindparam("h")),
             "seen": select(r.device_pk, r.body_sha256, r.verdict).where(r.report_id == bindparam("rid")),
             "device_for_update": select(d.id, d.interval_s, d.last_generated_at, d.verdict, d.failing, d.stale,
                                         d.report_count).where(d.id == bindparam("pk")).with_for_update(),

@@ -133,13 +133,37 @@ transitions = Table(
     "transitions", metadata,
     Column("id", BigId, primary_key=True),
     Column("device_pk", Integer, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
-    # enrolled | became_exposed | became_at_risk | fixed | went_stale | back
+    # enrolled | became_exposed | became_at_risk | fixed | went_stale | back | re_enrolled | re_enroll_pending
     Column("kind", String(32), nullable=False),
     Column("at", Float, nullable=False),
     Column("report_pk", BigId),
     Column("detail", Text, nullable=False, default="{}"),
     Index("ix_transitions_device_at", "device_pk", "at"),
     Index("ix_transitions_at", "at"),
+)
+
+# A re-enrollment of a known device id that came without proof (the device's current node key): it waits
+# for an operator. Its node key (kept only as a hash) works once approved; the device's key works until then.
+enroll_requests = Table(
+    "enroll_requests", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_pk", Integer, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("node_key_hash", String(64), nullable=False, unique=True),
+    Column("enroll_secret_id", Integer, ForeignKey("enroll_secrets.id", ondelete="SET NULL")),
+    Column("requested_at", Float, nullable=False),
+    Column("client", String(64), nullable=False, default=""),  # the address the request came from
+    Column("identity", Text, nullable=False, default="{}"),  # the device identity as sent (JSON)
+    Column("agent_version", String(64), nullable=False, default=""),
+    Index("ix_enroll_requests_device", "device_pk", "id"),
+)
+
+# Login attempts per client address in the current window, counted before the password is checked (so
+# requests in flight count too); one row per address, updated atomically by every server process.
+login_attempts = Table(
+    "login_attempts", metadata,
+    Column("client", String(64), primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("window_start", Float, nullable=False, index=True),
 )
 
 webhooks = Table(

@@ -1,5 +1,6 @@
-"""Administration over HTTP: the admin page and its forms (enrollment secrets, API tokens, webhooks), and
-the admin JSON API (enrollment secrets; the webhooks and their deliveries). The three kinds are managed
+"""Administration over HTTP: the admin page and its forms (re-enrollments waiting for approval, enrollment
+secrets, API tokens, webhooks), and the admin JSON API (the same re-enrollments; enrollment secrets; the
+webhooks and their deliveries). The three kinds are managed
 through one interface (services/admin.py), so each form route below is written once for all three."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from exposure_guard_server.deps import FORM_MAX_BODY, api_read, api_write, csrf_form, get_server, json_body, require_user
 from exposure_guard_server.errors import ApiError
+from exposure_guard_server.inputs import parse_int
 from exposure_guard_server.pages import render
 from exposure_guard_server.reportlogic import TRANSITION_KINDS
 from exposure_guard_server.server import Server
@@ -37,7 +39,8 @@ FORM_KINDS = (
 
 def admin_page(request: Request, server: Server, extra: Dict[str, Any]) -> Response:
     admin = server.admin
-    context = {"secrets": admin.enroll_secrets.list(), "tokens": admin.api_tokens.list(),
+    context = {"reenrollments": server.enrollment.pending(), "secrets": admin.enroll_secrets.list(),
+               "tokens": admin.api_tokens.list(),
                "webhooks": admin.webhooks.list(), "deliveries": admin.webhooks.deliveries(50),
                "kinds": TRANSITION_KINDS, "new_secret": "", "new_token": "", "new_webhook_secret": "", "message": ""}
     context.update(extra)
@@ -71,6 +74,39 @@ for _kind in FORM_KINDS:
     router.add_api_route("/admin/" + _kind.path, _create_route(_kind), methods=["POST"])
     router.add_api_route("/admin/%s/{item_id}/%s" % (_kind.path, _kind.verb), _remove_route(_kind), methods=["POST"],
                          dependencies=[Depends(csrf_form)])
+
+
+# -- re-enrollments waiting for an operator (services/enroll.py) ---------------------------------------------
+
+def _decide(server: Server, action: str, request_id: str, by: str) -> str:
+    """Approve or reject a pending re-enrollment; returns the device id."""
+    ident = parse_int(request_id, "re-enrollment id", minimum=1)
+    if action == "approve":
+        return server.enrollment.approve(ident, by)
+    return server.enrollment.reject(ident)
+
+
+@router.post("/admin/re-enroll/{request_id}/{action}", dependencies=[Depends(csrf_form)])
+def decide_reenrollment(request_id: str, action: str, session: Dict[str, Any] = Depends(require_user),
+                        server: Server = Depends(get_server)) -> Response:
+    if action not in ("approve", "reject"):
+        raise ApiError(404, "unknown action %r" % action[:20])
+    _decide(server, action, request_id, session["username"])
+    return RedirectResponse("/admin", status_code=303)
+
+
+@router.get("/api/v1/re-enroll", dependencies=[Depends(api_read)])
+def list_reenrollments(server: Server = Depends(get_server)) -> Response:
+    return JSONResponse({"pending": server.enrollment.pending()})
+
+
+@router.post("/api/v1/re-enroll/{request_id}/{action}")
+def decide_reenrollment_api(request_id: str, action: str, caller: str = Depends(api_write),
+                            server: Server = Depends(get_server)) -> Response:
+    if action not in ("approve", "reject"):
+        raise ApiError(404, "unknown action %r" % action[:20])
+    device_id = _decide(server, action, request_id, "api " + caller)
+    return JSONResponse({"device_id": device_id, action + "d": True})
 
 
 # -- JSON API ------------------------------------------------------------------------------------------

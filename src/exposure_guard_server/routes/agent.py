@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
@@ -19,9 +19,10 @@ enroll_body = json_body(ENROLL_MAX_BODY, "body must be JSON: {\"enroll_secret\":
 
 
 @router.post("/api/v1/enroll")
-def enroll(body: Any = Depends(enroll_body), server: Server = Depends(get_server)) -> Response:
-    result = server.enrollment.enroll(body)
-    return JSONResponse(result, status_code=200 if result["re_enrolled"] else 201)
+def enroll(request: Request, body: Any = Depends(enroll_body), server: Server = Depends(get_server)) -> Response:
+    # 201 for every enrollment: a new device, a proven re-enrollment and one waiting for approval alike.
+    result = server.enrollment.enroll(body, client=request.client.host if request.client else "")
+    return JSONResponse(result, status_code=201)
 
 
 @router.get("/healthz")

@@ -1,22 +1,71 @@
 """Enrollment: an enrollment secret and a device identity in, a node key out (stored only as its hash).
 
-Enrolling a known ``device_id`` again keeps the device's row and history and replaces its node key."""
+The enrollment secret is shared by a whole fleet and the device id can be computed from hardware facts, so
+neither proves that the caller is the device. Enrolling a known ``device_id`` again therefore:
+
+- with proof (``previous_node_key``: the device's current node key, which the agent sends when it has one)
+  keeps the device's row and history and replaces its node key (transition ``re_enrolled``);
+- without proof leaves the device alone (its key keeps working) and files a request an operator approves or
+  rejects on the Admin page or with ``exposure-guard-server re-enroll`` (transition ``re_enroll_pending``).
+  The answer has the same status and shape as a new device's, so it does not tell whether the id exists.
+  The requested key starts working when the request is approved."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from exposure_guard_server.db import models as m
 from exposure_guard_server.db.lock import WriteLock
 from exposure_guard_server.errors import ApiError
+from exposure_guard_server.inputs import check_strings
 from exposure_guard_server.security import NODE_KEY_PREFIX, new_secret, token_hash
 from exposure_guard_server.services.counters import Counters
 from exposure_guard_server.services.transitions import add_transition
 from exposure_guard_server.services.validation import validate_device
+
+MAX_PENDING_PER_DEVICE = 5  # newer requests push out the oldest: bounded however often someone tries
+MAX_KEY_LENGTH = 256
+
+
+@dataclass
+class EnrollRequest:
+    secret: str
+    device: Dict[str, Any]
+    agent_version: str
+    previous_node_key: str  # "" when the agent has none
+
+
+def parse_enroll_body(body: Any) -> EnrollRequest:
+    """Validate an enrollment body (no database): 400/401/422 with the reason, never anything else."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object with enroll_secret and device")
+    check_strings(body)
+    secret = body.get("enroll_secret")
+    device = body.get("device")
+    if not isinstance(secret, str) or not secret or len(secret) > MAX_KEY_LENGTH:
+        raise ApiError(401, "missing enroll_secret")
+    if not isinstance(device, dict):
+        raise ApiError(422, "missing device identity object")
+    validate_device(device)
+    previous = body.get("previous_node_key", "")
+    if previous is None:
+        previous = ""
+    if not isinstance(previous, str) or len(previous) > MAX_KEY_LENGTH:
+        raise ApiError(422, "previous_node_key must be the node key this device was given (a string)")
+    agent = body.get("agent")
+    agent_version = str(agent.get("version", ""))[:64] if isinstance(agent, dict) else ""
+    return EnrollRequest(secret=secret, device=device, agent_version=agent_version, previous_node_key=previous)
+
+
+def _identity(device: Dict[str, Any]) -> Dict[str, Any]:
+    return {"hostname": device["hostname"], "model": device["model"], "firmware": device["firmware"],
+            "build": device["build"], "lan_addresses": json.dumps(device["lan_addresses"])}
 
 
 class Enrollment:
@@ -26,22 +75,16 @@ class Enrollment:
         self.counters = counters
         self.default_interval = default_interval
 
-    def enroll(self, body: Any, now: Optional[float] = None) -> Dict[str, Any]:
+    def enroll(self, body: Any, client: str = "", now: Optional[float] = None) -> Dict[str, Any]:
+        """Enroll (or re-enroll) a device; the answer is ``{"node_key", "device_id", "re_enrolled"}`` where
+        ``re_enrolled`` is true only for a re-enrollment proven with the previous node key."""
         now = time.time() if now is None else now
-        if not isinstance(body, dict):
-            raise ApiError(400, "body must be a JSON object with enroll_secret and device")
-        secret = body.get("enroll_secret")
-        device = body.get("device")
-        if not isinstance(secret, str) or not secret:
-            raise ApiError(401, "missing enroll_secret")
-        if not isinstance(device, dict):
-            raise ApiError(422, "missing device identity object")
-        validate_device(device)
-        agent = body.get("agent")
-        agent_version = str(agent.get("version", ""))[:64] if isinstance(agent, dict) else ""
+        request = parse_enroll_body(body)
+        device = request.device
         node_key = new_secret(NODE_KEY_PREFIX)
         key_hash = token_hash(node_key)
-        secret_ok = (m.enroll_secrets.c.secret_hash == token_hash(secret), m.enroll_secrets.c.revoked_at.is_(None))
+        secret_ok = (m.enroll_secrets.c.secret_hash == token_hash(request.secret),
+                     m.enroll_secrets.c.revoked_at.is_(None))
         with self.engine.connect() as conn:  # refuse bad secrets without touching the write lock
             if conn.execute(select(m.enroll_secrets.c.id).where(*secret_ok)).first() is None:
                 raise ApiError(401, "invalid or revoked enrollment secret")
@@ -50,27 +93,90 @@ class Enrollment:
             if row is None:
                 raise ApiError(401, "invalid or revoked enrollment secret")
             secret_id = row.id
-            existing = conn.execute(select(m.devices.c.id, m.devices.c.stale_base).where(
+            existing = conn.execute(select(m.devices.c.id, m.devices.c.node_key_hash).where(
                 m.devices.c.device_id == device["device_id"]).with_for_update()).first()
-            identity = {
-                "hostname": device["hostname"], "model": device["model"], "firmware": device["firmware"],
-                "build": device["build"], "lan_addresses": json.dumps(device["lan_addresses"]),
-            }
-            if existing is not None:
-                # Same device id: same device row and history, a fresh node key (the old one stops working).
-                conn.execute(update(m.devices).where(m.devices.c.id == existing.id).values(
-                    node_key_hash=key_hash, enroll_secret_id=secret_id, agent_version=agent_version, **identity))
-                device_pk, again = existing.id, True
-            else:
+            proven = existing is not None and bool(request.previous_node_key) and hmac.compare_digest(
+                token_hash(request.previous_node_key), existing.node_key_hash)
+            if existing is None:
                 device_pk = conn.execute(insert(m.devices).values(
                     device_id=device["device_id"], node_key_hash=key_hash, enroll_secret_id=secret_id,
-                    enrolled_at=now, agent_version=agent_version, interval_s=self.default_interval,
+                    enrolled_at=now, agent_version=request.agent_version, interval_s=self.default_interval,
                     verdict="pending", risk=0, fail_count=0, failing="[]",
-                    stale_base=now + 2 * self.default_interval, stale=False, report_count=0, **identity,
+                    stale_base=now + 2 * self.default_interval, stale=False, report_count=0, **_identity(device),
                 ).returning(m.devices.c.id)).scalar_one()
-                again = False
                 add_transition(conn, device_pk, "enrolled", now, None, {"hostname": device["hostname"]})
+            elif proven:
+                # The caller holds the device's key: same row and history, a fresh key (the old one stops).
+                conn.execute(update(m.devices).where(m.devices.c.id == existing.id).values(
+                    node_key_hash=key_hash, enroll_secret_id=secret_id, agent_version=request.agent_version,
+                    **_identity(device)))
+                add_transition(conn, existing.id, "re_enrolled", now, None,
+                               {"proof": "node_key", "hostname": device["hostname"], "client": client[:64]})
+            else:
+                self._file_request(conn, existing.id, key_hash, secret_id, request, client, now)
             conn.execute(update(m.enroll_secrets).where(m.enroll_secrets.c.id == secret_id).values(
                 enrolled_count=m.enroll_secrets.c.enrolled_count + 1))
         self.counters.count("enrollments")
-        return {"node_key": node_key, "device_id": device["device_id"], "re_enrolled": again}
+        return {"node_key": node_key, "device_id": device["device_id"], "re_enrolled": proven}
+
+    def _file_request(self, conn: Connection, device_pk: int, key_hash: str, secret_id: int,
+                      request: EnrollRequest, client: str, now: float) -> None:
+        r = m.enroll_requests.c
+        request_id = conn.execute(insert(m.enroll_requests).values(
+            device_pk=device_pk, node_key_hash=key_hash, enroll_secret_id=secret_id, requested_at=now,
+            client=client[:64], identity=json.dumps(request.device, sort_keys=True),
+            agent_version=request.agent_version).returning(r.id)).scalar_one()
+        keep = select(r.id).where(r.device_pk == device_pk).order_by(r.id.desc()).limit(MAX_PENDING_PER_DEVICE)
+        conn.execute(delete(m.enroll_requests).where(r.device_pk == device_pk, r.id.not_in(keep)))
+        add_transition(conn, device_pk, "re_enroll_pending", now, None, {
+            "request_id": request_id, "hostname": request.device["hostname"], "client": client[:64]})
+
+    # -- the operator's side -------------------------------------------------------------------------------
+    def pending(self) -> List[Dict[str, Any]]:
+        """Re-enrollments waiting for an operator, newest first."""
+        r, d = m.enroll_requests.c, m.devices.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(r.id, r.requested_at, r.client, r.identity, r.agent_version, d.device_id,
+                                       d.hostname, d.last_seen_at)
+                                .join_from(m.enroll_requests, m.devices, r.device_pk == d.id)
+                                .order_by(r.id.desc())).all()
+        out = []
+        for row in rows:
+            identity = json.loads(row.identity or "{}")
+            out.append({"id": row.id, "device_id": row.device_id, "hostname": row.hostname,
+                        "requested_hostname": identity.get("hostname", ""),
+                        "requested_lan_addresses": identity.get("lan_addresses", []), "client": row.client,
+                        "requested_at": row.requested_at, "agent_version": row.agent_version,
+                        "device_last_seen_at": row.last_seen_at})
+        return out
+
+    def approve(self, request_id: int, by: str, now: Optional[float] = None) -> str:
+        """Give the device the requested node key (its current one stops working); returns the device id.
+        The device's other pending requests are dropped."""
+        now = time.time() if now is None else now
+        r, d = m.enroll_requests.c, m.devices.c
+        with self.lock.begin() as conn:
+            row = conn.execute(select(r.device_pk, r.node_key_hash, r.enroll_secret_id, r.client, r.agent_version,
+                                      d.device_id).join_from(m.enroll_requests, m.devices, r.device_pk == d.id)
+                               .where(r.id == request_id)).first()
+            if row is None:
+                raise ApiError(404, "no pending re-enrollment %d" % request_id)
+            conn.execute(delete(m.enroll_requests).where(r.device_pk == row.device_pk))
+            conn.execute(update(m.devices).where(d.id == row.device_pk).values(
+                node_key_hash=row.node_key_hash, enroll_secret_id=row.enroll_secret_id,
+                agent_version=row.agent_version))
+            add_transition(conn, row.device_pk, "re_enrolled", now, None, {
+                "proof": "approved", "by": by[:64], "request_id": request_id, "client": row.client})
+        return str(row.device_id)
+
+    def reject(self, request_id: int) -> str:
+        """Drop a pending request (its key never works); returns the device id."""
+        r, d = m.enroll_requests.c, m.devices.c
+        with self.lock.begin() as conn:
+            row = conn.execute(select(d.device_id).join_from(m.enroll_requests, m.devices, r.device_pk == d.id)
+                               .where(r.id == request_id)).first()
+            if row is None:
+                raise ApiError(404, "no pending re-enrollment %d" % request_id)
+            conn.execute(delete(m.enroll_requests).where(r.id == request_id))
+        return str(row.device_id)
+

@@ -141,7 +141,7 @@ class Ingest:
                 # Who is calling? Answered before the body is even parsed.
                 row = sql.run(cursor, "whoami", h=token_hash(node_key)).fetchone()
                 if row is None:
-                    raise ApiError(401, "unknown node key: enroll this device again", {"WWW-Authenticate": "Bearer"})
+                    raise _unknown_key(sql, cursor, node_key)
                 device_pk, device_id = row[0], row[1]
                 doc, data = decode_body(raw, content_encoding, max_body)
                 report_id = doc.get("report_id")
@@ -205,6 +205,17 @@ class Ingest:
             add_transition(conn, device_pk, kind, now, report_pk, detail)
         return {"stored": True, "duplicate": False, "report_id": report.report_id, "verdict": report.verdict,
                 "latest": latest, "transitions": [kind for kind, _ in events]}
+
+
+def _unknown_key(sql: HotSql, cursor: Any, node_key: str) -> ApiError:
+    """401 for a key no device has; it says so when the key waits for an operator's approval."""
+    row = sql.run(cursor, "pending_key", h=token_hash(node_key)).fetchone()
+    if row is not None:
+        waiting_for = str(row[0])
+        return ApiError(401, "this node key waits for an operator to approve the re-enrollment of %s (Admin page, "
+                             "or `exposure-guard-server re-enroll approve`); keep the reports queued and retry later"
+                        % waiting_for[:128], {"WWW-Authenticate": "Bearer"})
+    return ApiError(401, "unknown node key: enroll this device again", {"WWW-Authenticate": "Bearer"})
 
 
 class _Seen:

@@ -91,7 +91,8 @@ def append_line_durably(path: PathLike, line: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(str(target), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    # Never through a link: a planted journal.jsonl -> /etc/passwd must not get our lines appended.
+    fd = os.open(str(target), os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -100,6 +101,32 @@ def append_line_durably(path: PathLike, line: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_new_file(path: PathLike, data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` with ``data`` and fsync it; FileExistsError when anything (a file, a link) is
+    already there: never writes through a planted name."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(str(path), flags, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fd = -1
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(str(path))
+        raise
+
+
+def read_bytes_nofollow(path: PathLike) -> bytes:
+    """The bytes of a regular file, refusing a symbolic link (OSError ELOOP)."""
+    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 class _SimulatedCrash(Exception):

@@ -59,6 +59,14 @@ def state_dir_for(args: argparse.Namespace) -> Path:
     return default_state_dir(args.root)
 
 
+def private_state_dir(args: argparse.Namespace, create: bool = True) -> Path:
+    """The state dir for a command that writes or trusts it: refused (UnsafePathError, exit 2) when another
+    user could tamper with it or with its parents inside --root."""
+    from exposure_guard.qts.root import secure_state_dir
+
+    return secure_state_dir(state_dir_for(args), args.root, create=create)
+
+
 def root_for(args: argparse.Namespace) -> QtsRoot:
     from exposure_guard.qts.root import QtsRoot
 
@@ -120,6 +128,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
     if args.dry_run:
         out.write("Dry run: nothing was changed.\n")
         return EXIT_OK
+    private_state_dir(args)  # before asking: the journal must be safe to write
     if not args.yes and not confirm("Apply these changes?"):
         out.write("Nothing was changed.\n")
         return EXIT_OK
@@ -147,7 +156,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     ctx = context_for(args, settings)
-    journal = ChangeJournal(state_dir_for(args))
+    journal = ChangeJournal(private_state_dir(args, create=False), args.root)
     records = [r for r in journal.changes() if r.state in ("applied", "planned")]
     if args.change_id:
         records = [journal.get(args.change_id)]
@@ -157,15 +166,16 @@ def cmd_undo(args: argparse.Namespace) -> int:
     if not records:
         sys.stdout.write("Nothing to undo: the journal has no applied change.\n")
         return EXIT_OK
-    for line in undo_changes(ctx, journal, records):
+    lines = undo_changes(ctx, journal, records)
+    for line in lines:
         sys.stdout.write(line + "\n")
-    return EXIT_OK
+    return EXIT_INTERNAL if lines.refused else EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from exposure_guard.fixes.journal import ChangeJournal
 
-    records = ChangeJournal(state_dir_for(args)).changes()
+    records = ChangeJournal(private_state_dir(args, create=False), args.root).changes()
     if args.json:
         sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
         return EXIT_OK
@@ -217,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from exposure_guard.daemon import Daemon
 
     settings = settings_for(args)
-    daemon = Daemon(root_for(args), settings, state_dir_for(args), offline=args.offline)
+    daemon = Daemon(root_for(args), settings, private_state_dir(args), offline=args.offline)
     return daemon.run_forever() if not args.once else daemon.run_once_locked()
 
 
@@ -229,7 +239,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     root = root_for(args)
     identity = read_identity(root, QtsConfig(root), list(settings.get("agent", "lan_addresses")))
-    message = checkin.enroll(args.server, args.secret, identity, state_dir_for(args),
+    message = checkin.enroll(args.server, args.secret, identity, private_state_dir(args),
                              ca_file=settings.get("server", "ca_file"), verify_tls=settings.get("server", "verify_tls"))
     sys.stdout.write(message + "\n")
     return EXIT_OK

@@ -66,7 +66,7 @@ def fix_once(ctx: CheckContext, planned: List[PlannedAction], only: Optional[Ite
     from exposure_guard.fixes.apply import apply_actions
     from exposure_guard.fixes.journal import ChangeJournal
 
-    result = apply_actions(ctx, ChangeJournal(_state_dir(ctx)), planned)
+    result = apply_actions(ctx, ChangeJournal(_state_dir(ctx), ctx.root.root), planned)
     report = check_once(ctx, only).report
     fixed = {r.check_id for r in result.applied}
     for finding in report.findings:

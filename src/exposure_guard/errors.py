@@ -66,6 +66,16 @@ class JournalError(ExposureGuardError):
     """The change journal is unreadable or an undo cannot be done safely."""
 
 
+class UnsafePathError(UsageError):
+    """A state dir another user could tamper with, or a path that leaves the checked root: exit 2. The
+    message names the path and how to make it safe."""
+
+
+class JournalEntryRefused(JournalError):
+    """One journal line points outside the checked root or the state dir's backups: that change is not
+    undone (the others are)."""
+
+
 class RefusedError(UsageError):
     """An action needs confirmation that was not given (no --yes and no TTY)."""
 

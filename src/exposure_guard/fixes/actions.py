@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Dict, Optional, Type
 
-from exposure_guard.atomicio import atomic_write
+from exposure_guard.atomicio import atomic_write, read_bytes_nofollow
 from exposure_guard.context import CheckContext
 from exposure_guard.errors import ConfigFileError, ExposureGuardError
 from exposure_guard.fixes.journal import ChangeJournal, ChangeRecord
@@ -111,7 +111,7 @@ class ConfigKeyAction(Action):
         return {"file": self.file, "section": self.section, "key": self.key, "value": self.value}
 
     def apply(self, ctx: CheckContext, journal: ChangeJournal, change_id: str) -> Dict[str, Any]:
-        path = ctx.root.path(self.file)
+        path = ctx.root.confined(self.file)  # a config file linked out of a --root tree is not ours to change
         backup = journal.backup_file(path, "/" + self.file, change_id)
         before_sha = _sha256(path)
         ctx.config.setcfg(self.section, self.key, self.value, self.file)
@@ -120,12 +120,12 @@ class ConfigKeyAction(Action):
     @classmethod
     def undo(cls, ctx: CheckContext, record: ChangeRecord) -> str:
         p = record.params
-        path = ctx.root.path(p["file"])
+        path = ctx.root.confined(p["file"])  # the journal line was vetted; links may have changed since
         backup = Path(p.get("backup") or "")
         if p.get("backup") and backup.is_file() and _sha256(path) == p.get("sha256_after"):
             # Nothing else touched the file since: put back the exact original bytes.
             try:
-                atomic_write(path, backup.read_bytes())
+                atomic_write(path, read_bytes_nofollow(backup))
             except OSError as exc:
                 raise ConfigFileError("cannot restore %s: %s" % (record.target, exc.strerror)) from None
             ctx.config.invalidate(p["file"])

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from exposure_guard.context import CheckContext
 from exposure_guard.contracts import utc_now
-from exposure_guard.errors import ExposureGuardError, JournalError
+from exposure_guard.errors import ExposureGuardError, JournalEntryRefused, JournalError
 from exposure_guard.fixes.actions import ACTION_KINDS, Action
 from exposure_guard.fixes.journal import ChangeJournal, ChangeRecord, new_change_id
 
@@ -63,15 +63,29 @@ def apply_actions(ctx: CheckContext, journal: ChangeJournal, planned: List[Plann
     return result
 
 
-def undo_changes(ctx: CheckContext, journal: ChangeJournal, records: List[ChangeRecord]) -> List[str]:
-    """Undo in reverse order; returns a line per change. Already-undone changes are skipped."""
-    lines = []
+class UndoLines(List[str]):
+    """A line per change; ``refused`` counts journal lines refused as unsafe (see ChangeJournal.vet)."""
+
+    refused = 0
+
+
+def undo_changes(ctx: CheckContext, journal: ChangeJournal, records: List[ChangeRecord]) -> UndoLines:
+    """Undo in reverse order; returns a line per change. Already-undone changes are skipped; a journal line
+    whose file leaves the checked root or whose backup is not in ``backups/`` is refused, the others go on."""
+    lines = UndoLines()
     for record in reversed(records):
         if record.state == "undone":
             lines.append("%s already undone" % record.change_id)
             continue
         if record.state == "failed":
             lines.append("%s had failed; nothing to undo" % record.change_id)
+            continue
+        try:
+            journal.vet(record, ctx.root)
+        except JournalEntryRefused as exc:
+            lines.append("%s refused: %s; not undone (the journal line was not written by this agent, or the "
+                         "tree moved)" % (record.change_id, exc))
+            lines.refused += 1
             continue
         kind = ACTION_KINDS.get(record.kind)
         if kind is None:

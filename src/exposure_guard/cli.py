@@ -7,9 +7,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from exposure_guard.cliparser import SUBCOMMANDS, build_parser
+from exposure_guard.contracts.terminal import clean, json_for_terminal
 from exposure_guard.errors import (
     EXIT_FINDINGS,
     EXIT_INTERNAL,
@@ -83,6 +84,11 @@ def context_for(args: argparse.Namespace, settings: Settings) -> CheckContext:
                         state_dir=state_dir_for(args))
 
 
+def say(line: str, stream: Optional[TextIO] = None) -> None:
+    """Print one line built from device, config or journal data: control sequences shown inert."""
+    (stream or sys.stdout).write(clean(line) + "\n")
+
+
 def only_list(args: argparse.Namespace) -> Optional[List[str]]:
     return [item for item in args.only.split(",") if item.strip()] if getattr(args, "only", None) else None
 
@@ -96,7 +102,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     ctx = context_for(args, settings)
     report = check_once(ctx, only_list(args)).report
     if args.json:
-        sys.stdout.write(report.to_json() + "\n")
+        sys.stdout.write(json_for_terminal(report.to_json()) + "\n")
     else:
         sys.stdout.write(render_report(report, sys.stdout, verbose=args.verbose))
     return EXIT_FINDINGS if report.failing(settings.get("agent", "fail_on")) else EXIT_OK
@@ -124,7 +130,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
         return EXIT_OK
     out.write("Plan (%d change%s):\n" % (len(planned), "" if len(planned) == 1 else "s"))
     for item in planned:
-        out.write("  [%s] %s\n" % (item.action.check_id, item.description))
+        say("  [%s] %s" % (item.action.check_id, item.description), out)
     if args.dry_run:
         out.write("Dry run: nothing was changed.\n")
         return EXIT_OK
@@ -135,16 +141,16 @@ def cmd_fix(args: argparse.Namespace) -> int:
     run = fix_once(ctx, planned, only_list(args))
     result, report = run.result, run.report
     for record in result.applied:
-        out.write("applied %s  %s: %r -> %r\n" % (record.change_id, record.target, record.before, record.after))
+        say("applied %s  %s: %r -> %r" % (record.change_id, record.target, record.before, record.after), out)
     for line in result.failed:
-        out.write("FAILED  %s\n" % line)
+        say("FAILED  %s" % line, out)
     report.mode = "fix"
     problem = write_last_report(state_dir_for(args), report)
     if problem:
-        sys.stderr.write("exposure-guard: warning: %s\n" % problem)
+        say("exposure-guard: warning: %s" % problem, sys.stderr)
     out.write("\nAfter the fix:\n")
-    out.write(report.to_json() + "\n" if args.json else render_report(report, out))
-    out.write("Undo with: exposure-guard undo --last%s\n" % ("" if args.root == "/" else " --root %s" % args.root))
+    out.write(json_for_terminal(report.to_json()) + "\n" if args.json else render_report(report, out))
+    say("Undo with: exposure-guard undo --last%s" % ("" if args.root == "/" else " --root %s" % args.root), out)
     if result.failed:
         return EXIT_INTERNAL
     return EXIT_FINDINGS if report.failing(settings.get("agent", "fail_on")) else EXIT_OK
@@ -168,7 +174,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
         return EXIT_OK
     lines = undo_changes(ctx, journal, records)
     for line in lines:
-        sys.stdout.write(line + "\n")
+        say(line)
     return EXIT_INTERNAL if lines.refused else EXIT_OK
 
 
@@ -183,10 +189,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         sys.stdout.write("The change journal is empty.\n")
         return EXIT_OK
     for r in records:
-        sys.stdout.write("%s  %-8s %-28s %s: %r -> %r%s\n" % (
+        say("%s  %-8s %-28s %s: %r -> %r%s" % (
             r.at[:19], r.state, r.check_id, r.target, r.before, r.after,
             ("  (undone %s)" % r.undone_at[:19]) if r.undone_at else ""))
-        sys.stdout.write("    id %s\n" % r.change_id)
+        say("    id %s" % r.change_id)
     return EXIT_OK
 
 
@@ -241,7 +247,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     identity = read_identity(root, QtsConfig(root), list(settings.get("agent", "lan_addresses")))
     message = checkin.enroll(args.server, args.secret, identity, private_state_dir(args),
                              ca_file=settings.get("server", "ca_file"), verify_tls=settings.get("server", "verify_tls"))
-    sys.stdout.write(message + "\n")
+    say(message)
     return EXIT_OK
 
 
@@ -286,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ExposureGuardError as exc:
-        sys.stderr.write("exposure-guard: %s\n" % exc)
+        sys.stderr.write("exposure-guard: %s\n" % clean(exc, keep_newlines=True))
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("exposure-guard: interrupted\n")
@@ -296,7 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # the last line of defence: never a bare traceback for a user
         import traceback
 
-        sys.stderr.write("exposure-guard: internal error: %s\n" % exc)
+        sys.stderr.write("exposure-guard: internal error: %s\n" % clean(exc, keep_newlines=True))
         if os.environ.get("EXPOSURE_GUARD_DEBUG"):
             traceback.print_exc()
         else:

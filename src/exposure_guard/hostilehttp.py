@@ -182,7 +182,12 @@ class HttpAnswer:
 
 
 def check_url(url: str) -> str:
-    """Only http(s) URLs with a host; returns the URL. Other schemes (file:, ftp:, gopher:) are refused."""
+    """Only http(s) URLs with a host; returns the URL. Other schemes (file:, ftp:, gopher:) are refused, and
+    so is a URL holding a control character, a space or another non-printable character (a device's URL
+    ends up in the fix plan, the journal and the terminal)."""
+    if not all(char.isprintable() and not char.isspace() for char in url):
+        raise HostileResponse("refused URL %r: it holds control characters, spaces or other non-printable "
+                              "characters" % url[:200])
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a garbage port

@@ -7,18 +7,11 @@ import re
 import sys
 from typing import IO, Any, Dict, List, Optional
 
+from exposure_guard.contracts.terminal import clean
 from exposure_guard.report import SEVERITY_RANK, Report
 
 _COLOURS = {"EXPOSED": "1;31", "AT RISK": "1;33", "OK": "1;32", "fail": "31", "pass": "32", "unknown": "33",
             "error": "35", "skipped": "2", "critical": "1;31", "high": "31", "medium": "33", "low": "36", "info": "2"}
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def clean(text: object) -> str:
-    """Device-supplied strings may carry terminal escape sequences: show them inert."""
-    return _CONTROL.sub("?", str(text))
 
 
 def use_colour(stream: IO[str]) -> bool:
@@ -79,8 +72,8 @@ def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: boo
         lines.append("")
         lines.append("Changes applied:")
         for change in report.changes:
-            lines.append("  %s  %s: %r -> %r" % (change["change_id"], clean(change["target"]), change["before"],
-                                                 change["after"]))
+            lines.append(clean("  %s  %s: %r -> %r" % (change["change_id"], change["target"], change["before"],
+                                                       change["after"])))
     if any(f.status == "fail" and f.fixable for f in report.findings):
         lines.append("")
         lines.append("Run `exposure-guard fix` to apply the safe fixes (each one can be undone).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from exposure_guard.contracts.terminal import clean
 from exposure_guard.qts.root import QtsRoot
 
 INFO, WARNING, ERROR = 0, 1, 2
@@ -12,7 +13,7 @@ INFO, WARNING, ERROR = 0, 1, 2
 
 def log_event(root: QtsRoot, level: int, message: str) -> bool:
     """Returns True when QTS's log took it."""
-    text = "[ExposureGuard] " + message.replace("\n", " ")[:900]
+    text = "[ExposureGuard] " + clean(message.replace("\n", " "))[:900]  # shown in QTS's log and terminals
     tool = root.tool("/sbin/log_tool")
     if tool:
         try:

@@ -162,6 +162,11 @@ def _accept(data: bytes, sender: str, interface: str, result: Discovery) -> Opti
     if headers is None:
         return None
     location = headers.get("LOCATION", "")
+    if not all(char.isprintable() and not char.isspace() for char in location):
+        # Raw bytes from anyone on the LAN: an ESC here would travel into the plan, the journal and the terminal.
+        result.dropped.append("%s answered with a LOCATION holding control characters or spaces (%r); not followed"
+                              % (sender, location[:120]))
+        return None
     try:
         parts = urlsplit(location)
         host = parts.hostname or ""

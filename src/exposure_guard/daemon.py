@@ -30,7 +30,9 @@ class InstanceLock:
 
     def __enter__(self) -> InstanceLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(str(self.path), "a+")
+        # Never through a link: the pid is written after truncating, so a planted link would wipe its target.
+        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        handle = os.fdopen(fd, "r+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -23,6 +23,7 @@ def paint(text: str, key: str, colour: bool) -> str:
     return "\033[%sm%s\033[0m" % (code, text) if colour and code else text
 
 
+_SHOWN_CHANGES = 50  # a fix of a rogue router's table can make thousands
 _ORDER = {"fail": 0, "error": 1, "unknown": 2, "pass": 3, "skipped": 4}
 
 
@@ -71,9 +72,12 @@ def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: boo
     if report.changes:
         lines.append("")
         lines.append("Changes applied:")
-        for change in report.changes:
+        for change in report.changes[:_SHOWN_CHANGES]:
             lines.append(clean("  %s  %s: %r -> %r" % (change["change_id"], change["target"], change["before"],
                                                        change["after"])))
+        if len(report.changes) > _SHOWN_CHANGES:
+            lines.append("  … and %d more (`exposure-guard history` lists every change)"
+                         % (len(report.changes) - _SHOWN_CHANGES))
     if any(f.status == "fail" and f.fixable for f in report.findings):
         lines.append("")
         lines.append("Run `exposure-guard fix` to apply the safe fixes (each one can be undone).")

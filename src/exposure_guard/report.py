@@ -12,7 +12,8 @@ from exposure_guard.contracts import REPORT_SCHEMA_FILE as SCHEMA_FILE
 from exposure_guard.contracts import REPORT_SCHEMA_ID as SCHEMA_ID
 from exposure_guard.contracts import SEVERITIES, SEVERITY_RANK, STATUSES, new_uuid4, utc_now
 
-__all__ = ["MAX_EVIDENCE_BYTES", "MAX_EVIDENCE_ITEMS", "MAX_EVIDENCE_TEXT", "MAX_REPORT_BYTES", "SCHEMA_FILE",
+__all__ = ["MAX_EVIDENCE_BYTES", "MAX_EVIDENCE_ITEMS", "MAX_EVIDENCE_TEXT", "MAX_REPORT_BYTES", "MAX_REPORT_CHANGES",
+           "SCHEMA_FILE",
            "SCHEMA_ID", "SEVERITIES", "SEVERITY_RANK", "STATUSES", "Finding", "Report", "cap_evidence", "load_schema",
            "reduced_report", "utc_now"]
 
@@ -22,6 +23,9 @@ MAX_EVIDENCE_ITEMS = 50  # entries kept per evidence list; ``<key>_omitted`` cou
 MAX_EVIDENCE_TEXT = 4000  # characters kept per evidence string
 MAX_EVIDENCE_BYTES = 64 * 1024  # one finding's evidence, as JSON, after the caps above
 MAX_REPORT_BYTES = 256 * 1024  # the whole report: the largest evidence is left out first until it fits
+MAX_SUMMARY = 2000  # a finding's summary, as report-v1.schema.json allows (device text can make it longer)
+_CHANGE_LIMITS = {"change_id": 64, "check_id": 80, "target": 500}  # the schema's maxLength of a change
+MAX_REPORT_CHANGES = 200  # changes listed (a fix of a rogue table makes thousands); ``changes_omitted`` counts the rest
 
 
 def _json_size(value: Any) -> int:
@@ -50,6 +54,22 @@ def cap_evidence(value: Any, max_items: int = MAX_EVIDENCE_ITEMS, max_text: int 
     if isinstance(value, str) and len(value) > max_text:
         return value[:max_text] + "… (%d characters omitted)" % (len(value) - max_text)
     return value
+
+
+def _fit_text(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters (the schema's maxLength), saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    keep = limit - len("… (%d characters omitted)" % len(text))  # the count printed is never larger
+    return text[:keep] + "… (%d characters omitted)" % (len(text) - keep)
+
+
+def _capped_change(change: Dict[str, Any]) -> Dict[str, Any]:
+    out = cap_evidence(change)
+    for key, limit in _CHANGE_LIMITS.items():
+        if isinstance(out.get(key), str):
+            out[key] = _fit_text(out[key], limit)
+    return out
 
 
 def _capped_evidence(evidence: Dict[str, Any]) -> Dict[str, Any]:
@@ -91,7 +111,7 @@ class Finding:
             "title": self.title,
             "severity": self.severity,
             "status": self.status,
-            "summary": self.summary,
+            "summary": _fit_text(self.summary, MAX_SUMMARY),
             "evidence": _capped_evidence(self.evidence),
             "fixable": self.fixable,
             "fixed": self.fixed,
@@ -143,6 +163,9 @@ class Report:
     def to_dict(self) -> Dict[str, Any]:
         summary: Dict[str, Any] = self.counts()
         summary["exposed"] = self.exposed
+        extra: Dict[str, Any] = {}
+        if len(self.changes) > MAX_REPORT_CHANGES:
+            extra["changes_omitted"] = len(self.changes) - MAX_REPORT_CHANGES  # `history` on the NAS lists all
         return _fit_budget({
             "schema": SCHEMA_ID,
             "report_id": self.report_id,
@@ -151,7 +174,8 @@ class Report:
             "agent": {"version": __version__, "python": "%d.%d.%d" % sys.version_info[:3], "mode": self.mode},
             "device": self.device,
             "findings": [f.to_dict() for f in self.findings],
-            "changes": list(self.changes),
+            "changes": [_capped_change(c) for c in self.changes[:MAX_REPORT_CHANGES]],
+            **extra,
             "summary": summary,
         })
 

@@ -145,7 +145,7 @@ def spool_lock(state_dir: Path) -> Iterator[bool]:
     except ImportError:  # pragma: no cover - not on Linux
         yield True
         return
-    fd = os.open(str(folder / ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(str(folder / ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -228,3 +228,38 @@ def test_real_server_accepts_the_rogue_router_report_full_and_reduced(tmp_path: 
             assert not os.path.exists(str(state / "spool" / "rejected"))
         finally:
             server.stop()
+
+
+def test_a_fix_of_4096_mappings_still_makes_a_valid_report_within_budget():
+    import jsonschema
+
+    from exposure_guard.report import MAX_REPORT_CHANGES, load_schema
+
+    changes = [{"change_id": "chg-%012d" % i, "check_id": "router.upnp-mappings",
+                "target": "IGD http://10.77.0.1:5000/ctl/IPConn mapping TCP %d → %s:%d" % (1024 + i, NAS, 1024 + i),
+                "before": "TCP %d → %s:%d 'rogue mapping' lease 0 s" % (1024 + i, NAS, 1024 + i), "after": "absent",
+                "at": "2024-05-01T10:00:00Z"} for i in range(ROGUE_TABLE)]
+    report = Report({"device_id": "d", "hostname": "h", "model": "m", "firmware": "f", "build": "",
+                     "lan_addresses": []}, [Finding("router.upnp-mappings", "t", "critical", "pass", "s", {})],
+                    changes=changes, mode="fix")
+    doc = report.to_dict()
+    jsonschema.Draft202012Validator(load_schema()).validate(doc)
+    assert doc["changes"] == changes[:MAX_REPORT_CHANGES]
+    assert doc["changes_omitted"] == ROGUE_TABLE - MAX_REPORT_CHANGES
+    assert report_bytes(report) <= MAX_REPORT_BYTES
+
+
+def test_device_made_text_never_exceeds_the_schema_limits():
+    import jsonschema
+
+    from exposure_guard.report import load_schema
+
+    url = "http://10.77.0.1:5000/" + "c" * 2000  # a control URL of 2,000 characters is accepted from a router
+    change = {"change_id": "chg-1", "check_id": "router.upnp-mappings", "target": "IGD %s mapping TCP 1" % url,
+              "before": "x", "after": "absent", "at": "2024-05-01T10:00:00Z"}
+    finding = Finding("router.upnp-mappings", "t", "high", "unknown", "cannot read: " + "; ".join([url] * 5), {})
+    doc = Report({"device_id": "d", "hostname": "h", "model": "m", "firmware": "f", "build": "",
+                  "lan_addresses": []}, [finding], changes=[change]).to_dict()
+    jsonschema.Draft202012Validator(load_schema()).validate(doc)
+    assert doc["changes"][0]["target"].startswith("IGD http://10.77.0.1:5000/ccc")
+    assert doc["findings"][0]["summary"].endswith("characters omitted)")

@@ -173,3 +173,20 @@ def test_undo_refuses_journal_lines_leaving_the_root_and_undoes_the_rest(qts_tre
     (root / "etc/config/link.conf").unlink()
     assert tree_bytes(root) == original  # the genuine change was undone (exact bytes)
     assert b"ATTACKER" not in (root / "etc/config/uLinux.conf").read_bytes()
+
+
+def test_planted_lock_files_are_not_followed(tmp_path):
+    from exposure_guard import spool
+    from exposure_guard.daemon import InstanceLock
+
+    state = tmp_path / "state"
+    (state / "spool").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n")
+    (state / "agent.lock").symlink_to(victim)
+    (state / "spool" / ".lock").symlink_to(victim)
+    with pytest.raises(OSError), InstanceLock(state / "agent.lock"):
+        pass
+    with pytest.raises(OSError), spool.spool_lock(state):
+        pass
+    assert victim.read_bytes() == b"precious\n"

@@ -22,6 +22,17 @@ class ServerConfig:
     background: bool = True  # webhook sender, stale sweep and counter flush in this process
     sweep_every: float = 30.0
     pool_size: int = 10
+    # HTTP transport limits, per server process (transport.py)
+    header_timeout: float = 10.0  # seconds to send a complete request head
+    body_timeout: float = 30.0  # seconds to send a complete request body once its head is in
+    max_header_bytes: int = 64 * 1024  # request line and headers
+    max_connections: int = 1000  # open connections (lowered to what the descriptor limit allows)
+    max_connections_per_source: int = 64  # from one address (an IPv6 client: its /64); trusted proxies exempt
+    proxy: str = ""  # trusted proxy addresses (--proxy), exempt from the per-source cap
+    # Webhook deliveries (webhooks.py)
+    webhook_timeout: float = 10.0  # total seconds per delivery: connect, TLS, send, answer
+    webhook_allow: str = ""  # internal networks webhooks may reach anyway (comma separated), e.g. 127.0.0.1/32
+    webhook_workers: int = 4  # deliveries in flight at once (one per webhook)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

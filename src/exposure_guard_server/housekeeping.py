@@ -1,6 +1,6 @@
 """The per-process background thread: runs each task every so many seconds (checking once a second) and
-keeps going when one fails. ``server.Server.start`` gives it webhook deliveries (every round), the stale
-sweep, the counter flush and the purge of expired sessions."""
+keeps going when one fails. ``server.Server.start`` gives it the stale sweep, the counter flush and the
+purge of expired sessions (webhook deliveries have threads of their own: a slow receiver cannot delay these)."""
 
 from __future__ import annotations
 

@@ -29,15 +29,17 @@ class Server:
         self.enrollment = Enrollment(self.engine, lock, self.counters, default_interval=config.default_interval)
         self.stale = StaleSweep(lock, grace=config.stale_grace)
         self.reader = Reader(self.engine, stale_grace=config.stale_grace)
-        self.admin = Admin(self.engine, session_ttl=config.session_ttl)
-        self.webhooks = WebhookSender(self.engine, backoff_base=config.webhook_backoff)
+        self.admin = Admin(self.engine, session_ttl=config.session_ttl, webhook_allow=config.webhook_allow)
+        self.webhooks = WebhookSender(self.engine, backoff_base=config.webhook_backoff, timeout=config.webhook_timeout,
+                                      allow=config.webhook_allow, workers=config.webhook_workers)
         self._housekeeping: Optional[Housekeeping] = None
 
     def start(self) -> None:
-        """The background thread, unless the settings leave it to another process (or to tests)."""
+        """The background threads (housekeeping; webhook deliveries in their own pool), unless the settings
+        leave them to another process (or to tests)."""
         if self.config.background:
+            self.webhooks.start()
             self._housekeeping = Housekeeping([
-                (0, self.webhooks.run_due),
                 (self.config.sweep_every, self.stale.run),
                 (5, self.counters.flush),
                 (600, self.admin.purge_sessions),
@@ -47,6 +49,7 @@ class Server:
     def close(self) -> None:
         """Stop the background thread, flush the counters and close the database connections."""
         if self._housekeeping is not None:
+            self.webhooks.close()
             self._housekeeping.close()
             self._housekeeping = None
         else:

@@ -103,6 +103,45 @@ def _credential_parser(sub: Any, command: str) -> None:
             q.add_argument("ident", type=spec.ident_type, metavar=spec.ident_metavar)
 
 
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError("must be a positive number, not %r" % text)
+        return value
+    return parse
+
+
+def _transport_args(p: argparse.ArgumentParser) -> None:
+    """``serve``'s limits against slow and greedy clients (transport.py) and for webhook deliveries."""
+    from exposure_guard_server.config import ServerConfig
+
+    d = ServerConfig(db_url="")
+    g = p.add_argument_group("connection limits (per server process; see docs/server.md)")
+    g.add_argument("--header-timeout", type=_positive(float), default=d.header_timeout, metavar="SECONDS",
+                   help="a request head (line and headers) must arrive within this, else 408 (default %g)"
+                        % d.header_timeout)
+    g.add_argument("--body-timeout", type=_positive(float), default=d.body_timeout, metavar="SECONDS",
+                   help="a request body must arrive within this after its head, else 408 (default %g)" % d.body_timeout)
+    g.add_argument("--max-header-bytes", type=_positive(int), default=d.max_header_bytes, metavar="BYTES",
+                   help="largest request head, else 431 (default %d)" % d.max_header_bytes)
+    g.add_argument("--max-connections", type=_positive(int), default=d.max_connections, metavar="N",
+                   help="open connections; more are refused with 503 (default %d, lowered to what the "
+                        "descriptor limit allows)" % d.max_connections)
+    g.add_argument("--max-connections-per-source", type=_positive(int), default=d.max_connections_per_source,
+                   metavar="N", help="open connections from one address (IPv6: one /64); --proxy addresses are "
+                                     "exempt (default %d)" % d.max_connections_per_source)
+    g = p.add_argument_group("webhook deliveries")
+    g.add_argument("--webhook-timeout", type=_positive(float), default=d.webhook_timeout, metavar="SECONDS",
+                   help="total time for one delivery: connect, TLS, request, answer (default %g)" % d.webhook_timeout)
+    g.add_argument("--webhook-allow-internal", default=d.webhook_allow, metavar="NETWORKS",
+                   help="internal networks webhooks may reach (comma separated, e.g. 10.1.2.3/32); loopback, "
+                        "private, link-local and metadata addresses are refused otherwise")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exposure-guard-server",
                                      description="ExposureGuard fleet server: enrollment, check-ins, dashboard, API.")
@@ -136,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trust X-Forwarded-For/-Proto from these proxy addresses (comma separated)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--access-log", action="store_true", help="log every request")
+    _transport_args(p)
 
     _credential_parser(sub, "enroll-secret")
     p = sub.add_parser("user", help="set an admin user's password (creates the user if needed)")
@@ -213,10 +253,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
     import uvicorn
 
+    from exposure_guard_server.addresses import parse_networks
     from exposure_guard_server.config import ENV_NAME, ServerConfig
     from exposure_guard_server.db import safe_url
+    from exposure_guard_server.transport import raise_fd_limit
 
     host, port = parse_listen(args.listen)
     if args.workers < 1 or args.workers > 64:
@@ -225,9 +269,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("--tls-cert and --tls-key go together")
     url, engine = _engine(args)  # refuses to start on an empty or outdated schema
     engine.dispose()
+    try:
+        parse_networks(args.proxy)
+        parse_networks(args.webhook_allow_internal)
+    except ValueError as exc:
+        raise CliError("--proxy / --webhook-allow-internal: %s" % exc) from None
+    if importlib.util.find_spec("httptools") is None:
+        raise CliError("the server needs httptools: pip install 'exposure-guard[server]'")
+    raise_fd_limit()  # worker processes inherit it; the connection cap is checked against it
     config = ServerConfig(db_url=url, max_body=args.max_body, stale_grace=args.stale_grace,
                           default_interval=args.default_interval, cookie_secure=args.cookie_secure,
-                          public_metrics=args.public_metrics)
+                          public_metrics=args.public_metrics, header_timeout=args.header_timeout,
+                          body_timeout=args.body_timeout, max_header_bytes=args.max_header_bytes,
+                          max_connections=args.max_connections,
+                          max_connections_per_source=args.max_connections_per_source, proxy=args.proxy,
+                          webhook_timeout=args.webhook_timeout, webhook_allow=args.webhook_allow_internal)
     os.environ[ENV_NAME] = config.to_env()
     scheme = "https" if args.tls_cert else "http"
     shown = "[%s]" % host if ":" in host else host
@@ -236,7 +292,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run("exposure_guard_server.app:app_from_env", factory=True, host=host, port=port, workers=args.workers,
                 ssl_certfile=args.tls_cert or None, ssl_keyfile=args.tls_key or None, log_level=args.log_level,
                 access_log=args.access_log, proxy_headers=bool(args.proxy),
-                forwarded_allow_ips=args.proxy or None, server_header=False, timeout_graceful_shutdown=10)
+                forwarded_allow_ips=args.proxy or None, server_header=False, timeout_graceful_shutdown=10,
+                http="exposure_guard_server.transport:GuardedHttpToolsProtocol")
     return EXIT_OK
 
 

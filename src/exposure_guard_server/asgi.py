@@ -53,6 +53,19 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _nul_in_url(scope: Dict[str, Any]) -> bool:
+    """NUL cannot reach any query (PostgreSQL refuses it in text) and has no use in a URL."""
+    query = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
+
+
+async def _answer(send: Any, status: int, body: Dict[str, Any]) -> None:
+    payload = json.dumps(body).encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + SECURITY_HEADERS})
+    await send({"type": "http.response.body", "body": payload})
+
+
 class ExposureGuardApp:
     def __init__(self, app: FastAPI, server: Server) -> None:
         self.app = app
@@ -66,6 +79,9 @@ class ExposureGuardApp:
         self.pool.shutdown(wait=False)
 
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and _nul_in_url(scope):
+            await _answer(send, 400, {"detail": "the URL holds a NUL character"})
+            return
         if scope["type"] != "http" or scope["path"] != CHECKIN_PATH:
             await self.app(scope, receive, send)
             return

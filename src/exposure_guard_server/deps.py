@@ -7,7 +7,6 @@ only look at the request, or read its body, are ``async def``."""
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional
 from urllib.parse import parse_qsl
 
@@ -15,8 +14,9 @@ from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
 
 from exposure_guard_server.errors import ApiError
+from exposure_guard_server.inputs import decode_json, parse_int
 from exposure_guard_server.server import Server
-from exposure_guard_server.services.fleet import DeviceFilter, parse_bool
+from exposure_guard_server.services.fleet import MAX_PAGE, MAX_PER_PAGE, DeviceFilter, parse_bool
 
 FORM_MAX_BODY = 64 * 1024
 SESSION_COOKIES = ("__Host-eg_session", "eg_session")  # the first over HTTPS (see routes/dashboard.py)
@@ -33,11 +33,8 @@ async def read_capped(receive: Callable[[], Awaitable[MutableMapping[str, Any]]]
     """The request body from the ASGI ``receive``: 413 past ``cap`` bytes (before reading anything when
     Content-Length says so), 400 for a Content-Length that is not a number, ``ClientDisconnect`` when the
     client goes away. The check-in fast path (asgi.py) uses it too."""
-    if content_length is not None:
-        if not content_length.isdigit():
-            raise ApiError(400, "bad Content-Length")
-        if int(content_length) > cap:
-            raise ApiError(413, "body is larger than %d bytes" % cap)
+    if content_length is not None and parse_int(content_length.strip(), "Content-Length", default=0) > cap:
+        raise ApiError(413, "body is larger than %d bytes" % cap)
     chunks = []
     size = 0
     more = True
@@ -55,17 +52,14 @@ async def read_capped(receive: Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 def json_body(cap: int, error: str, *, empty_is_object: bool = False) -> Callable[[Request], Awaitable[Any]]:
-    """A dependency: the body parsed as JSON (400 ``error`` when it is not); an empty body is ``{}`` when
-    ``empty_is_object``."""
+    """A dependency: the body parsed as JSON (400 ``error`` when it is not, or when a string in it is not
+    valid Unicode); an empty body is ``{}`` when ``empty_is_object``."""
 
     async def body(request: Request) -> Any:
         raw = await read_capped(request.receive, request.headers.get("content-length"), cap)
         if not raw and empty_is_object:
             return {}
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise ApiError(400, error) from None
+        return decode_json(raw, error)
 
     return body
 
@@ -82,6 +76,8 @@ async def form(request: Request) -> Dict[str, str]:
         raise ApiError(400, "malformed form") from None
     out: Dict[str, str] = {}
     for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise ApiError(400, "a form field holds a NUL character")
         out[key] = value if key not in out else out[key] + "," + value
     return out
 
@@ -159,16 +155,10 @@ def metrics_access(request: Request, server: Server = Depends(get_server)) -> No
 async def device_filter(request: Request) -> DeviceFilter:
     """The device list's filter, sort and page from the query string (400 for a bad value)."""
     qp = request.query_params
-
-    def integer(name: str, default: int) -> int:
-        try:
-            return int(qp.get(name) or default)
-        except ValueError:
-            raise ApiError(400, "%s must be a whole number" % name) from None
-
     return DeviceFilter(
         state=qp.get("state", ""), exposed=parse_bool(qp.get("exposed"), "exposed"), check=qp.get("check", ""),
         stale=parse_bool(qp.get("stale"), "stale"), firmware=qp.get("firmware", ""), q=qp.get("q", ""),
-        sort=qp.get("sort") or "risk", order=qp.get("order", ""), page=integer("page", 1),
-        per_page=integer("per_page", 50),
+        sort=qp.get("sort") or "risk", order=qp.get("order", ""),
+        page=parse_int(qp.get("page"), "page", default=1, minimum=1, maximum=MAX_PAGE),
+        per_page=parse_int(qp.get("per_page"), "per_page", default=50, minimum=1, maximum=MAX_PER_PAGE),
     ).validate()

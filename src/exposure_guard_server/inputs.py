@@ -5,6 +5,7 @@ database driver). Both raise ``ApiError(400)`` with the reason."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Optional
 
@@ -15,6 +16,7 @@ _ASCII_DIGITS = re.compile(r"[0-9]{1,16}")
 # JSON can only carry a surrogate as a \uD800-\uDFFF escape: scan the raw text for one before walking a
 # document (the check-in's hot path pays one regular-expression scan).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def parse_int(text: Optional[str], name: str, *, default: Optional[int] = None, minimum: int = 0,
@@ -27,6 +29,18 @@ def parse_int(text: Optional[str], name: str, *, default: Optional[int] = None, 
     if not _ASCII_DIGITS.fullmatch(text) or not minimum <= int(text) <= maximum:
         raise ApiError(400, "%s must be a whole number from %d to %d" % (name, minimum, maximum))
     return int(text)
+
+
+def decode_json(raw: bytes, error: str) -> Any:
+    """A JSON request body: 400 ``error`` when it is not UTF-8 JSON, 400 when a string in it is not valid
+    Unicode."""
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, error) from None
+    if has_surrogate_escape(raw):
+        check_strings(document)
+    return document
 
 
 def has_surrogate_escape(raw: bytes) -> bool:
@@ -55,6 +69,12 @@ def check_text(value: str, name: str) -> str:
     if not _encodable(value):
         raise ApiError(400, "%s is not valid Unicode" % name)
     return value
+
+
+def printable(text: Any, limit: int) -> str:
+    """``text`` as a string of at most ``limit`` characters without control characters (for free-form
+    labels such as an agent's version, which are shown but never trusted)."""
+    return CONTROL_CHARACTERS.sub("", str(text))[:limit]
 
 
 def _encodable(text: str) -> bool:

@@ -63,8 +63,8 @@ def _create_route(kind: FormKind) -> Callable[..., Response]:
 
 
 def _remove_route(kind: FormKind) -> Callable[..., Response]:
-    def remove(item_id: int, server: Server = Depends(get_server)) -> Response:
-        getattr(server.admin, kind.attribute).remove(item_id)
+    def remove(item_id: str, server: Server = Depends(get_server)) -> Response:
+        getattr(server.admin, kind.attribute).remove(parse_int(item_id, "id", minimum=1))
         return RedirectResponse("/admin", status_code=303)
 
     return remove
@@ -125,10 +125,11 @@ def create_enroll_secret(body: Any = Depends(json_body(FORM_MAX_BODY, "body must
 
 
 @router.delete("/api/v1/enroll-secrets/{secret_id}", dependencies=[Depends(api_write)])
-def revoke_enroll_secret(secret_id: int, server: Server = Depends(get_server)) -> Response:
-    if not server.admin.enroll_secrets.remove(secret_id):
-        raise ApiError(404, "no active enrollment secret %d" % secret_id)
-    return JSONResponse({"revoked": secret_id})
+def revoke_enroll_secret(secret_id: str, server: Server = Depends(get_server)) -> Response:
+    row_id = parse_int(secret_id, "id", minimum=1)
+    if not server.admin.enroll_secrets.remove(row_id):
+        raise ApiError(404, "no active enrollment secret %d" % row_id)
+    return JSONResponse({"revoked": row_id})
 
 
 @router.get("/api/v1/webhooks", dependencies=[Depends(api_read)])

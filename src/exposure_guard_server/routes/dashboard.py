@@ -14,10 +14,11 @@ from fastapi.responses import RedirectResponse, Response
 from exposure_guard_server.deps import SESSION_COOKIES, device_filter, form, get_server, require_user, session_token
 from exposure_guard_server.deps import csrf_form as checked_form
 from exposure_guard_server.errors import ApiError
+from exposure_guard_server.inputs import parse_int
 from exposure_guard_server.pages import render
 from exposure_guard_server.routes.read_api import devices_csv
 from exposure_guard_server.server import Server
-from exposure_guard_server.services.fleet import SORTS, DeviceFilter
+from exposure_guard_server.services.fleet import MAX_PAGE, SORTS, DeviceFilter
 
 LOGIN_COOKIE = "eg_login"  # the login form's CSRF token (the form comes before any session)
 USER = [Depends(require_user)]
@@ -92,10 +93,8 @@ router.add_api_route("/devices.csv", devices_csv, dependencies=USER)
 
 @router.get("/devices/{device_id:path}", dependencies=USER)
 def device_page(request: Request, device_id: str, server: Server = Depends(get_server)) -> Response:
-    page = request.query_params.get("page", "1")
-    if not page.isdigit() or int(page) < 1:
-        raise ApiError(400, "page must be a whole number ≥ 1")
-    return render(request, "device.html", {"d": server.reader.device(device_id, history=25, history_page=int(page))})
+    page = parse_int(request.query_params.get("page"), "page", default=1, minimum=1, maximum=MAX_PAGE)
+    return render(request, "device.html", {"d": server.reader.device(device_id, history=25, history_page=page)})
 
 
 @router.get("/reports/{report_id}", dependencies=USER)

@@ -11,9 +11,10 @@ from starlette.responses import StreamingResponse
 
 from exposure_guard_server.deps import api_read, device_filter, get_server, metrics_access
 from exposure_guard_server.errors import ApiError
+from exposure_guard_server.inputs import parse_int
 from exposure_guard_server.reportlogic import TRANSITION_KINDS
 from exposure_guard_server.server import Server
-from exposure_guard_server.services.fleet import DeviceFilter
+from exposure_guard_server.services.fleet import MAX_PAGE, DeviceFilter
 from exposure_guard_server.services.metrics import prometheus_text
 
 router = APIRouter()
@@ -49,11 +50,10 @@ router.add_api_route("/api/v1/devices.csv", devices_csv, dependencies=READ)
 
 @router.get("/api/v1/devices/{device_id:path}", dependencies=READ)
 def device(request: Request, device_id: str, server: Server = Depends(get_server)) -> Response:
-    history = request.query_params.get("history", "50")
-    page = request.query_params.get("history_page", "1")
-    if not history.isdigit() or not page.isdigit() or not 1 <= int(history) <= 500 or int(page) < 1:
-        raise ApiError(400, "history must be 1..500 and history_page ≥ 1")
-    return JSONResponse(server.reader.device(device_id, history=int(history), history_page=int(page)))
+    qp = request.query_params
+    history = parse_int(qp.get("history"), "history", default=50, minimum=1, maximum=500)
+    page = parse_int(qp.get("history_page"), "history_page", default=1, minimum=1, maximum=MAX_PAGE)
+    return JSONResponse(server.reader.device(device_id, history=history, history_page=page))
 
 
 @router.get("/api/v1/reports/{report_id}", dependencies=READ)
@@ -66,7 +66,5 @@ def transitions(request: Request, server: Server = Depends(get_server)) -> Respo
     kind = request.query_params.get("kind", "")
     if kind and kind not in TRANSITION_KINDS:
         raise ApiError(400, "kind must be one of: " + ", ".join(TRANSITION_KINDS))
-    limit = request.query_params.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise ApiError(400, "limit must be 1..1000")
-    return JSONResponse({"transitions": server.reader.transitions(int(limit), kind)})
+    limit = parse_int(request.query_params.get("limit"), "limit", default=100, minimum=1, maximum=1000)
+    return JSONResponse({"transitions": server.reader.transitions(limit, kind)})

@@ -10,12 +10,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, Table, delete, insert, select, update
 
 from exposure_guard_server.db import models as m
 from exposure_guard_server.db.engine import WRITE
 from exposure_guard_server.errors import ApiError
+from exposure_guard_server.inputs import CONTROL_CHARACTERS, MAX_ID
 from exposure_guard_server.reportlogic import TRANSITION_KINDS
 from exposure_guard_server.security import (
     API_TOKEN_PREFIX,
@@ -26,7 +28,6 @@ from exposure_guard_server.security import (
     token_hash,
     verify_password,
 )
-from exposure_guard_server.webhook_target import BlockedTarget, check_url
 
 MIN_PASSWORD = 10
 
@@ -47,6 +48,8 @@ class _Managed:
             name = "%s %s" % (self.what, time.strftime("%Y-%m-%d %H:%M"))
         if len(name) > 100:
             raise ApiError(400, "%s name must be at most 100 characters" % self.what)
+        if CONTROL_CHARACTERS.search(name):
+            raise ApiError(400, "%s name must not hold control characters" % self.what)
         return name
 
     def _rows(self, table: Table, columns: Sequence[str]) -> List[Dict[str, Any]]:
@@ -99,8 +102,11 @@ class Credentials(_Managed):
         matches."""
         c = self.kind.table.c
         ident = str(ident).strip()
-        if ident.isdigit():
-            cond: Any = c.id == int(ident)
+        row_id = _row_id(ident)
+        if row_id is not None:
+            cond: Any = c.id == row_id
+        elif ident.isdigit():  # digits, but no row id (too long, or not ASCII): matches nothing
+            return False
         elif ident.startswith(self.kind.prefix) and len(ident) > 20:
             cond = c[self.kind.hash_column] == token_hash(ident)
         elif ident.startswith(self.kind.prefix):
@@ -137,22 +143,14 @@ class Webhooks(_Managed):
     what = "webhook"
     fields = ("name", "url", "events", "secret")
 
-    def __init__(self, engine: Engine, allow_internal: str = "") -> None:
-        """``allow_internal``: internal networks a webhook URL may name anyway (see webhook_target)."""
-        super().__init__(engine)
-        self.allow_internal = allow_internal
-
     def create(self, name: str = "", url: str = "", events: Union[str, Sequence[str]] = (),
                secret: str = "") -> Tuple[int, str]:
         """A new webhook for ``events`` (transition kinds, a list or comma separated; none or "*": all):
         (id, its signing secret)."""
         name = self._name(name)
-        try:
-            check_url(url, self.allow_internal)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        except BlockedTarget as exc:
-            raise ApiError(400, "webhook URL refused: %s" % exc) from None
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+            raise ApiError(400, "webhook URL must be an http:// or https:// URL")
         wanted = [e for e in events.split(",") if e] if isinstance(events, str) else list(events)
         unknown = [e for e in wanted if e not in TRANSITION_KINDS and e != "*"]
         if unknown:
@@ -171,8 +169,11 @@ class Webhooks(_Managed):
         return self._rows(m.webhooks, ("id", "name", "url", "events", "enabled", "created_at"))
 
     def remove(self, ident: Union[int, str]) -> bool:
+        row_id = _row_id(str(ident).strip())
+        if row_id is None:
+            return False
         with self.writer.begin() as conn:
-            return bool(conn.execute(delete(m.webhooks).where(m.webhooks.c.id == int(ident))).rowcount)
+            return bool(conn.execute(delete(m.webhooks).where(m.webhooks.c.id == row_id)).rowcount)
 
     def deliveries(self, limit: int = 50) -> List[Dict[str, Any]]:
         """The newest deliveries, with their webhook's name."""
@@ -183,6 +184,13 @@ class Webhooks(_Managed):
                                 .join_from(m.webhook_deliveries, m.webhooks, w.webhook_id == h.id)
                                 .order_by(w.id.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
+
+
+def _row_id(text: str) -> Optional[int]:
+    """A row id typed by someone (ASCII digits, within what the database stores), else None."""
+    if text.isascii() and text.isdigit() and len(text) <= 16 and 0 < int(text) <= MAX_ID:
+        return int(text)
+    return None
 
 
 class LoginThrottle:
@@ -214,14 +222,14 @@ class LoginThrottle:
 
 
 class Admin:
-    def __init__(self, engine: Engine, *, session_ttl: float = 12 * 3600, webhook_allow: str = "") -> None:
+    def __init__(self, engine: Engine, *, session_ttl: float = 12 * 3600) -> None:
         self.engine = engine
         self.writer = engine.execution_options(**WRITE)
         self.session_ttl = session_ttl
         self.throttle = LoginThrottle()
         self.enroll_secrets = Credentials(engine, ENROLL_SECRETS)
         self.api_tokens = ApiTokens(engine)
-        self.webhooks = Webhooks(engine, webhook_allow)
+        self.webhooks = Webhooks(engine)
 
     # -- users -----------------------------------------------------------------------------------------
     def has_users(self) -> bool:

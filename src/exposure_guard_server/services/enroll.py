@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from exposure_guard_server.db import models as m
 from exposure_guard_server.db.lock import WriteLock
 from exposure_guard_server.errors import ApiError
-from exposure_guard_server.inputs import check_strings
+from exposure_guard_server.inputs import check_strings, printable
 from exposure_guard_server.security import NODE_KEY_PREFIX, new_secret, token_hash
 from exposure_guard_server.services.counters import Counters
 from exposure_guard_server.services.transitions import add_transition
@@ -59,7 +59,7 @@ def parse_enroll_body(body: Any) -> EnrollRequest:
     if not isinstance(previous, str) or len(previous) > MAX_KEY_LENGTH:
         raise ApiError(422, "previous_node_key must be the node key this device was given (a string)")
     agent = body.get("agent")
-    agent_version = str(agent.get("version", ""))[:64] if isinstance(agent, dict) else ""
+    agent_version = printable(agent.get("version", ""), 64) if isinstance(agent, dict) else ""
     return EnrollRequest(secret=secret, device=device, agent_version=agent_version, previous_node_key=previous)
 
 

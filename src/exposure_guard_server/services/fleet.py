@@ -27,6 +27,7 @@ SORTS = {
     "model": ("model", "asc"),
 }
 MAX_PER_PAGE = 500
+MAX_PAGE = 1_000_000  # keeps every OFFSET a small number however the page is asked for
 
 
 @dataclass
@@ -49,8 +50,8 @@ class DeviceFilter:
             raise ApiError(400, "sort must be one of: " + ", ".join(SORTS))
         if self.order not in ("", "asc", "desc"):
             raise ApiError(400, "order must be asc or desc")
-        if self.page < 1 or not 1 <= self.per_page <= MAX_PER_PAGE:
-            raise ApiError(400, "page must be ≥ 1 and per_page between 1 and %d" % MAX_PER_PAGE)
+        if not 1 <= self.page <= MAX_PAGE or not 1 <= self.per_page <= MAX_PER_PAGE:
+            raise ApiError(400, "page must be 1 to %d and per_page 1 to %d" % (MAX_PAGE, MAX_PER_PAGE))
         if len(self.check) > 80 or len(self.firmware) > 64 or len(self.q) > 255:
             raise ApiError(400, "filter value too long")
         return self

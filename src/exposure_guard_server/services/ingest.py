@@ -20,6 +20,7 @@ from exposure_guard_server.db import models as m
 from exposure_guard_server.db.hot_sql import HotSql
 from exposure_guard_server.db.lock import WriteLock
 from exposure_guard_server.errors import ApiError
+from exposure_guard_server.inputs import check_strings, has_surrogate_escape, printable
 from exposure_guard_server.reportlogic import RISK, derive_transitions, failing_checks, parse_time, verdict_of
 from exposure_guard_server.security import token_hash
 from exposure_guard_server.services.counters import Counters
@@ -58,6 +59,8 @@ def decode_body(raw: bytes, content_encoding: str, max_body: int) -> Tuple[Dict[
         raise ApiError(400, "body is not valid UTF-8 JSON: %s" % str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise ApiError(400, "body must be a JSON object")
+    if has_surrogate_escape(data):
+        check_strings(doc)
     return doc, data
 
 
@@ -194,7 +197,7 @@ class Ingest:
                     failing=json.dumps(sorted(report.failing.items())), hostname=device["hostname"],
                     model=device["model"], firmware=device["firmware"], build=device["build"],
                     lan_addresses=json.dumps(device["lan_addresses"]),
-                    agent_version=str(report.doc["agent"]["version"])[:64], **seen)
+                    agent_version=printable(report.doc["agent"]["version"], 64), **seen)
             events.extend(derive_transitions(verdict, previous_failing, report.verdict, report.failing))
             if previous_failing != report.failing:
                 _sync_failing(conn, device_pk, previous_failing, report.failing)

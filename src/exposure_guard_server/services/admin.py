@@ -10,7 +10,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
-from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, Table, delete, insert, select, update
 
@@ -28,6 +27,7 @@ from exposure_guard_server.security import (
     token_hash,
     verify_password,
 )
+from exposure_guard_server.webhook_target import BlockedTarget, check_url
 
 MIN_PASSWORD = 10
 
@@ -143,14 +143,22 @@ class Webhooks(_Managed):
     what = "webhook"
     fields = ("name", "url", "events", "secret")
 
+    def __init__(self, engine: Engine, allow_internal: str = "") -> None:
+        """``allow_internal``: internal networks a webhook URL may name anyway (see webhook_target)."""
+        super().__init__(engine)
+        self.allow_internal = allow_internal
+
     def create(self, name: str = "", url: str = "", events: Union[str, Sequence[str]] = (),
                secret: str = "") -> Tuple[int, str]:
         """A new webhook for ``events`` (transition kinds, a list or comma separated; none or "*": all):
         (id, its signing secret)."""
         name = self._name(name)
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
-            raise ApiError(400, "webhook URL must be an http:// or https:// URL")
+        try:
+            check_url(url, self.allow_internal)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        except BlockedTarget as exc:
+            raise ApiError(400, "webhook URL refused: %s" % exc) from None
         wanted = [e for e in events.split(",") if e] if isinstance(events, str) else list(events)
         unknown = [e for e in wanted if e not in TRANSITION_KINDS and e != "*"]
         if unknown:
@@ -222,14 +230,14 @@ class LoginThrottle:
 
 
 class Admin:
-    def __init__(self, engine: Engine, *, session_ttl: float = 12 * 3600) -> None:
+    def __init__(self, engine: Engine, *, session_ttl: float = 12 * 3600, webhook_allow: str = "") -> None:
         self.engine = engine
         self.writer = engine.execution_options(**WRITE)
         self.session_ttl = session_ttl
         self.throttle = LoginThrottle()
         self.enroll_secrets = Credentials(engine, ENROLL_SECRETS)
         self.api_tokens = ApiTokens(engine)
-        self.webhooks = Webhooks(engine)
+        self.webhooks = Webhooks(engine, webhook_allow)
 
     # -- users -----------------------------------------------------------------------------------------
     def has_users(self) -> bool:

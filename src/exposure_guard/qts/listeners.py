@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional
 
 from exposure_guard.contracts import Value
@@ -37,7 +38,13 @@ def _hex_to_ipv6(raw: str) -> str:
     return str(ipaddress.IPv6Address(data))
 
 
+_HEX_ADDRESS = {"tcp": re.compile(r"[0-9A-Fa-f]{8}"), "tcp6": re.compile(r"[0-9A-Fa-f]{32}")}
+_HEX_PORT = re.compile(r"[0-9A-Fa-f]{1,4}")
+
+
 def parse_proc_net_tcp(text: str, family: str) -> List[Listener]:
+    """The listening sockets in a /proc/net/tcp(6) text. Under ``--root`` the file is anyone's copy: a field
+    that is not the kernel's exact shape (8 or 32 hex digits, a 16-bit hex port) skips its line."""
     out: List[Listener] = []
     for line in text.splitlines()[1:]:
         parts = line.split()
@@ -47,6 +54,8 @@ def parse_proc_net_tcp(text: str, family: str) -> List[Listener]:
         if ":" not in local:
             continue
         addr_hex, port_hex = local.rsplit(":", 1)
+        if not (_HEX_ADDRESS[family].fullmatch(addr_hex) and _HEX_PORT.fullmatch(port_hex)):
+            continue
         try:
             port = int(port_hex, 16)
             address = _hex_to_ipv4(addr_hex) if family == "tcp" else _hex_to_ipv6(addr_hex)

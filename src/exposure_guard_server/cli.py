@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a device is stale when not seen for 2 × its interval + this (default 600)")
     p.add_argument("--default-interval", type=int, default=3600, metavar="SECONDS",
                    help="check interval assumed until a device reports its own (default 3600)")
+    p.add_argument("--max-clock-skew", type=_positive(float), default=300, metavar="SECONDS",
+                   help="a report dated more than this ahead of its arrival is ordered by its arrival (default 300)")
     p.add_argument("--cookie-secure", choices=("auto", "always", "never"), default="auto",
                    help="Secure flag on the session cookie (auto: when the request is HTTPS)")
     p.add_argument("--public-metrics", action="store_true", help="serve /metrics without an API token")
@@ -278,8 +280,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("the server needs httptools: pip install 'exposure-guard[server]'")
     raise_fd_limit()  # worker processes inherit it; the connection cap is checked against it
     config = ServerConfig(db_url=url, max_body=args.max_body, stale_grace=args.stale_grace,
-                          default_interval=args.default_interval, cookie_secure=args.cookie_secure,
-                          public_metrics=args.public_metrics, header_timeout=args.header_timeout,
+                          default_interval=args.default_interval, max_clock_skew=args.max_clock_skew,
+                          cookie_secure=args.cookie_secure, public_metrics=args.public_metrics,
+                          header_timeout=args.header_timeout,
                           body_timeout=args.body_timeout, max_header_bytes=args.max_header_bytes,
                           max_connections=args.max_connections,
                           max_connections_per_source=args.max_connections_per_source, proxy=args.proxy,

@@ -15,6 +15,7 @@ class ServerConfig:
     max_body: int = 1024 * 1024  # bytes, compressed and decompressed
     stale_grace: float = 600.0  # seconds added to 2 × the device's interval
     default_interval: int = 3600  # until a device tells its own (X-ExposureGuard-Interval)
+    max_clock_skew: float = 300.0  # a report dated further ahead of its arrival is ordered by its arrival
     cookie_secure: str = "auto"  # auto (when the request is HTTPS) | always | never
     public_metrics: bool = False  # /metrics without an API token
     session_ttl: float = 12 * 3600.0

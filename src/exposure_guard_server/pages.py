@@ -28,10 +28,20 @@ def _ago(value: Any) -> str:
     return "%ds ago" % seconds
 
 
+def _duration(value: Any) -> str:
+    """A length of time in its largest unit, rounded: 7190 → "2 h"."""
+    seconds = abs(float(value or 0))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return "%d %s" % (round(seconds / size), unit)
+    return "%d s" % round(seconds)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["ago"] = _ago
+    env.filters["duration"] = _duration
     env.filters["ts"] = format_time
     env.filters["q"] = lambda value: quote(str(value), safe="")
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)

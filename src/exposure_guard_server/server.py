@@ -25,10 +25,10 @@ class Server:
         self.engine = make_engine(config.db_url, pool_size=config.pool_size)
         lock = WriteLock(self.engine)
         self.counters = Counters(self.engine)
-        self.ingest = Ingest(self.engine, lock, self.counters)
+        self.ingest = Ingest(self.engine, lock, self.counters, max_clock_skew=config.max_clock_skew)
         self.enrollment = Enrollment(self.engine, lock, self.counters, default_interval=config.default_interval)
         self.stale = StaleSweep(lock, grace=config.stale_grace)
-        self.reader = Reader(self.engine, stale_grace=config.stale_grace)
+        self.reader = Reader(self.engine, stale_grace=config.stale_grace, max_clock_skew=config.max_clock_skew)
         self.admin = Admin(self.engine, session_ttl=config.session_ttl, webhook_allow=config.webhook_allow)
         self.webhooks = WebhookSender(self.engine, backoff_base=config.webhook_backoff, timeout=config.webhook_timeout,
                                       allow=config.webhook_allow, workers=config.webhook_workers)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, and_, case, func, select
 from exposure_guard.contracts import SEVERITY_RANK
 from exposure_guard_server.db import models as m
 from exposure_guard_server.errors import ApiError
-from exposure_guard_server.reportlogic import STATES, VERDICTS, diff_reports, format_time
+from exposure_guard_server.reportlogic import STATES, VERDICTS, diff_reports, format_time, parse_time
 from exposure_guard_server.services.ingest import load_body
 
 SORTS = {
@@ -69,9 +69,10 @@ class DeviceFilter:
 
 
 class Reader:
-    def __init__(self, engine: Engine, *, stale_grace: float = 600) -> None:
+    def __init__(self, engine: Engine, *, stale_grace: float = 600, max_clock_skew: float = 300) -> None:
         self.engine = engine
         self.stale_grace = stale_grace
+        self.max_clock_skew = max_clock_skew
 
     def cutoff(self, now: Optional[float] = None) -> float:
         return (time.time() if now is None else now) - self.stale_grace
@@ -205,10 +206,11 @@ class Reader:
         r, t = m.reports.c, m.transitions.c
         with self.engine.connect() as conn:
             row = self._device_row(conn, device_id)
-            latest = None
+            latest, received_at = None, None
             if row.last_report_pk is not None:
-                blob = conn.execute(select(r.body).where(r.id == row.last_report_pk)).scalar()
-                latest = load_body(blob) if blob is not None else None
+                stored = conn.execute(select(r.body, r.received_at).where(r.id == row.last_report_pk)).first()
+                if stored is not None:
+                    latest, received_at = load_body(stored.body), stored.received_at
             reports = conn.execute(select(r.report_id, r.generated_at, r.received_at, r.verdict, r.fail_count)
                                    .where(r.device_pk == row.id).order_by(r.generated_at.desc(), r.id.desc())
                                    .limit(history).offset((history_page - 1) * history)).all()
@@ -233,7 +235,16 @@ class Reader:
         out["transitions"] = [{"kind": e.kind, "at": format_time(e.at), "detail": json.loads(e.detail)}
                               for e in events]
         out["diff"] = diff_reports(previous, latest) if latest else None
+        out.update(self._clock(latest, received_at))
         return out
+
+    def _clock(self, latest: Optional[Dict[str, Any]], received_at: Optional[float]) -> Dict[str, Any]:
+        """When the latest report says it was made and when it arrived. ``clock_skew_s``: how far ahead of
+        the server's clock the agent dated it (0 when not ahead; a report made before it arrives is not skew)."""
+        claimed = parse_time(str((latest or {}).get("generated_at", ""))) if latest else None
+        skew = 0 if claimed is None or received_at is None else max(0, round(claimed - received_at))
+        return {"latest_generated_at": (latest or {}).get("generated_at"), "latest_received_at": format_time(received_at),
+                "clock_skew_s": skew, "clock_skew_allowed_s": self.max_clock_skew}
 
     def report(self, report_id: str) -> Dict[str, Any]:
         """One stored report with the diff from the device's report before it."""

@@ -112,8 +112,9 @@ def parse_interval(header: Optional[str], default: int) -> int:
 class Ingest:
     """The check-in path of one server process (one per uvicorn worker)."""
 
-    def __init__(self, engine: Engine, lock: WriteLock, counters: Counters) -> None:
+    def __init__(self, engine: Engine, lock: WriteLock, counters: Counters, *, max_clock_skew: float = 300.0) -> None:
         self.engine = engine
+        self.max_clock_skew = max_clock_skew
         self.lock = lock
         self.writer = lock.writer
         self.counters = counters
@@ -178,8 +179,11 @@ class Ingest:
         if dev is None:
             raise ApiError(401, "unknown node key: enroll this device again")
         _id, interval_s, last_generated_at, verdict, failing, stale, report_count = dev
+        # A report cannot have been made after it arrived: one dated further ahead than the allowed skew (a
+        # wrong clock, a forged date) is ordered by its arrival, else it would stay "latest" forever.
+        ordered_at = report.generated_at if report.generated_at <= now + self.max_clock_skew else now
         report_pk = sql.run(cursor, "insert_report", report_id=report.report_id, device_pk=device_pk,
-                            generated_at=report.generated_at, received_at=now, verdict=report.verdict,
+                            generated_at=ordered_at, received_at=now, verdict=report.verdict,
                             fail_count=len(report.failing), body_sha256=report.sha256,
                             body=report.body).fetchone()[0]
         interval = parse_interval(interval_header, interval_s)
@@ -188,11 +192,11 @@ class Ingest:
         events: List[Tuple[str, Dict[str, Any]]] = []
         if stale:
             events.append(("back", {"last_report_id": report.report_id}))
-        latest = last_generated_at is None or report.generated_at >= last_generated_at
+        latest = last_generated_at is None or ordered_at >= last_generated_at
         if latest:
             previous_failing = {item[0]: item[1] for item in json.loads(failing)}
             device = report.doc["device"]
-            sql.run(cursor, "update_latest", last_generated_at=report.generated_at, last_report_pk=report_pk,
+            sql.run(cursor, "update_latest", last_generated_at=ordered_at, last_report_pk=report_pk,
                     verdict=report.verdict, risk=RISK[report.verdict], fail_count=len(report.failing),
                     failing=json.dumps(sorted(report.failing.items())), hostname=device["hostname"],
                     model=device["model"], firmware=device["firmware"], build=device["build"],

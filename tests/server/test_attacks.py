@@ -1,0 +1,73 @@
+"""Issue 15 items 2, 3 and 15 on the server: forged report dates, parallel password guessing, /metrics behind
+a proxy, the session cookie over HTTPS, the SQLite file's mode and the CSV formula guard."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from tests.support.server import Api, device_identity, make_report
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- item 2: a report dated far ahead ---------------------------------------------------------------------
+
+def test_a_report_dated_2099_does_not_stay_latest(api: Api) -> None:
+    import time
+
+    dev = device_identity("dev-clock")
+    key = api.enroll_key(dev)
+    future = make_report(dev, generated_at="2099-01-01T00:00:00Z")  # all pass
+    assert api.checkin(key, future).status_code == 201
+    # A genuine report made after it arrived (report dates have whole seconds: one second on) is the latest.
+    genuine = make_report(dev, failing=["service.telnet"], generated_at=_iso(time.time() + 1))
+    response = api.checkin(key, genuine)
+    assert response.status_code == 201 and response.json()["latest"] is True
+    detail = api.client.get("/api/v1/devices/dev-clock", headers=api.auth).json()
+    assert detail["verdict"] == "at_risk"
+    assert [h["report_id"] for h in detail["history"]] == [genuine["report_id"], future["report_id"]]
+    assert detail["clock_skew_s"] <= 1
+    # While the 2099 report was the latest, the device showed how far ahead its clock was.
+    other = device_identity("dev-clock-2")
+    assert api.checkin(api.enroll_key(other), make_report(other, generated_at="2099-01-01T00:00:00Z")).status_code == 201
+    ahead = api.client.get("/api/v1/devices/dev-clock-2", headers=api.auth).json()
+    assert ahead["clock_skew_s"] > 60 * 365 * 86400 and ahead["clock_skew_allowed_s"] == 300
+
+
+def test_the_device_page_shows_the_clock_skew(api: Api) -> None:
+    import time
+
+    dev = device_identity("dev-skew")
+    key = api.enroll_key(dev)
+    assert api.checkin(key, make_report(dev, generated_at=_iso(time.time() + 7200))).status_code == 201
+    api.login()
+    page = api.client.get("/devices/dev-skew").text
+    assert re.search(r"clock is (about )?2 h(ours)? ahead|clock is 7[12]\d\d s ahead", page), page
+
+
+def test_migration_reorders_reports_stored_with_a_future_date(engine: object) -> None:
+    """A database that stored a 2099 report before the fix: after migrating, the next report is the latest."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from exposure_guard_server import db
+    from exposure_guard_server.db.schema import alembic_config
+
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        command.downgrade(alembic_config(conn), "0002")
+        conn.commit()
+    with engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("INSERT INTO devices (id, device_id, node_key_hash, enrolled_at, hostname, model, firmware, "
+                          "build, lan_addresses, agent_version, interval_s, last_generated_at, last_report_pk, "
+                          "verdict, risk, fail_count, failing, stale_base, stale, report_count) VALUES (1, 'd', 'h', "
+                          "0, '', '', '', '', '[]', '', 3600, 4070908800, 1, 'ok', 1, 0, '[]', 0, false, 1)"))
+        conn.execute(text("INSERT INTO reports (id, report_id, device_pk, generated_at, received_at, verdict, "
+                          "fail_count, body_sha256, body) VALUES (1, 'r', 1, 4070908800, 1700000000, 'ok', 0, 's', :b)"),
+                     {"b": b"x"})
+    db.migrate(engine)  # type: ignore[arg-type]
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        assert conn.execute(text("SELECT last_generated_at FROM devices")).scalar() == 1700000000
+        assert conn.execute(text("SELECT generated_at FROM reports")).scalar() == 1700000000

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
+import pytest
 from tests.support.server import Api, device_identity, make_report
+
+from exposure_guard_server.errors import ApiError
 
 
 def _iso(epoch: float) -> str:
@@ -71,3 +75,70 @@ def test_migration_reorders_reports_stored_with_a_future_date(engine: object) ->
     with engine.connect() as conn:  # type: ignore[attr-defined]
         assert conn.execute(text("SELECT last_generated_at FROM devices")).scalar() == 1700000000
         assert conn.execute(text("SELECT generated_at FROM reports")).scalar() == 1700000000
+
+
+# -- item 3: parallel password guessing -------------------------------------------------------------------
+
+def _guess_in_parallel(admins: list, attempts: int) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from exposure_guard_server.errors import ApiError
+
+    def guess(i: int) -> str:
+        try:
+            return "ok" if admins[i % len(admins)].login("admin", "wrong password %d" % i, "203.0.113.7") else "401"
+        except ApiError as exc:
+            return str(exc.status)
+
+    with ThreadPoolExecutor(attempts) as pool:
+        return list(pool.map(guess, range(attempts)))
+
+
+def test_parallel_wrong_passwords_reach_429(api: Api) -> None:
+    outcomes = _guess_in_parallel([api.admin], 40)
+    assert outcomes.count("401") <= 10 and outcomes.count("429") >= 30, outcomes
+    # The right password from that address waits for the window too; another address is not affected.
+    try:
+        api.admin.login("admin", "correct horse battery", "203.0.113.7")
+        raise AssertionError("the throttled address got in")
+    except ApiError as exc:
+        assert exc.status == 429
+    assert api.admin.login("admin", "correct horse battery", "198.51.100.1") is not None
+
+
+def test_the_login_count_is_shared_by_server_processes(api: Api, db_url: str) -> None:
+    """Two server processes (two engines, two Admin objects) on one database share one count."""
+    from tests.support.server import Admin, make_engine
+
+    other_engine = make_engine(db_url)
+    try:
+        outcomes = _guess_in_parallel([api.admin, Admin(other_engine)], 40)
+    finally:
+        other_engine.dispose()
+    assert outcomes.count("401") <= 10 and outcomes.count("429") >= 30, outcomes
+
+
+@pytest.mark.slow
+def test_forty_parallel_logins_against_the_real_server(db_url: str, tmp_path: Any) -> None:
+    """The real server, two worker processes: 40 wrong passwords sent at once from one address."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from tests.support.serverproc import ServerProcess, cli, free_port
+
+    cli("init", "--db", db_url)
+    server = ServerProcess(db_url, free_port(), tmp_path / "server.log", workers=2)
+    server.start()
+    try:
+        page = requests.get(server.url + "/login", timeout=10)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+        def guess(i: int) -> int:
+            return requests.post(server.url + "/login", cookies=page.cookies, allow_redirects=False, timeout=60,
+                                 data={"username": "admin", "password": "guess %d" % i, "csrf": csrf}).status_code
+
+        with ThreadPoolExecutor(40) as pool:
+            statuses = list(pool.map(guess, range(40)))
+    finally:
+        server.stop()
+    assert statuses.count(401) <= 10 and statuses.count(429) >= 30, statuses

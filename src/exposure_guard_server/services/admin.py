@@ -6,12 +6,11 @@ share one interface: ``what``, ``fields``, ``create(**fields)``, ``list()`` and 
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from sqlalchemy import Engine, Table, delete, insert, select, update
+from sqlalchemy import Engine, Table, case, delete, insert, select, update
 
 from exposure_guard_server.db import models as m
 from exposure_guard_server.db.engine import WRITE
@@ -202,31 +201,45 @@ def _row_id(text: str) -> Optional[int]:
 
 
 class LoginThrottle:
-    """At most ``limit`` failed logins per client address in ``window`` seconds (in this process)."""
+    """At most ``limit`` login attempts per client address in a ``window`` of seconds, unless one succeeds.
 
-    def __init__(self, window: float = 600.0, limit: int = 10, max_clients: int = 10000) -> None:
-        self.window, self.limit, self.max_clients = window, limit, max_clients
-        self._failures: Dict[str, List[float]] = {}
-        self._lock = threading.Lock()
+    Each attempt is counted in the database *before* its password is checked, in one atomic upsert: parallel
+    attempts (in flight at once) and attempts on other server processes sharing the database all count, so
+    40 guesses sent at once get 10 password checks and 30 answers of 429. A successful login clears the
+    address's count."""
 
-    def _recent(self, client: str, now: float) -> List[float]:
-        return [t for t in self._failures.get(client, []) if now - t < self.window]
+    def __init__(self, engine: Engine, window: float = 600.0, limit: int = 10) -> None:
+        self.engine = engine
+        self.writer = engine.execution_options(**WRITE)
+        self.window, self.limit = window, limit
+        from sqlalchemy.dialects import postgresql, sqlite
 
-    def check(self, client: str, now: float) -> None:
-        with self._lock:
-            if len(self._recent(client, now)) >= self.limit:
-                raise ApiError(429, "too many failed logins from this address; wait 10 minutes")
+        # INSERT … ON CONFLICT DO UPDATE … RETURNING: the same statement in both dialects
+        self._upsert: Any = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
-    def failed(self, client: str, now: float) -> None:
-        with self._lock:
-            recent = self._recent(client, now) + [now]
-            if len(self._failures) > self.max_clients:  # bounded memory under a spray of addresses
-                self._failures = {k: v for k, v in self._failures.items() if now - v[-1] < self.window}
-            self._failures[client] = recent
+    def attempt(self, client: str, now: float) -> None:
+        """Count one attempt from ``client``; 429 when it is past the limit (its password is not checked)."""
+        t = m.login_attempts
+        stale = t.c.window_start < now - self.window  # the address's window is over: start a new one
+        statement = self._upsert(t).values(client=client[:64], attempts=1, window_start=now).on_conflict_do_update(
+            index_elements=[t.c.client], set_={
+                "attempts": case((stale, 1), else_=t.c.attempts + 1),
+                "window_start": case((stale, now), else_=t.c.window_start),
+            }).returning(t.c.attempts)
+        with self.writer.begin() as conn:
+            attempts = conn.execute(statement).scalar_one()
+        if attempts > self.limit:
+            raise ApiError(429, "too many failed logins from this address; wait 10 minutes")
 
     def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
+        with self.writer.begin() as conn:
+            conn.execute(delete(m.login_attempts).where(m.login_attempts.c.client == client[:64]))
+
+    def purge(self, now: float) -> int:
+        """Forget addresses whose window is over (bounded table under a spray of addresses)."""
+        with self.writer.begin() as conn:
+            return conn.execute(delete(m.login_attempts).where(
+                m.login_attempts.c.window_start < now - self.window)).rowcount
 
 
 class Admin:
@@ -234,7 +247,7 @@ class Admin:
         self.engine = engine
         self.writer = engine.execution_options(**WRITE)
         self.session_ttl = session_ttl
-        self.throttle = LoginThrottle()
+        self.throttle = LoginThrottle(engine)
         self.enroll_secrets = Credentials(engine, ENROLL_SECRETS)
         self.api_tokens = ApiTokens(engine)
         self.webhooks = Webhooks(engine, webhook_allow)
@@ -264,12 +277,9 @@ class Admin:
     def login(self, username: str, password: str, client: str) -> Optional[int]:
         """The user's id when the password is right, None when not; 429 after too many failures from
         ``client`` (an address)."""
-        now = time.time()
-        self.throttle.check(client, now)
+        self.throttle.attempt(client, time.time())
         user_id = self._check_password(username, password)
-        if user_id is None:
-            self.throttle.failed(client, now)
-        else:
+        if user_id is not None:
             self.throttle.succeeded(client)
         return user_id
 
@@ -312,5 +322,8 @@ class Admin:
                 conn.execute(delete(m.sessions).where(m.sessions.c.token_hash == token_hash(token)))
 
     def purge_sessions(self) -> int:
+        """Drop expired sessions (and login counts whose window is over); returns the sessions dropped."""
+        now = time.time()
+        self.throttle.purge(now)
         with self.writer.begin() as conn:
-            return conn.execute(delete(m.sessions).where(m.sessions.c.expires_at < time.time())).rowcount
+            return conn.execute(delete(m.sessions).where(m.sessions.c.expires_at < now)).rowcount

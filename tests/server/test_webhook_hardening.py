@@ -211,8 +211,11 @@ def test_a_delivery_has_a_total_deadline(api: Api, raw_receivers: List[RawReceiv
     _queue_delivery(api, trickle.url)
     sender = WebhookSender(api.server.engine, timeout=1.0, allow=LOOPBACK)
     done = threading.Event()
+    started = time.monotonic()
     threading.Thread(target=lambda: (sender.run_due(), done.set()), daemon=True).start()
     assert done.wait(30), "the delivery was still reading a trickling answer after 30 s"
+    print("\ntrickling receiver: delivery ended after %.2f s (deadline 1 s), %d bytes of the answer sent" % (
+        time.monotonic() - started, trickle.sent[0]))
     last = api.admin.webhooks.deliveries()[0]
     assert last["status"] == "pending" and "timed out" in last["last_error"]
     assert trickle.sent[0] < 300
@@ -225,6 +228,7 @@ def test_bytes_read_from_an_answer_are_capped(api: Api, raw_receivers: List[RawR
     assert WebhookSender(api.server.engine, timeout=30, allow=LOOPBACK).run_due() == 1
     wait_for("the receiver to notice the sender hung up", lambda: flood.closed_by_peer and flood.closed_by_peer[0])
     # What the receiver got out before the sender hung up is only what the sockets buffer (a few MB), not 50 MB.
+    print("\nflooding receiver: %d of 52,428,800 body bytes left it before the sender hung up" % flood.sent[0])
     assert flood.sent[0] < (20 << 20)
     assert api.admin.webhooks.deliveries()[0]["last_status"] == 500
 
@@ -252,12 +256,19 @@ def test_a_silent_receiver_delays_neither_the_stale_sweep_nor_other_webhooks(db_
             api = Api(client, admin, secret, server)
             api.enroll_key(device_identity("dev-s"))  # an "enrolled" delivery for each webhook
             wait_for("the silent receiver to get its delivery", lambda: silent.connections)
+            held_from = time.monotonic()
             wait_for("the other webhook's delivery", lambda: fine.received)
+            other_after = time.monotonic() - held_from
             with server.engine.begin() as conn:
                 conn.execute(update(m.devices).values(stale_base=0))
+            marked = time.monotonic()
             wait_for("the stale sweep", lambda: _stale(server))
+            sweep_after = time.monotonic() - marked
             assert silent.closed_by_peer == [False], "the silent receiver's delivery ended before the others ran"
             wait_for("went_stale delivered too", lambda: len(fine.received) == 2)
+            print("\nwith a delivery held by a silent receiver: the other webhook's delivery %.2f s after it, the "
+                  "stale sweep %.2f s after the device went stale (sweep every 0.2 s), went_stale delivered %.2f s "
+                  "after that" % (other_after, sweep_after, time.monotonic() - marked - sweep_after))
     finally:
         fine.close()
 

@@ -19,7 +19,7 @@ from exposure_guard_server.server import Server
 from exposure_guard_server.services.fleet import MAX_PAGE, MAX_PER_PAGE, DeviceFilter, parse_bool
 
 FORM_MAX_BODY = 64 * 1024
-SESSION_COOKIES = ("__Host-eg_session", "eg_session")  # the first over HTTPS (see routes/dashboard.py)
+SESSION_COOKIES = ("__Host-eg_session", "eg_session")  # the first when the cookie is Secure (over HTTPS)
 
 
 async def get_server(request: Request) -> Server:
@@ -84,15 +84,28 @@ async def form(request: Request) -> Dict[str, str]:
 
 # -- who is calling ------------------------------------------------------------------------------------
 
-def session_token(request: Request) -> Optional[str]:
-    return request.cookies.get(SESSION_COOKIES[0]) or request.cookies.get(SESSION_COOKIES[1])
+def secure_cookies(request: Request, server: Server) -> bool:
+    """Whether this server's cookies carry ``Secure`` on this request (``--cookie-secure``)."""
+    mode = server.config.cookie_secure
+    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
+
+
+def session_cookie_name(request: Request, server: Server) -> str:
+    return SESSION_COOKIES[0] if secure_cookies(request, server) else SESSION_COOKIES[1]
+
+
+def session_token(request: Request, server: Server) -> Optional[str]:
+    """The session cookie under the one name this request's session is set with: over HTTPS only the
+    ``__Host-`` one, which no other host and no plain-HTTP page can set; a plain ``eg_session`` beside it
+    (planted by a sibling host or a man in the middle on http) does not count."""
+    return request.cookies.get(session_cookie_name(request, server))
 
 
 def current_session(request: Request, server: Server) -> Optional[Dict[str, Any]]:
     """The dashboard session of this request, if any (looked up once; pages show its user)."""
     if "eg_session_row" in request.scope:
         return request.scope["eg_session_row"]
-    row = server.admin.session(session_token(request))
+    row = server.admin.session(session_token(request, server))
     request.scope["eg_session_row"] = row
     return row
 
@@ -144,9 +157,15 @@ def api_write(request: Request, server: Server = Depends(get_server)) -> str:
     return _api_caller(request, server, write=True)
 
 
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
 def metrics_access(request: Request, server: Server = Depends(get_server)) -> None:
-    """/metrics: like an API read, unless the server was started with --public-metrics."""
-    if not server.config.public_metrics:
+    """/metrics: like an API read. ``--public-metrics`` waives the token only for clients that connect
+    directly: a request a proxy forwarded (any forwarding header) may come from anywhere the proxy serves,
+    e.g. the internet behind a reverse proxy on the same host."""
+    forwarded = any(name in request.headers for name in FORWARDING_HEADERS)
+    if not server.config.public_metrics or forwarded:
         _api_caller(request, server, write=False)
 
 

@@ -142,3 +142,97 @@ def test_forty_parallel_logins_against_the_real_server(db_url: str, tmp_path: An
     finally:
         server.stop()
     assert statuses.count(401) <= 10 and statuses.count(429) >= 30, statuses
+
+
+# -- item 15: /metrics behind a proxy, the session cookie over HTTPS, the database file, CSV formulas --------
+
+@pytest.fixture
+def public_metrics_app(db_url: str, admin: Any) -> Any:
+    from fastapi.testclient import TestClient
+
+    from exposure_guard_server.app import create_app
+    from exposure_guard_server.config import ServerConfig
+
+    app = create_app(ServerConfig(db_url=db_url, background=False, public_metrics=True, proxy="127.0.0.1"))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client, admin.api_tokens.create("prometheus")[1]
+
+
+def test_public_metrics_are_not_public_to_clients_behind_the_proxy(public_metrics_app: Any) -> None:
+    client, token = public_metrics_app
+    assert client.get("/metrics").status_code == 200  # a direct client (Prometheus next to the server)
+    for header in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"},
+                   {"X-Real-IP": "203.0.113.9"}):
+        assert client.get("/metrics", headers=header).status_code == 401, header
+        assert client.get("/metrics", headers=dict(header, Authorization="Bearer " + token)).status_code == 200
+
+
+@pytest.mark.slow
+def test_public_metrics_behind_a_same_host_proxy_need_the_token(tmp_path: Any) -> None:
+    """The real server with --public-metrics --proxy 127.0.0.1: what a reverse proxy on the host forwards."""
+    import requests
+    from tests.support.serverproc import ServerProcess, cli, free_port
+
+    url = "sqlite:///%s" % (tmp_path / "eg.db")
+    cli("init", "--db", url)
+    server = ServerProcess(url, free_port(), tmp_path / "server.log", extra=["--public-metrics", "--proxy", "127.0.0.1"])
+    server.start()
+    try:
+        assert requests.get(server.url + "/metrics", timeout=10).status_code == 200
+        forwarded = requests.get(server.url + "/metrics", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10)
+        assert forwarded.status_code == 401
+    finally:
+        server.stop()
+
+
+def test_over_https_only_the_host_prefixed_session_cookie_counts(api: Api) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(api.client.app, base_url="https://127.0.0.1") as client:
+        response = api.login(client=client)
+        token = re.search(r"__Host-eg_session=([^;]+)", response.headers["set-cookie"]).group(1)
+        assert client.get("/", follow_redirects=False).status_code == 200
+        client.cookies.clear()
+        client.cookies.set("eg_session", token)  # the same session under the plain name (set by another site
+        assert client.get("/", follow_redirects=False).status_code == 303  # on the host, or over http)
+        assert client.get("/api/v1/summary").status_code == 401
+
+
+def test_the_sqlite_database_is_private(tmp_path: Any) -> None:
+    import os
+    import stat
+
+    from tests.support.server import make_engine, migrate
+
+    old = os.umask(0o022)
+    try:
+        engine = make_engine("sqlite:///%s" % (tmp_path / "new" / "data" / "eg.db"))
+        migrate(engine)
+        with engine.begin() as conn:  # a write: the WAL and shared-memory files exist now
+            conn.exec_driver_sql("INSERT INTO counters (name, value) VALUES ('x', 1)")
+        for name in ("eg.db", "eg.db-wal", "eg.db-shm"):
+            mode = stat.S_IMODE(os.stat(tmp_path / "new" / "data" / name).st_mode)
+            assert mode == 0o600, (name, oct(mode))
+        engine.dispose()
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "new", tmp_path / "new" / "data"):  # the folders it created
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+
+
+@pytest.mark.parametrize("hostname,expected", [
+    ("＝HYPERLINK(\"http://evil\")", "'＝HYPERLINK(\"http://evil\")"),
+    ("＋1+1", "'＋1+1"), ("－1+1", "'－1+1"), ("＠SUM(1)", "'＠SUM(1)"),
+    (" =1+1", "' =1+1"), ("\u00a0=1+1", "'\u00a0=1+1"), ("\u3000=1+1", "'\u3000=1+1"),
+    ("\u202e=1+1", "'=1+1"), ("nas\u202egnp.exe", "nasgnp.exe"), ("\u2066＝1\u2069", "'＝1"),
+    ("plain-nas", "plain-nas"),
+])
+def test_csv_formula_guard_covers_lookalikes_spaces_and_bidi_controls(api: Api, hostname: str, expected: str) -> None:
+    import csv
+    import io
+
+    dev = device_identity("dev-csv", hostname=hostname)
+    key = api.enroll_key(dev)
+    assert api.checkin(key, make_report(dev)).status_code == 201
+    rows = list(csv.DictReader(io.StringIO(api.client.get("/api/v1/devices.csv", headers=api.auth).text)))
+    assert rows[0]["hostname"] == expected

@@ -54,7 +54,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(database))
         engine = create_engine(url, echo=echo, poolclass=NullPool if database in ("", ":memory:") else None,
                                connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
@@ -63,6 +63,28 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                              pool_recycle=1800)
     raise DatabaseError("unsupported database %r: use sqlite:///PATH or postgresql://..." % parsed.get_backend_name())
+
+
+def create_private_file(path: Path) -> None:
+    """Create the SQLite file 0600 (it holds webhook secrets and every report) and any folder on its way
+    0700, before SQLite opens it; SQLite gives its -wal and -shm files the database file's mode. An existing
+    file or folder is left as it is."""
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(folder, 0o700)  # whatever the umask
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+    os.chmod(path, 0o600)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -11,8 +11,16 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from exposure_guard_server.deps import SESSION_COOKIES, device_filter, form, get_server, require_user, session_token
 from exposure_guard_server.deps import csrf_form as checked_form
+from exposure_guard_server.deps import (
+    device_filter,
+    form,
+    get_server,
+    require_user,
+    secure_cookies,
+    session_cookie_name,
+    session_token,
+)
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import parse_int
 from exposure_guard_server.pages import render
@@ -24,15 +32,6 @@ LOGIN_COOKIE = "eg_login"  # the login form's CSRF token (the form comes before 
 USER = [Depends(require_user)]
 
 router = APIRouter()
-
-
-def _secure(request: Request, server: Server) -> bool:
-    mode = server.config.cookie_secure
-    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
-
-
-def _session_cookie(request: Request, server: Server) -> str:
-    return SESSION_COOKIES[0] if _secure(request, server) else SESSION_COOKIES[1]
 
 
 def _safe_next(target: str) -> str:
@@ -48,7 +47,7 @@ def login_form(request: Request, server: Server = Depends(get_server)) -> Respon
     response = render(request, "login.html", {"login_csrf": token, "error": "",
                                               "next": _safe_next(request.query_params.get("next", "/"))})
     response.set_cookie(LOGIN_COOKIE, token, max_age=1800, httponly=True, samesite="strict",
-                        secure=_secure(request, server), path="/login")
+                        secure=secure_cookies(request, server), path="/login")
     return response
 
 
@@ -65,17 +64,17 @@ def login(request: Request, fields: Dict[str, str] = Depends(form), server: Serv
                                               "next": target}, status=401)
     token, _csrf = server.admin.create_session(user_id)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(_session_cookie(request, server), token, max_age=int(server.config.session_ttl),
-                        httponly=True, samesite="lax", secure=_secure(request, server), path="/")
+    response.set_cookie(session_cookie_name(request, server), token, max_age=int(server.config.session_ttl),
+                        httponly=True, samesite="lax", secure=secure_cookies(request, server), path="/")
     response.delete_cookie(LOGIN_COOKIE, path="/login")
     return response
 
 
 @router.post("/logout", dependencies=[Depends(checked_form)])
 def logout(request: Request, server: Server = Depends(get_server)) -> Response:
-    server.admin.end_session(session_token(request))
+    server.admin.end_session(session_token(request, server))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(_session_cookie(request, server), path="/")
+    response.delete_cookie(session_cookie_name(request, server), path="/")
     return response
 
 

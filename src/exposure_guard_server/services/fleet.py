@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
@@ -282,8 +283,21 @@ class Reader:
             return {status: int(n) for status, n in conn.execute(select(w.status, func.count()).group_by(w.status))}
 
 
+# Characters a spreadsheet may take as the start of a formula: ASCII and their full-width forms (some
+# spreadsheets fold ＝ to =), tab and CR.
+FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+# Bidirectional controls reorder what a cell shows (U+202E makes "exe.pdf" look like "fdp.exe"); no device
+# name needs them, so they are dropped.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    """A CSV cell from device-supplied text: bidi controls dropped, and a leading ``'`` when the first
+    character after any leading white space could start a formula."""
+    if not isinstance(value, str):
+        return value
+    value = BIDI_CONTROLS.sub("", value)
+    if value.lstrip()[:1] in FORMULA_START or value[:1] in FORMULA_START:
         return "'" + value
     return value
 

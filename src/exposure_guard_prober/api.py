@@ -11,6 +11,7 @@ from exposure_guard_prober.engine import PortRequest
 from exposure_guard_prober.policy import PolicyError
 
 KNOWN_FIELDS = ("nonce", "ports", "upnp")
+MAX_NESTING = 8  # a request nests 3 deep; json.loads recurses once per level (2,000 levels: RecursionError)
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 PROBES = ("http", "banner")
 
@@ -19,8 +20,11 @@ def parse_probe_request(body: bytes, max_ports: int) -> Tuple[str, List[PortRequ
     """(nonce, ports, upnp, ignored field names). Unknown fields — a ``target``, ``host``, ``address`` —
     are ignored, never used: the prober probes only the caller. Everything else malformed is refused."""
     try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = body.decode("utf-8")
+        if _nesting_depth(text) > MAX_NESTING:
+            raise PolicyError("bad_json", "the body nests deeper than %d levels" % MAX_NESTING)
+        document = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise PolicyError("bad_json", "the body is not a JSON document") from None
     if not isinstance(document, dict):
         raise PolicyError("bad_request", "the body must be a JSON object")
@@ -53,6 +57,28 @@ def parse_probe_request(body: bytes, max_ports: int) -> Tuple[str, List[PortRequ
     if not isinstance(upnp, bool):
         raise PolicyError("bad_request", "upnp must be true or false")
     return nonce, ports, upnp, ignored
+
+
+def _nesting_depth(text: str) -> int:
+    """How deep ``[`` and ``{`` nest outside JSON strings, in one linear pass (before json.loads recurses)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def error_document(code: str, message: str, **extra: Any) -> Dict[str, Any]:

@@ -42,7 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrent", type=int, default=32, help="probe jobs at once, all sources (default 32)")
     serve.add_argument("--queue-wait", type=float, default=2.0,
                        help="seconds a request may wait for a free probe slot before 503 (default 2)")
-    serve.add_argument("--max-connections", type=int, default=512, help="inbound connections at once (default 512)")
+    serve.add_argument("--max-connections", type=int, default=512,
+                       help="inbound connections at once, counted from accept, before any TLS handshake (default "
+                            "512; lowered to fit the descriptor limit)")
+    serve.add_argument("--max-connections-per-source", type=int, default=8,
+                       help="inbound connections at once per IPv4 address or IPv6 /64; trusted proxies are exempt "
+                            "(default 8)")
+    serve.add_argument("--head-timeout", type=float, default=5.0,
+                       help="seconds from accept to the end of the request head, TLS handshake included (default 5)")
+    serve.add_argument("--request-timeout", type=float, default=10.0,
+                       help="seconds from accept to the end of the request body (default 10)")
+    serve.add_argument("--max-outbound", type=int, default=512,
+                       help="outbound probe sockets open at once, all jobs (default 512; lowered to fit the "
+                            "descriptor limit)")
     serve.add_argument("--max-ports", type=int, default=16, help="ports per request, at most 16 (default 16)")
     serve.add_argument("--connect-timeout", type=float, default=3.0, help="seconds per TCP connect (default 3)")
     serve.add_argument("--io-timeout", type=float, default=3.0, help="seconds for TLS handshake / reads (default 3)")
@@ -81,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> ProberConfig:
         raise ValueError("--tls-key needs --tls-cert")
     if not 1 <= args.max_ports <= 16:
         raise ValueError("--max-ports must be between 1 and 16")
-    for name in ("rate", "connect_timeout", "io_timeout", "deadline"):
+    for name in ("rate", "connect_timeout", "io_timeout", "deadline", "head_timeout", "request_timeout"):
         if getattr(args, name) <= 0:
             raise ValueError("--%s must be positive" % name.replace("_", "-"))
     tokens = tuple(args.token) + tuple(_read_tokens(args.token_file))
@@ -96,7 +108,10 @@ def config_from_args(args: argparse.Namespace) -> ProberConfig:
         lab_allow=parse_networks(args.lab_allow), trusted_proxies=parse_networks(args.trusted_proxy),
         max_ports=args.max_ports, rate_per_minute=args.rate, burst=max(1, args.burst),
         per_client_inflight=max(1, args.per_client), max_concurrent=max(1, args.max_concurrent),
-        max_connections=max(1, args.max_connections), queue_wait=max(0.0, args.queue_wait), connect_timeout=args.connect_timeout,
+        max_connections=max(1, args.max_connections),
+        max_connections_per_source=max(1, args.max_connections_per_source), max_outbound=max(1, args.max_outbound),
+        head_timeout=args.head_timeout, request_timeout=max(args.request_timeout, args.head_timeout),
+        queue_wait=max(0.0, args.queue_wait), connect_timeout=args.connect_timeout,
         tls_timeout=args.io_timeout, io_timeout=args.io_timeout, deadline=args.deadline,
         upnp=not args.no_upnp, ssdp_port=args.ssdp_port, igd_probes=_igd_probes(args.igd_probe),
         log_connects=args.log_connects, **extra)

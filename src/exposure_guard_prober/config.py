@@ -45,14 +45,16 @@ class ProberConfig:
     per_client_inflight: int = 2
     max_concurrent: int = 32  # probe jobs at once, all sources
     queue_wait: float = 2.0  # how long a request may wait for a free slot before 503
-    max_connections: int = 512  # inbound HTTP connections at once
+    max_connections: int = 512  # inbound connections at once, counted from accept (before any TLS handshake)
+    max_connections_per_source: int = 8  # the same, per IPv4 address / IPv6 /64 (trusted proxies exempt)
     max_outbound: int = 512  # outbound probe sockets at once
     # timeouts (seconds)
     connect_timeout: float = 3.0
     tls_timeout: float = 3.0
     io_timeout: float = 3.0
     deadline: float = 10.0  # whole probe job
-    request_timeout: float = 10.0  # reading one API request
+    head_timeout: float = 5.0  # from accept to the end of the request head (TLS handshake included)
+    request_timeout: float = 10.0  # from accept to the end of the body
     # reads
     read_cap: int = 64 * 1024
     body_cap: int = 4096

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 from exposure_guard.contracts.fingerprint import clean_text
 from exposure_guard_prober.config import ProberConfig
@@ -25,7 +26,8 @@ class ConnectFiltered(Exception):
 
 
 class Connector:
-    """The single place that opens outbound sockets, with a global cap and an optional connect log."""
+    """The single place that opens outbound sockets, with a global cap (``max_outbound`` sockets open at
+    once: each one holds a slot from before it is created until it is closed) and an optional connect log."""
 
     def __init__(self, config: ProberConfig, log: Optional[Callable[[Dict[str, Any]], None]] = None,
                  count: Optional[Callable[[str], None]] = None) -> None:
@@ -39,7 +41,22 @@ class Connector:
         if self.log is not None and self.config.log_connects:
             self.log({"event": "connect", "proto": proto, "target": address, "port": port, "result": result})
 
-    async def tcp(self, address: str, port: int, timeout: float) -> socket.socket:
+    @asynccontextmanager
+    async def tcp(self, address: str, port: int, timeout: float,
+                  on_slot: Callable[[], None] = lambda: None) -> AsyncIterator[socket.socket]:
+        """A connected socket to address:port for the ``async with`` block, closed after it (unless the
+        block handed it to a transport that closed it). Waits for a free outbound slot first and calls
+        ``on_slot`` once it has one; raises ConnectRefused / ConnectFiltered."""
+        async with self.slots:
+            on_slot()
+            sock = await self._connect(address, port, timeout)
+            try:
+                yield sock
+            finally:
+                if sock.fileno() != -1:
+                    sock.close()
+
+    async def _connect(self, address: str, port: int, timeout: float) -> socket.socket:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -82,20 +99,22 @@ class Connector:
                     done.set_exception(ConnectRefused())
 
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        transport, _protocol = await loop.create_datagram_endpoint(Protocol, remote_addr=(address, port),
-                                                                   family=family)
-        self._note("udp", address, port, "sent")
-        try:
-            transport.sendto(payload)
+        async with self.slots:
+            transport, _protocol = await loop.create_datagram_endpoint(Protocol, remote_addr=(address, port),
+                                                                       family=family)
+            self._note("udp", address, port, "sent")
             try:
-                await asyncio.wait_for(asyncio.shield(done), timeout)
-            except asyncio.TimeoutError:
-                pass
-            except ConnectRefused:
-                if not received:
-                    raise
-        finally:
-            transport.close()
+                transport.sendto(payload)
+                try:
+                    await asyncio.wait_for(asyncio.shield(done), timeout)
+                except asyncio.TimeoutError:
+                    pass
+                except ConnectRefused:
+                    if not received:
+                        raise
+            finally:
+                transport.close()
+                await asyncio.sleep(0)  # the transport closes its socket on the next loop turn
         return received
 
 
@@ -127,4 +146,4 @@ async def close_writer(writer: Optional[asyncio.StreamWriter]) -> None:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), 1.0)
     except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
-        pass
+        writer.transport.abort()  # a peer that does not read must not keep the socket (and its slot)

@@ -4,6 +4,7 @@ deadline, every connection opened through ``connector.Connector``."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -39,22 +40,35 @@ class PortRequest:
     probe: str = "http"  # http: send GET / ; banner: only listen (SSH, FTP speak first)
 
 
+NO_OUTBOUND_SLOT = "not probed before the deadline: the prober was at its outbound connection cap"
+
 
 async def probe_port(connector: Connector, address: str, request: PortRequest, config: ProberConfig,
                      result: Dict[str, Any]) -> None:
     """Fill ``result`` step by step (so a deadline still leaves what was learnt so far)."""
     loop = asyncio.get_running_loop()
+    result["error"] = NO_OUTBOUND_SLOT  # until the connector has a slot for this port
     started = loop.time()
+
+    def slot_taken() -> None:
+        nonlocal started
+        result["error"], started = None, loop.time()
+
     try:
-        sock = await connector.tcp(address, request.port, config.connect_timeout)
+        async with connector.tcp(address, request.port, config.connect_timeout, on_slot=slot_taken) as sock:
+            result["state"] = OPEN
+            result["connect_ms"] = round((loop.time() - started) * 1000, 1)
+            await _fingerprint(sock, address, request, config, result)
     except ConnectRefused:
         result["state"] = CLOSED
-        return
     except ConnectFiltered as exc:
         result["state"], result["error"] = FILTERED, str(exc)
-        return
-    result["state"] = OPEN
-    result["connect_ms"] = round((loop.time() - started) * 1000, 1)
+
+
+async def _fingerprint(sock: socket.socket, address: str, request: PortRequest, config: ProberConfig,
+                       result: Dict[str, Any]) -> None:
+    """TLS certificate, HTTP answer or banner of an open port (the socket is closed by the caller's block)."""
+    loop = asyncio.get_running_loop()
     writer: Optional[asyncio.StreamWriter] = None
     try:
         if request.tls:
@@ -63,7 +77,6 @@ async def probe_port(connector: Connector, address: str, request: PortRequest, c
                     sock=sock, ssl=no_verify_context(), server_hostname="",
                     ssl_handshake_timeout=config.tls_timeout)
             except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
-                sock.close()
                 result["tls"] = {"sha256": None, "error": clean_text(str(exc) or type(exc).__name__)}
                 return
             ssl_object = writer.get_extra_info("ssl_object")
@@ -85,10 +98,7 @@ async def probe_port(connector: Connector, address: str, request: PortRequest, c
     except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
         result["error"] = clean_text(str(exc) or type(exc).__name__)
     finally:
-        if writer is not None:
-            await close_writer(writer)
-        else:
-            sock.close()
+        await close_writer(writer)
 
 
 def new_port_result(request: PortRequest) -> Dict[str, Any]:

@@ -15,6 +15,10 @@ HELP = {
     "exposure_guard_prober_port_results_total": ("counter", "probed ports by state"),
     "exposure_guard_prober_outbound_total": ("counter", "outbound probe sockets opened, by protocol"),
     "exposure_guard_prober_upnp_wan_exposed_total": ("counter", "callers whose address answered UPnP from outside"),
+    "exposure_guard_prober_connections_refused_total": ("counter", "inbound connections refused at accept, by cap "
+                                                                   "(per_source, total, descriptors)"),
+    "exposure_guard_prober_connections_closed_total": ("counter", "inbound connections closed by the prober, by "
+                                                                  "reason (head_timeout, body_timeout, tls_failed)"),
     "exposure_guard_prober_inflight": ("gauge", "probe jobs running now"),
     "exposure_guard_prober_connections": ("gauge", "inbound HTTP connections open now"),
     "exposure_guard_prober_probe_seconds": ("histogram", "duration of one probe job"),

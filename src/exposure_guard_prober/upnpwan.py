@@ -66,30 +66,25 @@ async def _exchange(connector: Connector, address: str, port: int, payload: byte
                     config: ProberConfig) -> Optional[bytes]:
     """One plain-HTTP request/response with the caller, capped and under the I/O timeout."""
     loop = asyncio.get_running_loop()
-    try:
-        sock = await connector.tcp(address, port, config.connect_timeout)
-    except (ConnectRefused, ConnectFiltered):
-        return None
     writer = None
     try:
-        reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(payload)
-        await asyncio.wait_for(writer.drain(), config.io_timeout)
-        deadline = loop.time() + config.io_timeout
-        data = b""
-        while len(data) < cap:  # descriptions have no <title>: read to the end, the cap or the deadline
-            chunk = await read_capped(reader, cap - len(data), deadline)
-            if not chunk:
-                break
-            data += chunk
-        return data
-    except (OSError, asyncio.TimeoutError, ConnectionError):
+        async with connector.tcp(address, port, config.connect_timeout) as sock:
+            try:
+                reader, writer = await asyncio.open_connection(sock=sock)
+                writer.write(payload)
+                await asyncio.wait_for(writer.drain(), config.io_timeout)
+                deadline = loop.time() + config.io_timeout
+                data = b""
+                while len(data) < cap:  # descriptions have no <title>: read to the end, the cap or the deadline
+                    chunk = await read_capped(reader, cap - len(data), deadline)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data
+            finally:
+                await close_writer(writer)
+    except (ConnectRefused, ConnectFiltered, OSError, asyncio.TimeoutError, ConnectionError):
         return None
-    finally:
-        if writer is not None:
-            await close_writer(writer)
-        else:
-            sock.close()
 
 
 async def _http_get(connector: Connector, address: str, port: int, path: str,

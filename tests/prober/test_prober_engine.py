@@ -27,7 +27,7 @@ class BlackholeConnector(Connector):
     in_flight = 0
     most_in_flight = 0
 
-    async def tcp(self, address, port, timeout):
+    async def _connect(self, address, port, timeout):
         BlackholeConnector.in_flight += 1
         BlackholeConnector.most_in_flight = max(BlackholeConnector.most_in_flight, BlackholeConnector.in_flight)
         try:

@@ -98,7 +98,8 @@ async def main():
 asyncio.run(main())
 '''
 
-FREE_FLOW = ["--rate", "1000000", "--burst", "1000000", "--per-client", "100000"]
+FREE_FLOW = ["--rate", "1000000", "--burst", "1000000", "--per-client", "100000",
+             "--max-connections-per-source", "100000"]  # all load comes from one address
 
 
 def pct(values: List[float], q: float) -> float:

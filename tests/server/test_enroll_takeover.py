@@ -203,3 +203,40 @@ def test_the_agent_proves_itself_and_a_takeover_waits_for_the_operator(db_url: s
         assert bad.returncode == 2 and "ID must be" in bad.stderr
     finally:
         server.stop()
+
+
+def test_pending_reenrollments_through_the_api(api: Api) -> None:
+    dev = device_identity("qnap-api")
+    api.enroll_key(dev)
+    pending_key = _enroll(api, dev).json()["node_key"]
+    listed = api.client.get("/api/v1/re-enroll", headers=api.auth).json()["pending"]
+    assert [p["device_id"] for p in listed] == ["qnap-api"] and listed[0]["client"] == "testclient"
+    assert api.client.get("/api/v1/re-enroll").status_code == 401
+    for bad in ("99999999999999999999", "¹", "x"):
+        assert api.client.post("/api/v1/re-enroll/%s/approve" % bad, headers=api.auth).status_code == 400
+    assert api.client.post("/api/v1/re-enroll/%d/steal" % listed[0]["id"], headers=api.auth).status_code == 404
+    approved = api.client.post("/api/v1/re-enroll/%d/approve" % listed[0]["id"], headers=api.auth)
+    assert approved.status_code == 200 and approved.json()["device_id"] == "qnap-api"
+    assert api.checkin(pending_key, make_report(dev)).status_code == 201
+    assert api.client.get("/api/v1/re-enroll", headers=api.auth).json()["pending"] == []
+
+
+def test_concurrent_first_enrollments_of_one_id(api: Api) -> None:
+    """Two enrollments of a new id at once: one enrolls it, the other waits for approval; neither is a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from exposure_guard_server.errors import ApiError
+
+    def enroll(i: int) -> str:
+        try:
+            api.server.enrollment.enroll({"enroll_secret": api.secret, "device": device_identity("qnap-race")},
+                                         client="10.0.0.%d" % i)
+            return "ok"
+        except ApiError as exc:
+            return str(exc.status)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(enroll, range(8)))
+    assert all(o in ("ok", "503") for o in outcomes) and outcomes.count("ok") >= 7, outcomes
+    assert api.count("devices") == 1
+    assert len(api.server.enrollment.pending()) == min(5, outcomes.count("ok") - 1)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from exposure_guard_server.db import models as m
 from exposure_guard_server.db.lock import WriteLock
@@ -88,6 +89,21 @@ class Enrollment:
         with self.engine.connect() as conn:  # refuse bad secrets without touching the write lock
             if conn.execute(select(m.enroll_secrets.c.id).where(*secret_ok)).first() is None:
                 raise ApiError(401, "invalid or revoked enrollment secret")
+        # Two first enrollments of one id at once (PostgreSQL): the loser's insert violates the unique
+        # device id; run it again, and it finds the device the winner created.
+        for attempt in range(2):
+            try:
+                proven = self._enroll_once(request, key_hash, secret_ok, client, now)
+                break
+            except IntegrityError:
+                if attempt == 1:
+                    raise ApiError(503, "the enrollment collided with another one; retry") from None
+        self.counters.count("enrollments")
+        return {"node_key": node_key, "device_id": device["device_id"], "re_enrolled": proven}
+
+    def _enroll_once(self, request: EnrollRequest, key_hash: str, secret_ok: Any, client: str, now: float) -> bool:
+        """One enrollment transaction; True when it was a re-enrollment proven with the previous node key."""
+        device = request.device
         with self.lock.begin() as conn:
             row = conn.execute(select(m.enroll_secrets.c.id).where(*secret_ok)).first()
             if row is None:
@@ -116,8 +132,7 @@ class Enrollment:
                 self._file_request(conn, existing.id, key_hash, secret_id, request, client, now)
             conn.execute(update(m.enroll_secrets).where(m.enroll_secrets.c.id == secret_id).values(
                 enrolled_count=m.enroll_secrets.c.enrolled_count + 1))
-        self.counters.count("enrollments")
-        return {"node_key": node_key, "device_id": device["device_id"], "re_enrolled": proven}
+        return proven
 
     def _file_request(self, conn: Connection, device_pk: int, key_hash: str, secret_id: int,
                       request: EnrollRequest, client: str, now: float) -> None:

@@ -45,10 +45,23 @@ def test_serve_dual_stack_and_sigterm():
 
 def test_usage_errors_exit_2(tmp_path):
     for args in (["serve", "--listen", "nonsense"], ["serve", "--lab-allow", "10.0.0.0/33"],
-                 ["serve", "--max-ports", "40"], ["serve", "--tls-key", "k.pem"],
+                 ["serve", "--max-ports", "40"], ["serve", "--tls-key", "k.pem"], ["serve", "--head-timeout", "0"],
                  ["serve", "--tls-cert", str(tmp_path / "missing.pem"), "--listen", "127.0.0.1:0"],
                  ["serve", "--token-file", str(tmp_path / "missing")]):
         process = start(*args)
         _out, err = process.communicate(timeout=20)
         assert process.returncode == 2, (args, err)
         assert "exposure-guard-prober:" in err or "usage:" in err
+
+
+def test_connection_limit_flags_reach_the_config():
+    from exposure_guard_prober.cli import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(
+        ["serve", "--max-connections-per-source", "3", "--head-timeout", "2.5", "--max-outbound", "40",
+         "--max-connections", "100"]))
+    assert (config.max_connections_per_source, config.head_timeout, config.max_outbound, config.max_connections) \
+        == (3, 2.5, 40, 100)
+    defaults = config_from_args(build_parser().parse_args(["serve"]))
+    assert (defaults.max_connections_per_source, defaults.head_timeout, defaults.request_timeout,
+            defaults.max_outbound) == (8, 5.0, 10.0, 512)

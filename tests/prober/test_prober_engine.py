@@ -10,7 +10,7 @@ import pytest
 
 from exposure_guard_prober.config import ProberConfig
 from exposure_guard_prober.connector import ConnectFiltered, Connector
-from exposure_guard_prober.engine import PortRequest, run_job
+from exposure_guard_prober.engine import NO_OUTBOUND_SLOT, PortRequest, run_job
 from exposure_guard_prober.upnpwan import _same_host, parse_description, parse_ssdp
 from tests.support.fakeigd import FakeIgd, FakeSsdp
 from tests.support.net import TcpServer
@@ -204,3 +204,16 @@ def test_parsers_are_defensive():
 @pytest.mark.parametrize("location", ["http://127.0.0.1:99999/x", "http://[zz]/", "javascript:alert(1)"])
 def test_bad_locations(location):
     assert _same_host(location, "127.0.0.1") is None
+
+
+def test_a_port_still_waiting_for_an_outbound_slot_says_so():
+    config = ProberConfig(connect_timeout=30.0, deadline=0.5, max_outbound=1)
+
+    async def job():
+        return await run_job(BlackholeConnector(config), "192.0.2.1", [PortRequest(1), PortRequest(2)], config, False)
+
+    results, _upnp, _seconds = run(job())
+    assert [r["state"] for r in results] == ["filtered", "filtered"]
+    # the first port held the only slot (connecting when the deadline came), the second never got one
+    assert results[0]["error"] is None
+    assert results[1]["error"] == NO_OUTBOUND_SLOT

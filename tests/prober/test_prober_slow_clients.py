@@ -198,7 +198,8 @@ def test_legit_client_served_while_1000_slow_connections_are_held(tmp_path, tls)
     failures: List[str] = []
     try:
         with SlowAttack(prober.port, sources, 1000, client_tls(prober.cert)) as attack:
-            wait_for("every attacking slot to have tried once", lambda: attack.attempts >= 1000)
+            wait_for("every attacking slot to have connected (or been refused) once",
+                     lambda: attack.connected + attack.failed >= 1000)
             for _ in range(20):
                 legit_round(prober, closed_port, latencies, failures)
             # at least one head-timeout cycle: the admitted slow connections are closed and come back
@@ -235,7 +236,8 @@ def test_total_cap_refuses_cleanly_below_the_descriptor_limit(tmp_path):
     try:
         limits = prober.event("listening")[0]["fd_limit"]
         with SlowAttack(prober.port, sources, 1000, None) as attack:
-            wait_for("every attacking slot to have tried once", lambda: attack.attempts >= 1000)
+            wait_for("every attacking slot to have connected (or been refused) once",
+                     lambda: attack.connected + attack.failed >= 1000)
             time.sleep(2)  # the attack keeps pressing a while (the descriptor count is sampled meanwhile)
         # the attack is over: the prober is still there and serves again
         health = wait_for("the prober to serve again", lambda: _healthy(prober))

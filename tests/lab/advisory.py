@@ -422,7 +422,8 @@ class Advisory:
         from exposure_guard_server.services.admin import Admin
 
         engine = make_engine(db)
-        _hook_id, hook_secret = Admin(engine).webhooks.create("lab receiver", "http://127.0.0.1:%d/hook" % HOOK_PORT,
+        # The receiver is on loopback, an internal address the server refuses unless told to allow it.
+        _hook_id, hook_secret = Admin(engine, webhook_allow="127.0.0.0/8").webhooks.create("lab receiver", "http://127.0.0.1:%d/hook" % HOOK_PORT,
                                                               ["became_exposed", "fixed"])
         engine.dispose()
         self.facts.update(api_token=token, hook_secret=hook_secret, db=db)
@@ -430,7 +431,8 @@ class Advisory:
         lab.spawn("wan", [sys.executable, "-u", str(self.work / "webhook.py"), str(HOOK_PORT),
                           str(self.work / "webhook.jsonl")], "webhook")
         lab.spawn("wan", ["env", "PYTHONPATH=%s" % SRC, sys.executable, "-m", "exposure_guard_server", "serve",
-                          "--db", db, "--listen", "%s:%d" % (Lab.WAN_HOST, SERVER_PORT)], "server")
+                          "--db", db, "--listen", "%s:%d" % (Lab.WAN_HOST, SERVER_PORT),
+                          "--webhook-allow-internal", "127.0.0.0/8"], "server")
         lab.wait_port("wan", HOOK_PORT)
         lab.wait_port("wan", SERVER_PORT, timeout=60)
         self.say("  fleet server (SQLite) in wan at %s; webhook receiver at http://127.0.0.1:%d/hook (wan's loopback)"

@@ -423,8 +423,9 @@ class Advisory:
 
         engine = make_engine(db)
         # The receiver is on loopback, an internal address the server refuses unless told to allow it.
-        _hook_id, hook_secret = Admin(engine, webhook_allow="127.0.0.0/8").webhooks.create("lab receiver", "http://127.0.0.1:%d/hook" % HOOK_PORT,
-                                                              ["became_exposed", "fixed"])
+        hooks = Admin(engine, webhook_allow="127.0.0.0/8").webhooks
+        _hook_id, hook_secret = hooks.create("lab receiver", "http://127.0.0.1:%d/hook" % HOOK_PORT,
+                                             ["became_exposed", "fixed"])
         engine.dispose()
         self.facts.update(api_token=token, hook_secret=hook_secret, db=db)
         (self.work / "webhook.py").write_text(WEBHOOK_RECEIVER)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Any, Iterator, Tuple
 
 import pytest
 
+from tests.support.fuzz import FUZZ_EXAMPLES, TALLY
 from tests.support.paths import QTS_TREES
 from tests.support.seeds import SeededRandom, seeded
 
@@ -59,3 +60,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield running
     finally:
         running.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many generated inputs each fuzzed parser was given (the figure the fuzzing goal asks for)."""
+    if not TALLY:
+        return
+    terminalreporter.section("fuzzing: generated inputs per parser (goal %d each)" % FUZZ_EXAMPLES)
+    for name, count in sorted(TALLY.items()):
+        terminalreporter.write_line("%-40s %7d inputs" % (name, count))

@@ -101,16 +101,3 @@ def validate(schema):
 
     return check
 
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How many generated inputs the prober's parsers were given (tests/fuzz prints the same tally when it
-    runs too; then this section is left out)."""
-    from tests.support.fuzz import TALLY
-
-    counts = {name: count for name, count in TALLY.items() if name.startswith("prober")}
-    plugins = terminalreporter.config.pluginmanager.get_plugins()
-    if not counts or any(getattr(p, "__name__", "") == "tests.fuzz.conftest" for p in plugins):
-        return
-    terminalreporter.section("fuzzing: generated inputs per prober parser")
-    for name, count in sorted(counts.items()):
-        terminalreporter.write_line("%-34s %7d inputs" % (name, count))

@@ -240,3 +240,44 @@ def test_concurrent_first_enrollments_of_one_id(api: Api) -> None:
     assert all(o in ("ok", "503") for o in outcomes) and outcomes.count("ok") >= 7, outcomes
     assert api.count("devices") == 1
     assert len(api.server.enrollment.pending()) == min(5, outcomes.count("ok") - 1)
+
+
+def test_the_agent_sends_its_key_only_to_the_server_it_enrolled_with(tmp_path: Any) -> None:
+    """Two recording servers on loopback: the key from server A is proof for A and never reaches B."""
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            bodies.append((self.server.server_address[1],
+                           _json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            answer = _json.dumps({"node_key": "egn_" + "k" * 40 + str(len(bodies)), "device_id": "qnap-two",
+                                  "re_enrolled": False}).encode()
+            self.send_response(201)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url_a, url_b = ["http://127.0.0.1:%d" % srv.server_address[1] for srv in servers]
+        ident = DeviceIdentity(**device_identity("qnap-two"))
+        state = tmp_path / "state"
+        checkin.enroll(url_a, "ege_a", ident, state)
+        key_a = checkin.read_node_key(state)
+        checkin.enroll(url_a, "ege_a", ident, state)  # again with A: the key is the proof
+        checkin.enroll(url_b, "ege_b", ident, state)  # another server: no key of A's
+    finally:
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+    sent = [body.get("previous_node_key") for _port, body in bodies]
+    assert sent == [None, key_a, None]

@@ -378,6 +378,10 @@ def _post_once(session: requests.Session, url: str, base: str, body: bytes, head
         except (ValueError, AttributeError):
             duplicate = False
         return ("duplicate" if duplicate else "delivered"), ""
+    if code == 401 and response.headers.get("X-ExposureGuard-Enrollment") == "pending-approval":
+        # Enrolling again would only file another request (approving one drops the others): wait instead.
+        return "fatal", ("the server %s has not accepted this NAS's node key yet: its enrollment waits for the "
+                         "server operator's approval (HTTP 401%s); the reports stay queued" % (base, _paren(detail)))
     if code == 401:
         return "fatal", ("the server %s no longer accepts this NAS's node key (HTTP 401%s): re-enroll with "
                          "`exposure-guard enroll --server %s --secret SECRET`" % (base, _paren(detail), base))

@@ -28,6 +28,7 @@ from exposure_guard_server.services.transitions import add_transition
 from exposure_guard_server.services.validation import validate_report
 
 MIN_INTERVAL, MAX_INTERVAL = 60, 7 * 86400
+ENROLLMENT_HEADER = "X-ExposureGuard-Enrollment"  # "pending-approval" on a 401 for a key that waits
 
 
 def _reject_constant(name: str) -> Any:
@@ -221,7 +222,7 @@ def _unknown_key(sql: HotSql, cursor: Any, node_key: str) -> ApiError:
         waiting_for = str(row[0])
         return ApiError(401, "this node key waits for an operator to approve the re-enrollment of %s (Admin page, "
                              "or `exposure-guard-server re-enroll approve`); keep the reports queued and retry later"
-                        % waiting_for[:128], {"WWW-Authenticate": "Bearer"})
+                        % waiting_for[:128], {"WWW-Authenticate": "Bearer", ENROLLMENT_HEADER: "pending-approval"})
     return ApiError(401, "unknown node key: enroll this device again", {"WWW-Authenticate": "Bearer"})
 
 

@@ -256,13 +256,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import importlib.util
+    import ssl
 
     import uvicorn
 
     from exposure_guard_server.addresses import parse_networks
     from exposure_guard_server.config import ENV_NAME, ServerConfig
     from exposure_guard_server.db import safe_url
-    from exposure_guard_server.transport import raise_fd_limit
+    from exposure_guard_server.transport import raise_fd_limit, tls_context
 
     host, port = parse_listen(args.listen)
     if args.workers < 1 or args.workers > 64:
@@ -278,6 +279,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("--proxy / --webhook-allow-internal: %s" % exc) from None
     if importlib.util.find_spec("httptools") is None:
         raise CliError("the server needs httptools: pip install 'exposure-guard[server]'")
+    if args.tls_cert:
+        try:
+            tls_context(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError("cannot use --tls-cert %s / --tls-key %s: %s" % (args.tls_cert, args.tls_key, exc)) from None
     raise_fd_limit()  # worker processes inherit it; the connection cap is checked against it
     config = ServerConfig(db_url=url, max_body=args.max_body, stale_grace=args.stale_grace,
                           default_interval=args.default_interval, max_clock_skew=args.max_clock_skew,
@@ -286,17 +292,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           body_timeout=args.body_timeout, max_header_bytes=args.max_header_bytes,
                           max_connections=args.max_connections,
                           max_connections_per_source=args.max_connections_per_source, proxy=args.proxy,
-                          webhook_timeout=args.webhook_timeout, webhook_allow=args.webhook_allow_internal)
+                          webhook_timeout=args.webhook_timeout, webhook_allow=args.webhook_allow_internal,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key)
     os.environ[ENV_NAME] = config.to_env()
     scheme = "https" if args.tls_cert else "http"
     shown = "[%s]" % host if ":" in host else host
     sys.stderr.write("exposure-guard-server %s: %s://%s:%d/ (database %s, %d worker%s)\n" % (
         __version__, scheme, shown, port, safe_url(url), args.workers, "" if args.workers == 1 else "s"))
     uvicorn.run("exposure_guard_server.app:app_from_env", factory=True, host=host, port=port, workers=args.workers,
-                ssl_certfile=args.tls_cert or None, ssl_keyfile=args.tls_key or None, log_level=args.log_level,
+                log_level=args.log_level,  # TLS: the protocol does the handshake (transport.py), not uvicorn
                 access_log=args.access_log, proxy_headers=bool(args.proxy),
                 forwarded_allow_ips=args.proxy or None, server_header=False, timeout_graceful_shutdown=10,
-                http="exposure_guard_server.transport:GuardedHttpToolsProtocol")
+                http="exposure_guard_server.transport:GuardedHttpToolsProtocol",
+                # TLS is started by the protocol after accept; uvloop may read the ClientHello before the
+                # protocol can hand the connection to TLS, asyncio's loop reads only when asked to.
+                loop="asyncio" if args.tls_cert else "auto")
     return EXIT_OK
 
 

@@ -30,6 +30,8 @@ class ServerConfig:
     max_connections: int = 1000  # open connections (lowered to what the descriptor limit allows)
     max_connections_per_source: int = 64  # from one address (an IPv6 client: its /64); trusted proxies exempt
     proxy: str = ""  # trusted proxy addresses (--proxy), exempt from the per-source cap
+    tls_cert: str = ""  # HTTPS: certificate and key files (PEM); the handshake is done in transport.py
+    tls_key: str = ""
     # Webhook deliveries (webhooks.py)
     webhook_timeout: float = 10.0  # total seconds per delivery: connect, TLS, send, answer
     webhook_allow: str = ""  # internal networks webhooks may reach anyway (comma separated), e.g. 127.0.0.1/32

@@ -8,6 +8,8 @@ subclassed): slow or greedy clients cannot hold the connections and descriptors 
   connection (or of its first byte on a kept-alive connection) and stay under ``max_header_bytes``;
   otherwise ``408`` / ``431`` and the connection is closed.
 - A request body must be complete within ``body_timeout`` seconds of its head.
+- With ``--tls-cert`` the TLS handshake is done here too (``loop.start_tls``), after the connection was
+  counted and under the header timeout: a client that never sends its ClientHello meets the same limits.
 
 The limits hold per server process (each ``--workers`` process counts its own connections). uvicorn's own
 ``limit_concurrency`` is not used: it counts idle and half-sent connections too, so a flood of them would
@@ -19,10 +21,12 @@ import asyncio
 import ipaddress
 import logging
 import resource
+import ssl
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import get_remote_addr
 
 from exposure_guard_server.addresses import parse_networks
 from exposure_guard_server.config import ServerConfig
@@ -61,6 +65,14 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The server's TLS settings (TLS 1.2 or later); OSError / ssl.SSLError for unusable files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
 def source_key(host: Optional[str]) -> str:
     """What the per-source cap counts by: an IPv4 address (also IPv4-mapped IPv6), or an IPv6 /64 (one
     client typically has the whole /64)."""
@@ -88,6 +100,7 @@ class ConnectionLimits:
             log.warning("max connections lowered from %d to %d: this process may open only %d files",
                         config.max_connections, self.max_total, fd_limit)
         self.exempt = parse_networks(config.proxy)
+        self.tls = tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
         self.total = 0
         self.per_source: Dict[str, int] = {}
         self.events: Dict[str, int] = {}
@@ -156,32 +169,76 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.guard = process_limits()
         self.admitted = False
+        self.ready = False  # uvicorn's connection_made done (for TLS: after the handshake)
+        self.early: List[bytes] = []  # decrypted bytes that came before that
         self.head_bytes = 0
         self.head_too_large = False
         self.head_timer: Optional[asyncio.TimerHandle] = None
         self.body_timer: Optional[asyncio.TimerHandle] = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        peer = self.client[0] if self.client else None
-        refusal = self.guard.admit(peer)
+        """Counted on accept, before any TLS handshake: a client that never sends its ClientHello holds a
+        connection and a descriptor like any other, so it meets the same caps and the header timeout."""
+        self.transport = transport
+        self.client = get_remote_addr(transport)
+        refusal = self.guard.admit(self.client[0] if self.client else None)
         if refusal is not None:
-            transport.write(refusal)
+            if self.guard.tls is None:
+                transport.write(refusal)  # over TLS there is no way to say it before the handshake
             transport.close()
             return
         self.admitted = True
-        self._arm_head_timer()
+        self.connections.add(self)  # so that a shutdown reaches a connection still in its handshake
+        self._arm_head_timer()  # bounds the TLS handshake too
+        if self.guard.tls is None:
+            self._ready(transport)
+        else:
+            transport.pause_reading()  # nothing may reach the HTTP parser before TLS takes over
+            self.loop.create_task(self._start_tls(transport))
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        try:
+            secure = await self.loop.start_tls(raw, self, self.guard.tls, server_side=True,  # type: ignore[arg-type]
+                                               ssl_handshake_timeout=self.guard.config.header_timeout)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError, RuntimeError):
+            secure = None
+        if secure is None or not self.admitted:  # failed, timed out, or the connection went meanwhile
+            raw.abort()
+            self._release()
+            return
+        self._ready(secure)  # type: ignore[arg-type]
+
+    def _ready(self, transport: asyncio.Transport) -> None:
+        self.ready = True
+        super().connection_made(transport)
+        early, self.early = self.early, []
+        for data in early:
+            self.data_received(data)
+
+    def _release(self) -> None:
         if self.admitted:
             self.admitted = False
             self.guard.release(self.client[0] if self.client else None)
+        self.connections.discard(self)
         self._cancel_timers()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._release()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        if not self.ready:
+            self.transport.abort()  # still in its TLS handshake
+            return
+        super().shutdown()
 
     def data_received(self, data: bytes) -> None:
         if not self.admitted:
             return  # refused: its answer is on the way, nothing it sends is read
+        if not self.ready:
+            # TLS hands over the first bytes as soon as the handshake is done, before start_tls returns.
+            self.early.append(data)
+            return
         if self.cycle is None or self.cycle.response_complete:
             # Bytes on an idle connection end uvicorn's keep-alive wait: from now on a head is due (blank
             # lines, which start no request, would otherwise keep the connection forever).
@@ -195,6 +252,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self.head_timer = None
+        if not self.ready:
+            self.guard.note("closed: TLS handshake not complete in time")
+            self.transport.abort()
+            return
         if not self.transport.is_closing():
             self.guard.note("closed: request head not complete in time")
             if self.cycle is None or self.cycle.response_complete:  # nothing of ours is being written

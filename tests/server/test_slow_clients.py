@@ -105,12 +105,13 @@ class SlowLoris:
     what it answered (503: refused over a cap, 408: closed by the header timeout, nothing: closed) and
     opened again (after ``reopen_after`` seconds for a refused one, so the flood does not spin)."""
 
-    def __init__(self, port: int, total: int, sources: int, reopen_after: float = 1.0) -> None:
-        self.port, self.total, self.sources, self.reopen_after = port, total, sources, reopen_after
+    def __init__(self, port: int, total: int, sources: int, reopen_after: float = 1.0, head: bytes = SLOW_HEAD) -> None:
+        self.port, self.total, self.sources, self.reopen_after, self.head = port, total, sources, reopen_after, head
         self.selector = selectors.DefaultSelector()
         self.opened = 0
         self.outcomes: Dict[str, int] = {"refused": 0, "head_timeout": 0, "closed": 0, "reset": 0}
         self.held_after: List[float] = []  # seconds a connection lived before the server's 408
+        self.lived: List[float] = []  # seconds every connection the server ended had lived
         self.open_now = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="slowloris", daemon=True)
@@ -142,7 +143,9 @@ class SlowLoris:
         self.outcomes[outcome] += 1
         if outcome == "head_timeout":
             self.held_after.append(time.monotonic() - opened_at)
-        delay = self.reopen_after if outcome in ("refused", "reset") else 0.0
+        self.lived.append(time.monotonic() - opened_at)
+        quick = time.monotonic() - opened_at < 1.0  # refused (over TLS without a word)
+        delay = self.reopen_after if outcome in ("refused", "reset") or quick else 0.0
         self._pending.append((time.monotonic() + delay, slot))
 
     def _run(self) -> None:
@@ -155,7 +158,8 @@ class SlowLoris:
                 slot, opened_at = data
                 if events & selectors.EVENT_WRITE and not opened_at:
                     try:
-                        sock.send(SLOW_HEAD)
+                        if self.head:
+                            sock.send(self.head)
                     except OSError:
                         self._ended(sock, slot, "reset", time.monotonic())
                         continue
@@ -354,3 +358,50 @@ def test_empty_lines_do_not_keep_an_idle_connection_open(strict_server: Tuple[Se
             except OSError:
                 closed = True
         assert closed, "still open after 30 s of blank lines"
+
+
+@pytest.mark.slow
+def test_tls_handshakes_that_never_start_are_counted_and_timed_out(tmp_path: Path) -> None:
+    """Over HTTPS: 1,100 connections that never send a ClientHello. They count against the caps from the
+    moment they are accepted and get the header timeout for their handshake, so the descriptors last."""
+    from tests.support.net import make_cert
+
+    _raise_nofile()
+    url, secret = _init(tmp_path)
+    cert, key = make_cert(tmp_path / "tls", "server", "/CN=127.0.0.1", "IP:127.0.0.1")
+    server = LimitedServer(url, free_port(), tmp_path / "server.log", nofile=1024,
+                           extra=["--tls-cert", cert, "--tls-key", key])
+    server.url = "https://127.0.0.1:%d" % server.port
+    attack: Optional[SlowLoris] = None
+    with requests.Session() as session:
+        session.verify = cert
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the verify setting
+        real_get, real_post = requests.get, requests.post
+        requests.get, requests.post = session.get, session.post  # type: ignore[assignment]
+        try:
+            server.start()
+            legit = LegitClient(server.url, secret, "legit-tls-nas")
+            attack = SlowLoris(server.port, total=1100, sources=8, head=b"")
+            attack.start()
+            wait_for("1,100 silent connections opened", lambda: attack is not None and attack.opened >= 1100)
+            started = time.monotonic()
+            while time.monotonic() - started < 15 or (len(attack.lived) < 1100 and time.monotonic() - started < 90):
+                session.close()  # a new connection (and handshake) for every round, like an agent
+                legit.round()
+            lived, open_now = list(attack.lived), attack.open_now
+        finally:
+            requests.get, requests.post = real_get, real_post  # type: ignore[assignment]
+            if attack is not None:
+                attack.close()
+            server.stop()
+    quick = sum(1 for t in lived if t < 1.0)
+    print("\nsilent TLS connections opened %d (open at the end %d); ended by the server: %d, of them %d within "
+          "1 s (refused over a cap) and %d after %.0f-%.0f s (handshake timeout)" % (
+              attack.opened, open_now, len(lived), quick, len(lived) - quick,
+              min([t for t in lived if t >= 1.0] or [0]), max(lived or [0])))
+    print("legit failures: %d, first: %s" % (len(legit.failures), legit.failures[:3]))
+    for kind, values in legit.latency.items():
+        print("legit %s under attack (HTTPS): %d requests, median %.3f s, max %.3f s" % (
+            kind, len(values), statistics.median(values), max(values)))
+    assert legit.failures == []
+    assert quick > 0 and len(lived) - quick > 0

@@ -282,3 +282,15 @@ def test_the_agent_sends_its_key_only_to_the_server_it_enrolled_with(tmp_path: A
             srv.server_close()
     sent = [body.get("previous_node_key") for _port, body in bodies]
     assert sent == [None, key_a, None]
+
+
+def test_waiting_reenrollments_are_shown_on_the_fleet_page_and_in_metrics(api: Api) -> None:
+    dev = device_identity("qnap-notice")
+    api.enroll_key(dev)
+    api.login()
+    assert "wait for approval" not in api.client.get("/").text
+    _enroll(api, dev)
+    page = api.client.get("/").text
+    assert 'href="/admin#re-enrollments"' in page and "1 re-enrollment" in page
+    assert api.client.get("/api/v1/summary", headers=api.auth).json()["reenrollments_pending"] == 1
+    assert "exposure_guard_reenrollments_pending 1" in api.client.get("/metrics", headers=api.auth).text

@@ -93,6 +93,7 @@ class Reader:
             ranked = conn.execute(select(f.check_id, func.count().label("n")).group_by(f.check_id)
                                   .order_by(func.count().desc(), f.check_id).limit(top)).all()
             reports_total = conn.execute(select(func.max(m.reports.c.id))).scalar() or 0
+            waiting = conn.execute(select(func.count()).select_from(m.enroll_requests)).scalar_one()
         counts = {state: 0 for state in STATES}
         for verdict in VERDICTS:
             counts[verdict] = by_verdict.get(verdict, 0) - stale_by_verdict.get(verdict, 0)
@@ -103,6 +104,7 @@ class Reader:
             "stale_last_verdict": {v: stale_by_verdict.get(v, 0) for v in VERDICTS},
             "failing_checks": [{"check_id": r.check_id, "devices": r.n} for r in ranked],
             "reports_stored": int(reports_total),
+            "reenrollments_pending": int(waiting),  # re-enrollments without proof, waiting for an operator
             "stale_grace_s": self.stale_grace,
         }
 

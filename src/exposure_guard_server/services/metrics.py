@@ -43,6 +43,11 @@ def prometheus_text(reader: Reader, counters: Dict[str, int], now: Optional[floa
     ]
     for status in ("pending", "delivered", "failed"):
         lines.append('exposure_guard_webhook_deliveries{status="%s"} %d' % (status, hooks.get(status, 0)))
+    lines += [
+        "# HELP exposure_guard_reenrollments_pending Re-enrollments of known devices waiting for an operator.",
+        "# TYPE exposure_guard_reenrollments_pending gauge",
+        "exposure_guard_reenrollments_pending %d" % summary["reenrollments_pending"],
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger("exposure_guard_server.transport")
 
 RESERVED_FDS = 100  # descriptors kept for the database, log and template files, and the listening sockets
 LOG_EVERY = 60.0  # seconds between two summaries of what the limits refused or closed
+CLOSE_GRACE = 2.0  # seconds a connection we closed may take to read our answer before it is cut
 
 
 def _answer(status: bytes, text: bytes) -> bytes:
@@ -185,7 +186,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if refusal is not None:
             if self.guard.tls is None:
                 transport.write(refusal)  # over TLS there is no way to say it before the handshake
-            transport.close()
+            self._close(transport)
             return
         self.admitted = True
         self.connections.add(self)  # so that a shutdown reaches a connection still in its handshake
@@ -260,7 +261,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.note("closed: request head not complete in time")
             if self.cycle is None or self.cycle.response_complete:  # nothing of ours is being written
                 self.transport.write(HEAD_TIMEOUT)
-            self.transport.close()
+            self._close(self.transport)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -286,7 +287,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.head_too_large:
             self.guard.note("refused: request head too large")
             self.transport.write(HEAD_TOO_LARGE)
-            self.transport.close()
+            self._close(self.transport)
             return
         super().send_400_response(msg)
 
@@ -311,7 +312,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.note("closed: request body not complete in time")
             if self.cycle is not None and not self.cycle.response_started:
                 self.transport.write(BODY_TIMEOUT)
-            self.transport.close()  # the application's receive() sees a disconnect
+            self._close(self.transport)  # the application's receive() sees a disconnect
+
+    def _close(self, transport: asyncio.BaseTransport) -> None:
+        """Close after our last words; abort if the client will not take them (a full window) or, over
+        TLS, will not finish the shutdown (asyncio would wait 30 s for its close_notify)."""
+        transport.close()
+        self.loop.call_later(CLOSE_GRACE, transport.abort)  # type: ignore[attr-defined]
 
     def _cancel_timers(self) -> None:
         for timer in (self.head_timer, self.body_timer):

@@ -405,3 +405,54 @@ def test_tls_handshakes_that_never_start_are_counted_and_timed_out(tmp_path: Pat
             kind, len(values), statistics.median(values), max(values)))
     assert legit.failures == []
     assert quick > 0 and len(lived) - quick > 0
+
+
+def test_a_tls_client_that_ignores_the_close_does_not_keep_its_slot(tmp_path: Path) -> None:
+    """Over TLS a closed connection waits for the client's close_notify (asyncio: 30 s). A client that
+    gets its 408 and never answers the close must not hold its per-source slot that long."""
+    import ssl
+
+    from tests.support.net import make_cert
+
+    url, _secret = _init(tmp_path)
+    cert, key = make_cert(tmp_path / "tls", "server", "/CN=127.0.0.1", "IP:127.0.0.1")
+    server = ServerProcess(url, free_port(), tmp_path / "server.log", extra=[
+        "--tls-cert", cert, "--tls-key", key, "--header-timeout", "1", "--max-connections-per-source", "2"])
+    server.url = "https://127.0.0.1:%d" % server.port
+    context = ssl.create_default_context(cafile=cert)
+
+    def tls_connect() -> ssl.SSLSocket:
+        return context.wrap_socket(_connect(server.port, "127.0.0.7"), server_hostname="127.0.0.1")
+
+    with requests.Session() as session:
+        session.verify, session.trust_env = cert, False
+        real_get = requests.get
+        requests.get = session.get  # type: ignore[assignment]
+        try:
+            server.start()
+        finally:
+            requests.get = real_get  # type: ignore[assignment]
+    try:
+        stubborn = [tls_connect() for _ in range(2)]
+        for sock in stubborn:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        for sock in stubborn:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 408")  # and then never a close_notify from us
+        timed_out = time.monotonic()
+
+        def served() -> bool:
+            try:
+                with tls_connect() as sock:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    return sock.recv(4096).startswith(b"HTTP/1.1 200")
+            except OSError:
+                return False
+
+        wait_for("a slot for 127.0.0.7 again", served)
+        freed_after = time.monotonic() - timed_out
+        print("\nslots of TLS clients that ignore the close freed %.1f s after their 408" % freed_after)
+        assert freed_after < 20  # not the 30 s asyncio would wait for the close_notify
+        for sock in stubborn:
+            sock.close()
+    finally:
+        server.stop()

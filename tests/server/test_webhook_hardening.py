@@ -276,3 +276,18 @@ def test_a_silent_receiver_delays_neither_the_stale_sweep_nor_other_webhooks(db_
 def _stale(server: Any) -> Optional[bool]:
     with server.engine.connect() as conn:
         return bool(conn.execute(m.devices.select().where(m.devices.c.stale.is_(True))).first())
+
+
+def test_answers_stored_before_the_upgrade_are_not_shown_either(api: Api) -> None:
+    """Rows written by the old sender carry the receiver's text ("HTTP 500: <body>"): the Admin page and
+    the JSON API show only the status for them too."""
+    _queue_delivery(api, "http://127.0.0.1:9/hook")
+    with api.server.engine.begin() as conn:
+        conn.execute(update(m.webhook_deliveries).values(
+            attempts=1, last_status=500, last_error="HTTP 500: " + SECRET_BODY.decode()))
+    assert api.admin.webhooks.deliveries()[0]["last_error"] == "HTTP 500 Internal Server Error"
+    listed = api.client.get("/api/v1/webhooks", headers=api.auth).text
+    api.login()
+    page = api.client.get("/admin").text
+    for shown in (listed, page):
+        assert "HTTP 500" in shown and "internal-metadata-token" not in shown

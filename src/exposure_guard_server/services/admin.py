@@ -27,6 +27,7 @@ from exposure_guard_server.security import (
     verify_password,
 )
 from exposure_guard_server.webhook_target import BlockedTarget, check_url
+from exposure_guard_server.webhooks import status_text
 
 MIN_PASSWORD = 10
 
@@ -183,14 +184,19 @@ class Webhooks(_Managed):
             return bool(conn.execute(delete(m.webhooks).where(m.webhooks.c.id == row_id)).rowcount)
 
     def deliveries(self, limit: int = 50) -> List[Dict[str, Any]]:
-        """The newest deliveries, with their webhook's name."""
+        """The newest deliveries, with their webhook's name. An answer's status is shown by its code alone,
+        also where an older version stored the receiver's text with it."""
         w, h = m.webhook_deliveries.c, m.webhooks.c
         with self.engine.connect() as conn:
             rows = conn.execute(select(w.id, w.event, w.status, w.attempts, w.last_status, w.last_error,
                                        w.created_at, w.delivered_at, w.next_attempt_at, h.name.label("webhook"))
                                 .join_from(m.webhook_deliveries, m.webhooks, w.webhook_id == h.id)
                                 .order_by(w.id.desc()).limit(limit)).all()
-        return [dict(r._mapping) for r in rows]
+        shown = [dict(r._mapping) for r in rows]
+        for row in shown:
+            if row["last_status"] is not None and row["last_error"]:
+                row["last_error"] = status_text(row["last_status"])
+        return shown
 
 
 def _row_id(text: str) -> Optional[int]:

@@ -1,7 +1,7 @@
 """Fuzzing the server's two request-body parsers (issue 15, "fuzz every parser"): the check-in body (gunzip,
 JSON, surrogate check, schema, derived fields) and the enrollment body (JSON, surrogate check, identity).
 
-Each gets ``EG_SERVER_FUZZ_EXAMPLES`` (default 10,000) generated inputs through the validation functions
+Each gets ``EG_SERVER_FUZZ_EXAMPLES`` (default ``EG_FUZZ_EXAMPLES``, 10,000) generated inputs through the validation functions
 directly, then a few hundred through the real HTTP app on SQLite and PostgreSQL. The only acceptable outcome
 is a result or an ``ApiError`` below 500: anything else (another exception, a 5xx) is a crash. The inputs
 really tried are counted and printed (``pytest -s`` shows them)."""
@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.fuzz import FUZZ_EXAMPLES, TALLY
 from tests.support.server import Api, device_identity, finding, make_report
 
 from exposure_guard_server.errors import ApiError
@@ -29,10 +30,10 @@ from exposure_guard_server.services.ingest import decode_body, prepare_report
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("EG_SERVER_FUZZ_EXAMPLES", "10000"))
+EXAMPLES = int(os.environ.get("EG_SERVER_FUZZ_EXAMPLES", FUZZ_EXAMPLES))  # EG_FUZZ_EXAMPLES sets both
 HTTP_EXAMPLES = int(os.environ.get("EG_SERVER_FUZZ_HTTP_EXAMPLES", "250"))  # per database: 500 on the two
 MAX_BODY = 256 * 1024
-TRIED: Counter = Counter()
+TRIED: Counter = Counter()  # this module's figures; the run's summary (tests/conftest.py) shows TALLY
 
 # Strings and numbers that broke servers before: surrogates, NUL and other controls, bidi overrides, huge
 # and non-ASCII numbers, dates far out, formula starters, markup.
@@ -125,6 +126,11 @@ def bodies(draw: Any, base: Any) -> bytes:
     return raw
 
 
+def _tried(parser: str) -> None:
+    TRIED[parser] += 1
+    TALLY[parser] += 1
+
+
 def _must_not_crash(call: Callable[[], Any]) -> None:
     try:
         call()
@@ -147,7 +153,7 @@ def _report_counts() -> Iterator[None]:
 @_settings(EXAMPLES)
 @given(raw=bodies(BASE_REPORT), gzipped=st.booleans())
 def test_checkin_body_validation_never_crashes(raw: bytes, gzipped: bool) -> None:
-    TRIED["check-in body (decode_body + prepare_report)"] += 1
+    _tried("server check-in body (decode_body + prepare_report)")
     body, encoding = (gzip.compress(raw), "gzip") if gzipped else (raw, "")
 
     def validate() -> None:
@@ -163,7 +169,7 @@ def test_checkin_body_validation_never_crashes(raw: bytes, gzipped: bool) -> Non
 @_settings(EXAMPLES)
 @given(raw=bodies(BASE_ENROLL))
 def test_enroll_body_validation_never_crashes(raw: bytes) -> None:
-    TRIED["enroll body (decode_json + parse_enroll_body)"] += 1
+    _tried("server enroll body (decode_json + parse_enroll_body)")
 
     def validate() -> None:
         request = parse_enroll_body(decode_json(raw, "body must be JSON"))
@@ -185,7 +191,7 @@ def test_validation_fuzzing_stays_bounded() -> None:
 @given(checkin=bodies(BASE_REPORT), enroll=bodies(BASE_ENROLL), gzipped=st.booleans())
 def test_http_app_answers_hostile_bodies_without_5xx(api: Api, checkin: bytes, enroll: bytes, gzipped: bool) -> None:
     """Through the real app (TestClient raises on a server error, so a crash fails the test)."""
-    TRIED["HTTP app (check-in + enroll bodies, SQLite and PostgreSQL)"] += 1
+    _tried("server HTTP app (a check-in and an enroll body each, SQLite and PostgreSQL)")
     if not hasattr(api, "fuzz_key"):
         api.fuzz_key = api.enroll_key(device_identity("fuzz-device"))  # type: ignore[attr-defined]
     body = gzip.compress(checkin) if gzipped else checkin

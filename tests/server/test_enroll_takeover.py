@@ -294,3 +294,17 @@ def test_waiting_reenrollments_are_shown_on_the_fleet_page_and_in_metrics(api: A
     assert 'href="/admin#re-enrollments"' in page and "1 re-enrollment" in page
     assert api.client.get("/api/v1/summary", headers=api.auth).json()["reenrollments_pending"] == 1
     assert "exposure_guard_reenrollments_pending 1" in api.client.get("/metrics", headers=api.auth).text
+
+
+def test_a_proven_reenrollment_drops_requests_filed_without_proof(api: Api) -> None:
+    """Once the device proves itself, a waiting request (someone else's, or a stale one) cannot be approved
+    by mistake any more."""
+    dev = device_identity("qnap-proven")
+    key = api.enroll_key(dev)
+    forged_key = _enroll(api, dev).json()["node_key"]
+    proven = _enroll(api, dev, previous_key=key)
+    assert proven.json()["re_enrolled"] is True
+    assert api.server.enrollment.pending() == []
+    assert api.checkin(forged_key, make_report(dev)).status_code == 401
+    rotated = [t for t in _device(api, "qnap-proven")["transitions"] if t["kind"] == "re_enrolled"]
+    assert rotated[0]["detail"]["dropped_requests"] == 1

@@ -123,11 +123,15 @@ class Enrollment:
                 add_transition(conn, device_pk, "enrolled", now, None, {"hostname": device["hostname"]})
             elif proven:
                 # The caller holds the device's key: same row and history, a fresh key (the old one stops).
+                # Requests filed without proof for this device are dropped: none can be approved by mistake.
                 conn.execute(update(m.devices).where(m.devices.c.id == existing.id).values(
                     node_key_hash=key_hash, enroll_secret_id=secret_id, agent_version=request.agent_version,
                     **_identity(device)))
-                add_transition(conn, existing.id, "re_enrolled", now, None,
-                               {"proof": "node_key", "hostname": device["hostname"], "client": client[:64]})
+                dropped = conn.execute(delete(m.enroll_requests).where(
+                    m.enroll_requests.c.device_pk == existing.id)).rowcount
+                add_transition(conn, existing.id, "re_enrolled", now, None, {
+                    "proof": "node_key", "hostname": device["hostname"], "client": client[:64],
+                    "dropped_requests": dropped})
             else:
                 self._file_request(conn, existing.id, key_hash, secret_id, request, client, now)
             conn.execute(update(m.enroll_secrets).where(m.enroll_secrets.c.id == secret_id).values(

@@ -67,5 +67,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not TALLY:
         return
     terminalreporter.section("fuzzing: generated inputs per parser (goal %d each)" % FUZZ_EXAMPLES)
+    width = max(len(name) for name in TALLY)
     for name, count in sorted(TALLY.items()):
-        terminalreporter.write_line("%-40s %7d inputs" % (name, count))
+        terminalreporter.write_line("%-*s %7d inputs" % (width, name, count))

@@ -85,7 +85,9 @@ class ConfigKeyAction(Action):
 
     def __init__(self, check_id: str, file: str, section: str, key: str, value: str) -> None:
         super().__init__(check_id)
-        if (section.lower(), key.lower()) in PROTECTED_KEYS:
+        # Matched the way the config reader matches names (case and surrounding blanks ignored), so no
+        # spelling of a protected key reaches the file.
+        if (section.strip().lower(), key.strip().lower()) in PROTECTED_KEYS:
             raise ExposureGuardError("refusing to plan a change of [%s] %s: it could lock the owner out"
                                      % (section, key))
         self.file, self.section, self.key, self.value = file.lstrip("/"), section, key, value

@@ -5,7 +5,8 @@ the next ``[`` line; keys before any section belong to the section ``""``; the f
 the default file is ``/etc/config/uLinux.conf``.
 setcfg: replaces just the one value (keeping the key's spelling, the spacing and the line ending),
 or adds the key at the end of its section, or adds the section at the end of the file; every other
-byte is kept; the write is atomic and keeps the file's mode.
+byte is kept; the write is atomic and keeps the file's mode (0644 for a new file). A setting that
+getcfg could not read back (a line break in the value, ``=`` in the key, ...) is refused.
 
 The parser works on bytes so CRLF files, odd encodings and binary junk survive a rewrite.
 """
@@ -67,10 +68,6 @@ class ConfigDocument:
         self.sections: Dict[str, List[Tuple[int, int]]] = {}
         self._parse()
 
-    @classmethod
-    def empty(cls) -> ConfigDocument:
-        return cls(b"")
-
     def _parse(self) -> None:
         section = ""
         header_index = -1
@@ -112,15 +109,16 @@ class ConfigDocument:
         return entry.value if entry is not None else default
 
     def _newline(self) -> bytes:
+        """The ending of the first line that has one (CRLF, LF or a lone CR), else LF."""
         for raw in self.lines:
-            if raw.endswith(b"\r\n"):
-                return b"\r\n"
-            if raw.endswith(b"\n"):
-                return b"\n"
+            ending = raw[len(raw.rstrip(b"\r\n")) :]
+            if ending:
+                return ending
         return b"\n"
 
     def with_value(self, section: str, key: str, value: str) -> bytes:
         """The file's bytes after ``setcfg SECTION KEY VALUE``."""
+        _refuse_unreadable(section, key, value)
         encoded = value.encode("utf-8")
         entry = self.find(section, key)
         lines = list(self.lines)
@@ -158,6 +156,22 @@ class ConfigDocument:
         lines = list(self.lines)
         del lines[entry.line_index]
         return b"".join(lines)
+
+
+def _refuse_unreadable(section: str, key: str, value: str, shown: str = "") -> None:
+    """ConfigFileError for a setting getcfg could not read back: a line break would add lines (a
+    value from a tampered journal could plant a second key), and a key or section name that the
+    parser takes for a comment, a header or ``key = value`` would land under another name."""
+    name = key.strip()
+    if "\n" in value or "\r" in value:
+        reason = "the value has a line break"
+    elif any(c in section for c in "]\r\n"):
+        reason = "the section name has ] or a line break"
+    elif not name or name[0] in "#;[" or any(c in key for c in "=\r\n"):
+        reason = "the key is empty, starts with # ; or [, or has = or a line break"
+    else:
+        return
+    raise ConfigFileError("%s[%s] %r cannot be written: %s" % (shown + " " if shown else "", section, key, reason))
 
 
 def read_bytes_capped(path: Path, cap: int = MAX_CONFIG_BYTES) -> bytes:
@@ -207,10 +221,11 @@ class QtsConfig:
         self._cache.pop(file.lstrip("/"), None)
         self._errors.pop(file.lstrip("/"), None)
 
-    def setcfg(self, section: str, key: str, value: str, file: str = ULINUX_CONF, *, use_tool: bool = True) -> None:
+    def setcfg(self, section: str, key: str, value: str, file: str = ULINUX_CONF) -> None:
         """Like ``setcfg SECTION KEY VALUE -f FILE``. On a live NAS QTS's own ``/sbin/setcfg`` does it."""
         rel = file.lstrip("/")
-        tool = self.root.tool("/sbin/setcfg") if use_tool else None
+        _refuse_unreadable(section, key, value, self.root.rel(rel))
+        tool = self.root.tool("/sbin/setcfg")
         if tool:
             run_setcfg_tool(tool, section, key, value, str(self.root.path(rel)))
         else:
@@ -233,6 +248,8 @@ class QtsConfig:
             data = read_bytes_capped(path)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise ConfigFileError("%s cannot be read: %s" % (self.root.rel(rel), exc.strerror)) from None
         new = ConfigDocument(data).without_key(section, key)
         if new != data:
             write_config_bytes(path, new, self.root.rel(rel))

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exposure_guard.checks import firmware as firmware_module
 from exposure_guard.checks.firmware import firmware as firmware_check
 from exposure_guard.checks.registry import Outcome, Unknowable
-from exposure_guard.facts.firmware import HERO, QTS, load_table, parse_build, parse_release
+from exposure_guard.facts.firmware import HERO, QTS, assess_firmware, load_table, parse_build, parse_release
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.identity import read_firmware
 from exposure_guard.qts.root import QtsRoot
@@ -213,8 +214,8 @@ def test_present_but_unparsable_version_is_unknown_with_a_reason(version):
 
 
 def test_no_version_at_all_is_unknowable_with_the_files_named():
-    with pytest.raises(Unknowable, match="no firmware version in /etc/default_config/uLinux.conf or "
-                                         "/etc/config/uLinux.conf"):
+    with pytest.raises(Unknowable, match=r"^no firmware version in /etc/default_config/uLinux\.conf or "
+                                         r"/etc/config/uLinux\.conf$"):
         run("unknown", "")
 
 
@@ -262,6 +263,33 @@ def test_fail_summary_counts_and_names_the_flaws_and_takes_the_worst_severity():
                                "QSA-23-57, QSA-24-09, QSA-24-23, QSA-24-49")
     severities = {m["severity"] for m in outcome.evidence["missing_fixes"]}
     assert outcome.severity == ("critical" if "critical" in severities else "high")
+
+
+SEVEN = {"table_date": "2026-01-01", "advisories": [
+    {"id": "A%d" % i, "title": "t", "severity": "high", "url": "u",
+     "affected": [{"product": "QTS", "branch": "5.0.1"}],
+     "fixed": [{"product": "QTS", "branch": "5.0.1", "version": "5.0.1.2234", "build": "20221201"}]}
+    for i in range(1, 8)]}
+
+
+@pytest.fixture
+def seven_advisories(monkeypatch):
+    monkeypatch.setattr(firmware_module, "assess_firmware", lambda version, build: assess_firmware(version, build, SEVEN))
+
+
+def test_fail_summary_names_at_most_five_flaws_but_counts_and_lists_all(seven_advisories):
+    outcome = run("5.0.1.2233", "20221130")
+    assert outcome.summary == "firmware 5.0.1.2233 misses fixes for 7 known flaw(s): A1, A2, A3, A4, A5"
+    assert missing_ids(outcome) == ["A1", "A2", "A3", "A4", "A5", "A6", "A7"]
+
+
+def test_unknown_summary_names_at_most_five_flaws_and_the_first_reason(seven_advisories):
+    outcome = run("5.0.1", "")
+    assert outcome.status == "unknown"
+    assert outcome.summary == (
+        "cannot tell whether firmware 5.0.1 has the fix of A1, A2, A3, A4, A5: the release number is unknown "
+        "([System] Number absent), so it cannot be compared with the fix 5.0.1.2234 build 20221201")
+    assert [u["id"] for u in outcome.evidence["undecided"]] == ["A1", "A2", "A3", "A4", "A5", "A6", "A7"]
 
 
 # --- read_firmware: how the release is put together from uLinux.conf ------------------------------------

@@ -472,3 +472,52 @@ def test_without_key_removes_exactly_one_line(data, section, key):
         return
     lines = data.splitlines(keepends=True)
     assert new == b"".join(lines[: entry.line_index] + lines[entry.line_index + 1:])
+
+
+# ------------------------------------------------------------------ messages and the live-NAS tool path
+def test_refusal_names_the_file_section_key_and_reason(tmp_path: Path):
+    cfg = _config(tmp_path, b"[S]\nk = 1\n")
+    with pytest.raises(ConfigFileError, match=r"^/%s \[S\] 'k' cannot be written: the value has a line break$" % CONF):
+        cfg.setcfg("S", "k", "a\nb", CONF)
+    with pytest.raises(ConfigFileError, match=r"^\[S\]x\] 'k' cannot be written: the section name has \] or a line break$"):
+        ConfigDocument(b"").with_value("S]x", "k", "v")
+
+
+@pytest.mark.parametrize("write", ["setcfg", "erase"])
+def test_a_failed_write_names_the_file_and_keeps_it(tmp_path: Path, monkeypatch, write):
+    cfg = _config(tmp_path, b"[S]\nk = 1\n")
+
+    def broken(*_args, **_kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(config_module, "atomic_write", broken)
+    with pytest.raises(ConfigFileError, match="^/%s could not be written: Input/output error; nothing was changed$" % CONF):
+        cfg.setcfg("S", "k", "2", CONF) if write == "setcfg" else cfg.erase("S", "k", CONF)
+    assert (tmp_path / CONF).read_bytes() == b"[S]\nk = 1\n"
+
+
+def test_setcfg_tool_is_called_with_the_exact_argv_and_a_timeout(tmp_path: Path, monkeypatch):
+    import subprocess
+
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append((argv, kwargs))
+        return subprocess.CompletedProcess(argv, 3, b"", b" bad \xff\n")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(ConfigFileError, match=r"^/t failed for \[S\] k in /f \(exit 3\): bad \ufffd$"):
+        config_module.run_setcfg_tool("/t", "S", "k", "v", "/f")
+    assert calls == [(["/t", "S", "k", "v", "-f", "/f"], {"capture_output": True, "timeout": 20, "check": False})]
+
+
+def test_setcfg_tool_that_cannot_start_is_a_named_error(tmp_path: Path):
+    missing = str(tmp_path / "no-such-tool")
+    with pytest.raises(ConfigFileError, match=r"^%s failed for \[S\] k in /f: " % missing):
+        config_module.run_setcfg_tool(missing, "S", "k", "v", "/f")
+
+
+def test_missing_file_error_text(tmp_path: Path):
+    cfg = QtsConfig(QtsRoot(tmp_path, use_tools=False))
+    with pytest.raises(ConfigFileError, match="^/%s does not exist$" % CONF):
+        cfg.document(CONF)

@@ -521,3 +521,11 @@ def test_missing_file_error_text(tmp_path: Path):
     cfg = QtsConfig(QtsRoot(tmp_path, use_tools=False))
     with pytest.raises(ConfigFileError, match="^/%s does not exist$" % CONF):
         cfg.document(CONF)
+
+
+def test_added_key_before_a_blank_lf_line_in_a_file_starting_with_cr_does_not_eat_it():
+    # found by Hypothesis: with a CR newline taken from the first line, "0 = \r" + "\n" became one CRLF line
+    data = b"[0]\r1=\n1=\n\n"
+    new = ConfigDocument(data).with_value("0", "0", "")
+    assert new == b"[0]\r1=\n1=\n0 = \n\n"
+    assert ConfigDocument(new).without_key("0", "0") == data

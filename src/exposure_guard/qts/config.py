@@ -109,12 +109,14 @@ class ConfigDocument:
         return entry.value if entry is not None else default
 
     def _newline(self) -> bytes:
-        """The ending of the first line that has one (CRLF, LF or a lone CR), else LF."""
+        """The ending of the first line ending in LF (CRLF or LF); a lone CR only in a file without any
+        LF (a CR before a following LF-ended blank line would merge with it into one CRLF); else LF."""
         for raw in self.lines:
-            ending = raw[len(raw.rstrip(b"\r\n")) :]
-            if ending:
-                return ending
-        return b"\n"
+            if raw.endswith(b"\r\n"):
+                return b"\r\n"
+            if raw.endswith(b"\n"):
+                return b"\n"
+        return b"\r" if b"\r" in self.data else b"\n"
 
     def with_value(self, section: str, key: str, value: str) -> bytes:
         """The file's bytes after ``setcfg SECTION KEY VALUE``."""

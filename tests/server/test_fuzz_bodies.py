@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.support.fuzz import FUZZ_EXAMPLES, TALLY
+from tests.support.fuzz import FUZZ_EXAMPLES, TALLY, json_paths
 from tests.support.server import Api, device_identity, finding, make_report
 
 from exposure_guard_server.errors import ApiError
@@ -73,17 +73,6 @@ BASE_ENROLL = {"enroll_secret": "ege_fuzz", "device": device_identity("fuzz-devi
                "previous_node_key": "egn_x"}
 
 
-def _paths(doc: Any, prefix: tuple = ()) -> list:
-    out = [prefix]
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            out += _paths(value, prefix + (key,))
-    elif isinstance(doc, list):
-        for index, value in enumerate(doc):
-            out += _paths(value, prefix + (index,))
-    return out
-
-
 def _mutated(base: Any, path: tuple, value: Any, how: str) -> Any:
     doc = copy.deepcopy(base)
     if not path:
@@ -104,7 +93,7 @@ def _deep(depth: int) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
 
 
-PATHS = {id(BASE_REPORT): _paths(BASE_REPORT), id(BASE_ENROLL): _paths(BASE_ENROLL)}
+PATHS = {id(BASE_REPORT): json_paths(BASE_REPORT), id(BASE_ENROLL): json_paths(BASE_ENROLL)}
 
 
 @st.composite

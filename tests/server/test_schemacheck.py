@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.fuzz import json_paths
 from tests.support.server import device_identity, finding, make_report
 
 from exposure_guard.contracts.schemacheck import Unsupported, compile_schema
@@ -27,24 +28,13 @@ json_values = st.recursive(
 )
 
 
-def _paths(doc: Any, prefix: tuple = ()) -> list:
-    out = [prefix]
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            out += _paths(value, prefix + (key,))
-    elif isinstance(doc, list):
-        for index, value in enumerate(doc):
-            out += _paths(value, prefix + (index,))
-    return out
-
-
 def _base() -> dict:
     extra = [finding("extra.check", "fail", severity="low", file="x", nested={"a": [1, 2, {"b": None}]})]
     return make_report(device_identity("dev-1"), failing=["service.telnet"], extra=extra)
 
 
 BASE = _base()
-PATHS = _paths(BASE)
+PATHS = json_paths(BASE)
 
 
 def test_valid_reports_pass_both() -> None:

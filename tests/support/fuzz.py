@@ -34,3 +34,16 @@ def fuzz(parser_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
                         suppress_health_check=list(HealthCheck))(counted)
 
     return wrap
+
+
+def json_paths(doc: Any, prefix: tuple = ()) -> list:
+    """Every path into a JSON document (keys and list indexes), the document itself first: where a
+    generated mutation can be put."""
+    out = [prefix]
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            out += json_paths(value, prefix + (key,))
+    elif isinstance(doc, list):
+        for index, value in enumerate(doc):
+            out += json_paths(value, prefix + (index,))
+    return out

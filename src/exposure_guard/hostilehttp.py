@@ -22,6 +22,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from exposure_guard.errors import ConnectFailed, HostileResponse, PeerError, TlsFailed, TooLarge, TooSlow
 
@@ -232,8 +233,9 @@ def fetch(url: str, *, method: str = "GET", data: Optional[bytes] = None,
                 raise TooLarge("%s announced a %s-byte answer; refused (limit %d bytes)"
                                       % (url, declared, max_bytes))
             body = _read_capped(response, url, max_bytes, started, deadline)
-        except (requests.RequestException, OSError, ValueError) as exc:
-            # requests' own read timeout equals the deadline: whichever fires first, past the deadline it is
+        except (requests.RequestException, Urllib3Error, OSError, ValueError) as exc:
+            # The body is read from response.raw, so urllib3's own errors (a reset mid-body is its ProtocolError)
+            # arrive unwrapped. requests' own read timeout equals the deadline: whichever fires first, past the deadline it is
             # "too slow", never a plain connection problem.
             if watchdog.fired or time.monotonic() >= watchdog.due:
                 raise TooSlow("%s did not finish answering within %.1f s (slow or stalled device); "

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from exposure_guard.errors import PeerError
 from exposure_guard.hostilehttp import MAX_BODY, check_url, fetch
 from exposure_guard.upnp.description import fetch_gateway
 from exposure_guard.upnp.errors import HostileResponse, UpnpError
@@ -31,6 +32,13 @@ def test_drip_body_gave_up_after_receiving_some_bytes():
         with pytest.raises(HostileResponse):
             fetch(server.url, deadline=4.0)  # 5 bytes take 0.1 s; the rest is room for a loaded machine
         assert server.bytes_sent > 5  # it was really dripping, not refused at connect
+
+
+def test_connection_reset_in_the_body_is_a_named_peer_error():
+    # urllib3 wraps a reset during the body read in its own ProtocolError, which is neither an OSError nor a
+    # requests exception; it must still come out as our PeerError with a reason, never as a traceback
+    with HostileServer("reset-body") as server, pytest.raises(PeerError, match="reset the connection"):
+        fetch(server.url, deadline=5)
 
 
 def test_oversize_body_is_refused_without_reading_it_all():

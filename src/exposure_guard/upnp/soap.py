@@ -163,12 +163,16 @@ def list_mappings(client: SoapClient, cap: int = MAX_MAPPINGS,
 
 
 def _list_by_index(client: SoapClient, cap: int) -> Tuple[List[PortMapping], bool]:
+    """Entries 0, 1, 2 ... until the router says the list ended; an entry at index ``cap`` means truncated."""
     out: List[PortMapping] = []
     seen = set()
-    for index in range(cap + 1):
+    index = 0
+    while True:
         try:
             args = client.call("GetGenericPortMappingEntry", NewPortMappingIndex=index)
         except SoapFault as fault:
+            # 713/714 end the list; some routers answer 402 (Invalid Args) past the last entry instead. Any
+            # other fault, and 402 for entry 0, is an error: ending quietly would hide the rest of the table.
             if fault.code in (END_OF_LIST, NO_SUCH_ENTRY) or (index > 0 and fault.code == 402):
                 return out, False
             raise
@@ -178,32 +182,35 @@ def _list_by_index(client: SoapClient, cap: int) -> Tuple[List[PortMapping], boo
         if mapping.key not in seen:  # a router answering the same entry forever is caught by ``cap``
             seen.add(mapping.key)
             out.append(mapping)
-    return out, True
+        index += 1
 
 
 def _list_by_range(client: SoapClient, cap: int) -> Tuple[List[PortMapping], bool]:
+    """GetListOfPortMappings per protocol, a page of up to LIST_PAGE entries per call, each page starting after
+    the highest port of the one before (the spec lists a range in port order)."""
     out: List[PortMapping] = []
     seen = set()
+    url = client.service.control_url
     for protocol in ("TCP", "UDP"):
         start = 0
         while start <= 65535:
             args = client.call("GetListOfPortMappings", NewStartPort=start, NewEndPort=65535, NewProtocol=protocol,
                                NewManage=1, NewNumberOfPorts=LIST_PAGE)
-            page = [m for m in parse_port_listing(args.get("NewPortListing", ""), client.service.control_url)
-                    if m.protocol == protocol]
-            for mapping in page:
-                if mapping.key not in seen:
+            listed = parse_port_listing(args.get("NewPortListing", ""), url)
+            ports = [m.external_port for m in listed]
+            if ports != sorted(ports) or (ports and ports[0] < start):
+                # paging on from the highest port would skip entries: the caller falls back to the index loop
+                raise UpnpError("GetListOfPortMappings at %s answered ports out of order or below the asked "
+                                "start %d; cannot page through it" % (url, start))
+            for mapping in listed:
+                if mapping.protocol == protocol and mapping.key not in seen:
                     seen.add(mapping.key)
                     out.append(mapping)
-                    if len(out) >= cap:
-                        return out, True
-            if len(page) < LIST_PAGE:
+                    if len(out) > cap:
+                        return out[:cap], True
+            if len(listed) < LIST_PAGE:  # a short page is the last one (whatever protocols the router mixed in)
                 break
-            last = max(m.external_port for m in page)
-            if last < start:
-                raise HostileResponse("GetListOfPortMappings at %s answered ports below the asked start; "
-                                      "refused" % client.service.control_url)
-            start = last + 1
+            start = ports[-1] + 1
     return out, False
 
 

@@ -175,7 +175,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
     lines = undo_changes(ctx, journal, records)
     for line in lines:
         say(line)
-    return EXIT_INTERNAL if lines.refused else EXIT_OK
+    return EXIT_INTERNAL if lines.refused or lines.failed else EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Type
 
 from exposure_guard.atomicio import atomic_write, read_bytes_nofollow
 from exposure_guard.context import CheckContext
-from exposure_guard.errors import ConfigFileError, ExposureGuardError
+from exposure_guard.errors import ConfigFileError, ExposureGuardError, JournalEntryRefused
 from exposure_guard.fixes.journal import ChangeJournal, ChangeRecord
 from exposure_guard.qts.config import parse_bool, read_bytes_capped
 from exposure_guard.qts.services import find_processes, running_command, start_daemon, stop_daemon
@@ -31,6 +31,12 @@ PROTECTED_KEYS = frozenset(
         ("login", "ssh port"),
     }
 )
+
+
+def is_protected(section: str, key: str) -> bool:
+    """Matched the way the config reader matches names (case and surrounding blanks ignored), so no spelling
+    of a protected key gets through."""
+    return (section.strip().lower(), key.strip().lower()) in PROTECTED_KEYS
 
 
 def _sha256(path: Path) -> Optional[str]:
@@ -85,9 +91,7 @@ class ConfigKeyAction(Action):
 
     def __init__(self, check_id: str, file: str, section: str, key: str, value: str) -> None:
         super().__init__(check_id)
-        # Matched the way the config reader matches names (case and surrounding blanks ignored), so no
-        # spelling of a protected key reaches the file.
-        if (section.strip().lower(), key.strip().lower()) in PROTECTED_KEYS:
+        if is_protected(section, key):
             raise ExposureGuardError("refusing to plan a change of [%s] %s: it could lock the owner out"
                                      % (section, key))
         self.file, self.section, self.key, self.value = file.lstrip("/"), section, key, value
@@ -101,6 +105,9 @@ class ConfigKeyAction(Action):
         return self.value
 
     def current(self, ctx: CheckContext) -> Optional[str]:
+        # The file as it is now, not as the checks read it: between plan and apply the owner (or QTS) may
+        # have changed it, and then the action is skipped rather than applied on stale knowledge.
+        ctx.config.invalidate(self.file)
         return ctx.config.getcfg(self.section, self.key, self.file)
 
     def needed(self, ctx: CheckContext) -> bool:
@@ -115,28 +122,35 @@ class ConfigKeyAction(Action):
     def apply(self, ctx: CheckContext, journal: ChangeJournal, change_id: str) -> Dict[str, Any]:
         path = ctx.root.confined(self.file)  # a config file linked out of a --root tree is not ours to change
         backup = journal.backup_file(path, "/" + self.file, change_id)
-        before_sha = _sha256(path)
         ctx.config.setcfg(self.section, self.key, self.value, self.file)
-        return {"backup": backup, "sha256_before": before_sha, "sha256_after": _sha256(path)}
+        return {"backup": backup, "sha256_after": _sha256(path)}
 
     @classmethod
     def undo(cls, ctx: CheckContext, record: ChangeRecord) -> str:
         p = record.params
-        path = ctx.root.confined(p["file"])  # the journal line was vetted; links may have changed since
-        backup = Path(p.get("backup") or "")
+        file, section, key = (p.get(name) for name in ("file", "section", "key"))
+        if not all(isinstance(v, str) and v for v in (file, section, key)) or \
+                not isinstance(record.before, (str, type(None))):
+            raise JournalEntryRefused("it does not name a file, section and key with a text value before")
+        assert isinstance(file, str) and isinstance(section, str) and isinstance(key, str)  # for mypy
+        if is_protected(section, key):  # a forged line must not reach the owner's way in either
+            raise JournalEntryRefused("it would change [%s] %s, which could lock the owner out" % (section, key))
+        path = ctx.root.confined(file)  # the journal line was vetted; links may have changed since
+        backup = Path(str(p.get("backup") or ""))
         if p.get("backup") and backup.is_file() and _sha256(path) == p.get("sha256_after"):
             # Nothing else touched the file since: put back the exact original bytes.
             try:
                 atomic_write(path, read_bytes_nofollow(backup))
             except OSError as exc:
                 raise ConfigFileError("cannot restore %s: %s" % (record.target, exc.strerror)) from None
-            ctx.config.invalidate(p["file"])
-            return "restored the exact original bytes of /%s" % p["file"]
-        # The file changed since (QTS or the owner edited it): revert only our key, keep the rest.
+            ctx.config.invalidate(file)
+            return "restored the exact original bytes of /%s" % file
+        # The file changed since (QTS or the owner edited it), or the fix never got to say "applied": revert
+        # only our key, keep the rest.
         if record.before is None:
-            ctx.config.erase(p["section"], p["key"], p["file"])
+            ctx.config.erase(section, key, file)
         else:
-            ctx.config.setcfg(p["section"], p["key"], record.before, p["file"])
+            ctx.config.setcfg(section, key, record.before, file)
         return "set %s back to %r (the file had other changes since; they were kept)" % (record.target, record.before)
 
 

@@ -64,14 +64,17 @@ def apply_actions(ctx: CheckContext, journal: ChangeJournal, planned: List[Plann
 
 
 class UndoLines(List[str]):
-    """A line per change; ``refused`` counts journal lines refused as unsafe (see ChangeJournal.vet)."""
+    """A line per change; ``refused`` counts journal lines refused as unsafe or damaged (ChangeJournal.vet and
+    the action kinds), ``failed`` the undos that went wrong (the others still go ahead)."""
 
     refused = 0
+    failed = 0
 
 
 def undo_changes(ctx: CheckContext, journal: ChangeJournal, records: List[ChangeRecord]) -> UndoLines:
     """Undo in reverse order; returns a line per change. Already-undone changes are skipped; a journal line
-    whose file leaves the checked root or whose backup is not in ``backups/`` is refused, the others go on."""
+    whose file leaves the checked root, whose backup is not in ``backups/`` or that is damaged or aims at a
+    protected key is refused, and an undo that fails is reported: the others go on either way."""
     lines = UndoLines()
     for record in reversed(records):
         if record.state == "undone":
@@ -81,17 +84,20 @@ def undo_changes(ctx: CheckContext, journal: ChangeJournal, records: List[Change
             lines.append("%s had failed; nothing to undo" % record.change_id)
             continue
         try:
+            kind = ACTION_KINDS.get(record.kind)
+            if kind is None:
+                raise JournalError("it is of unknown kind %r (written by a newer agent?)" % record.kind[:60])
             journal.vet(record, ctx.root)
+            detail = kind.undo(ctx, record)
         except JournalEntryRefused as exc:
             lines.append("%s refused: %s; not undone (the journal line was not written by this agent, or the "
                          "tree moved)" % (record.change_id, exc))
             lines.refused += 1
             continue
-        kind = ACTION_KINDS.get(record.kind)
-        if kind is None:
-            raise JournalError("change %s is of unknown kind %r (written by a newer agent?)" % (record.change_id,
-                                                                                              record.kind))
-        detail = kind.undo(ctx, record)
+        except (ExposureGuardError, OSError) as exc:
+            lines.append("%s FAILED to undo: %s" % (record.change_id, exc))
+            lines.failed += 1
+            continue
         journal.append({"change_id": record.change_id, "event": "undone", "detail": detail})
         lines.append("%s undone: %s" % (record.change_id, detail))
     ctx.refresh()

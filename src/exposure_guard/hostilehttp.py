@@ -138,11 +138,22 @@ class _GuardedHTTPSConnection(HTTPSConnection):
         _register_socket(getattr(self, "sock", None))
 
 
-class _GuardedHTTPPool(HTTPConnectionPool):
+class _NoReuse:
+    """Every exchange sends ``Connection: close``, yet urllib3 keeps a socket for the next request unless the
+    *answer* says close. Devices that close without saying so then reset the next request sent on the dead
+    socket (an intermittent failure in the middle of a mapping walk), so a socket is never reused."""
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn.close()
+        super()._put_conn(None)  # type: ignore[misc]
+
+
+class _GuardedHTTPPool(_NoReuse, HTTPConnectionPool):
     ConnectionCls = _GuardedHTTPConnection
 
 
-class _GuardedHTTPSPool(HTTPSConnectionPool):
+class _GuardedHTTPSPool(_NoReuse, HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 

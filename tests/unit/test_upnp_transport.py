@@ -125,3 +125,30 @@ def test_a_finished_exchange_is_not_cut_by_its_old_deadline():
 
     with TcpServer(answer_late) as late:
         assert fetch("http://127.0.0.1:%d/x" % late.port, deadline=30).body == b"<ok/>"
+
+
+def test_a_socket_is_never_reused_for_the_next_exchange():
+    # A device answering HTTP/1.1 without "Connection: close" and then ignoring the socket: reusing it would
+    # send the next request into the void (with a device that closes instead, it is a reset, now and then).
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 4\r\n\r\nok\r\n"
+
+    def handle(conn) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        conn.sendall(answer)
+        server.stop.wait(30)  # keep the socket open, never read from it again
+
+    from exposure_guard.hostilehttp import new_session
+
+    with TcpServer(handle) as server:
+        session = new_session()
+        try:
+            for _ in range(3):
+                assert fetch("http://127.0.0.1:%d/x" % server.port, deadline=5, session=session).body == b"ok\r\n"
+        finally:
+            session.close()
+        assert server.hits == 3

@@ -6,14 +6,17 @@ walk is in tests/lab."""
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Dict, List, Optional
 
 import pytest
 
+from exposure_guard.hostilehttp import new_session
 from exposure_guard.upnp import soap
 from exposure_guard.upnp.errors import HostileResponse, SoapFault, UpnpError
 from exposure_guard.upnp.models import WANIP1, WANIP2, PortMapping, WanService
 from tests.support.fakeigd import ENVELOPE, FakeIgd, Mapping
+from tests.support.net import TcpServer
 
 URL = "http://10.77.0.1:5000/ctl/IPConn"
 Answer = Callable[[str, Dict[str, object]], Dict[str, str]]
@@ -190,8 +193,9 @@ def test_the_list_cap_is_exact(count, truncated):
 def test_a_hostile_listing_is_refused_not_retried_with_the_loop():
     many = [entry(1 + i % 60000, "TCP") for i in range(soap.MAX_MAPPINGS + 1)]
     client = ScriptedClient(lambda action, args: listing(many) if action == "GetListOfPortMappings" else {}, WANIP2)
-    with pytest.raises(HostileResponse, match="more than %d entries" % soap.MAX_MAPPINGS):
+    with pytest.raises(HostileResponse) as info:
         soap.list_mappings(client)
+    assert str(info.value) == "the port listing from %s holds more than 4096 entries; refused" % URL
     assert [c["action"] for c in client.log] == ["GetListOfPortMappings"]
 
 
@@ -304,3 +308,180 @@ def test_soap_arguments_are_sent_escaped_in_order_with_booleans_as_digits():
                      ("NewInternalPort", "81"), ("NewInternalClient", "127.0.0.1"), ("NewEnabled", "0"),
                      ("NewPortMappingDescription", "a<b&c"), ("NewLeaseDuration", "7")]]
     assert [(m.ext, m.desc, m.lease, m.enabled) for m in igd.mappings] == [(80, "", 3600, True), (81, "a<b&c", 7, False)]
+
+
+# ---------------------------------------------------------------- more walk edges
+def test_402_at_index_1_ends_a_one_entry_list():
+    assert soap.list_mappings(ScriptedClient(table([entry(80)], end=402)))[0] == [soap.mapping_from_args(entry(80))]
+
+
+def test_the_last_page_may_end_exactly_at_port_65535_and_65535_itself_is_asked_for():
+    # a full page ending at 65534, then the one mapping at 65535 on a page of its own; after a page ending at
+    # 65535 nothing more is asked
+    full = [entry(65535 - soap.LIST_PAGE + i) for i in range(soap.LIST_PAGE)]  # 65035 ... 65534
+    client = ScriptedClient(ranged(full + [entry(65535)]), WANIP2)
+    mappings, _method, _cut = soap.list_mappings(client)
+    assert ports(mappings)[-1] == 65535 and len(mappings) == soap.LIST_PAGE + 1
+    assert [c["NewStartPort"] for c in client.log if c["NewProtocol"] == "TCP"] == [0, 65535]
+    top = ScriptedClient(ranged([entry(65536 - soap.LIST_PAGE + i) for i in range(soap.LIST_PAGE)]), WANIP2)
+    soap.list_mappings(top)
+    assert [c["NewStartPort"] for c in top.log if c["NewProtocol"] == "TCP"] == [0]
+
+
+def test_list_requests_ask_for_every_mapping_not_only_our_own():
+    client = ScriptedClient(ranged([entry(80)]), WANIP2)
+    soap.list_mappings(client)
+    assert client.log[0] == {"action": "GetListOfPortMappings", "NewStartPort": 0, "NewEndPort": 65535,
+                             "NewProtocol": "TCP", "NewManage": 1, "NewNumberOfPorts": soap.LIST_PAGE}
+
+
+def test_an_answer_without_a_listing_is_an_empty_table_and_duplicates_count_once():
+    client = ScriptedClient(lambda action, args: {}, WANIP2)
+    assert soap.list_mappings(client) == ([], "GetListOfPortMappings", False)
+    twice = ScriptedClient(lambda action, args: listing([entry(80), entry(80)] if args["NewProtocol"] == "TCP" else []),
+                           WANIP2)
+    assert ports(soap.list_mappings(twice)[0]) == [80]
+
+
+def test_a_listing_of_exactly_the_cap_is_accepted():
+    exactly = listing([entry(1 + i) for i in range(soap.MAX_MAPPINGS)])["NewPortListing"]
+    assert len(soap.parse_port_listing(exactly, URL)) == soap.MAX_MAPPINGS
+    with pytest.raises(HostileResponse) as info:
+        soap.parse_port_listing(listing([entry(1 + i) for i in range(soap.MAX_MAPPINGS + 1)])["NewPortListing"], URL)
+    assert str(info.value) == "the port listing from %s holds more than 4096 entries; refused" % URL
+
+
+def test_a_broken_listing_names_where_it_came_from():
+    with pytest.raises(UpnpError, match="^the port listing from the router is not well-formed"):
+        soap.parse_port_listing("<p:PortMappingList><p:Port")
+    with pytest.raises(UpnpError, match="^the port listing from %s is not well-formed" % URL):
+        soap.parse_port_listing("<p:PortMappingList><p:Port", URL)
+
+
+# ---------------------------------------------------------------- missing fields and exact messages
+@pytest.mark.parametrize("field,error", [("NewExternalPort", "NewExternalPort '' is not a port number"),
+                                         ("NewInternalPort", "NewInternalPort '' is not a port number"),
+                                         ("NewProtocol", "mapping of port 8080 has protocol '' (expected TCP or UDP)")])
+def test_a_missing_required_field_is_a_named_error(field, error):
+    args = entry(8080)
+    del args[field]
+    with pytest.raises(UpnpError) as info:
+        soap.mapping_from_args(args)
+    assert str(info.value) == error
+
+
+def test_missing_optional_fields_have_the_spec_defaults():
+    mapping = soap.mapping_from_args({"NewExternalPort": "1", "NewProtocol": "TCP", "NewInternalPort": "2"})
+    assert mapping == PortMapping("", 1, "TCP", 2, "", True, "", 0)
+
+
+def test_exact_port_and_protocol_messages_cut_what_the_router_sent():
+    with pytest.raises(UpnpError) as info:
+        soap.mapping_from_args(dict(entry(1), NewExternalPort="9" * 50 + "x"))
+    assert str(info.value) == "NewExternalPort %r is not a port number" % ("9" * 40)
+    with pytest.raises(UpnpError) as info:
+        soap.mapping_from_args(dict(entry(1), NewInternalPort="70000"))
+    assert str(info.value) == "NewInternalPort 70000 is outside 0-65535"
+    with pytest.raises(UpnpError) as info:
+        soap.mapping_from_args(dict(entry(1), NewProtocol="p" * 30))
+    assert str(info.value) == "mapping of port 1 has protocol %r (expected TCP or UDP)" % ("P" * 20)
+
+
+def test_internal_client_addresses_are_normalised_and_names_cut():
+    assert soap.mapping_from_args(dict(entry(1), NewInternalClient="FE80::0:1")).internal_client == "fe80::1"
+    assert soap.mapping_from_args(dict(entry(1), NewInternalClient="h" * 300)).internal_client == "h" * 255
+
+
+@pytest.mark.parametrize("answer,expected", [({"NewExternalIPAddress": " 203.0.113.7 "}, "203.0.113.7"), ({}, ""),
+                                             ({"NewExternalIPAddress": "a" * 100}, "a" * 64)])
+def test_external_ip_is_stripped_cut_and_empty_when_missing(answer, expected):
+    assert soap.external_ip(ScriptedClient(lambda action, args: answer)) == expected
+
+
+def test_delete_and_specific_entry_name_the_remote_host():
+    mapping = PortMapping("198.51.100.9", 8080, "TCP", 8080, "10.0.0.2", True, "", 0)
+    client = ScriptedClient(lambda action, args: entry(8080) if action == "GetSpecificPortMappingEntry" else {})
+    soap.delete_mapping(client, mapping)
+    found = soap.specific_mapping(client, "198.51.100.9", 8080, "TCP")
+    soap.add_mapping(client, mapping)
+    assert [c.get("NewRemoteHost") for c in client.log] == ["198.51.100.9"] * 3
+    assert found is not None and found.remote_host == "198.51.100.9"
+
+
+@pytest.mark.parametrize("body,status,error", [
+    (b"", 500, "the X answer from %s is empty (HTTP 500)" % URL),
+    (b"<a/>", 200, "the X answer from %s is not a SOAP envelope (HTTP 200)" % URL),
+    ((ENVELOPE % '<u:XResponse xmlns:u="urn:x"/>').encode(), 404, "the X answer from %s: HTTP 404 without a SOAP fault" % URL),
+    ((ENVELOPE % '<u:YResponse xmlns:u="urn:x"/>').encode(), 200, "the X answer from %s has no <XResponse> element" % URL),
+    (b"<a>", 200, "the X answer from %s is not well-formed XML" % URL),
+])
+def test_unusable_answers_have_exact_messages(body, status, error):
+    with pytest.raises(UpnpError) as info:
+        soap.parse_response(body, status, "X", URL)
+    assert str(info.value).startswith(error)
+
+
+def test_fault_texts_are_cut_at_200_characters():
+    long = "d" * 300
+    body = ENVELOPE % ("<s:Fault><faultstring>%s</faultstring><detail><UPnPError><errorCode>501</errorCode>"
+                       "<errorDescription>%s</errorDescription></UPnPError></detail></s:Fault>" % (long, long))
+    with pytest.raises(SoapFault) as info:
+        soap.parse_response(body.encode(), 500, "X", URL)
+    assert info.value.description == "d" * 200
+    no_detail = ENVELOPE % ("<s:Fault><faultstring>%s</faultstring></s:Fault>" % long)
+    with pytest.raises(SoapFault) as info:
+        soap.parse_response(no_detail.encode(), 500, "X", URL)
+    assert info.value.description == "d" * 200
+
+
+def test_answer_arguments_are_not_cut_below_the_body_cap():
+    value = "v" * 10000
+    body = ENVELOPE % '<u:XResponse xmlns:u="urn:x"><NewPortListing>%s</NewPortListing></u:XResponse>' % value
+    assert soap.parse_response(body.encode(), 200, "X", URL) == {"NewPortListing": value}
+
+
+# ---------------------------------------------------------------- the request on the wire
+def test_the_request_on_the_wire_byte_for_byte():
+    received: List[bytes] = []
+    answer = (ENVELOPE % '<u:AddPortMappingResponse xmlns:u="%s"/>' % WANIP1).encode()
+
+    def handle(conn) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:
+            body += conn.recv(65536)
+        received.append(head + b"\r\n\r\n" + body)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+
+    with TcpServer(handle) as server:
+        session = new_session()
+        sent: List[str] = []
+        original = session.request
+
+        def counting(method, url, **kwargs):
+            sent.append(method)
+            return original(method, url, **kwargs)
+
+        session.request = counting  # type: ignore[method-assign]
+        client = soap.SoapClient(WanService(WANIP1, "http://127.0.0.1:%d/ctl/IPConn" % server.port), session=session)
+        soap.add_mapping(client, PortMapping("", 8080, "TCP", 80, "10.0.0.2", True, "a<b", 0))
+        assert client.call("AddPortMapping", NewRemoteHost=None, NewEnabled=False) == {}
+        client.close()
+    assert sent == ["POST", "POST"] and client.calls == 2  # through the client's own session
+    head, _, body = received[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /ctl/IPConn HTTP/1.1"
+    assert b'Content-Type: text/xml; charset="utf-8"' in lines
+    assert b'SOAPAction: "urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"' in lines
+    assert body == (
+        b'<?xml version="1.0"?>\r\n<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        b's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>'
+        b'<u:AddPortMapping xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1"><NewRemoteHost></NewRemoteHost>'
+        b"<NewExternalPort>8080</NewExternalPort><NewProtocol>TCP</NewProtocol><NewInternalPort>80</NewInternalPort>"
+        b"<NewInternalClient>10.0.0.2</NewInternalClient><NewEnabled>1</NewEnabled>"
+        b"<NewPortMappingDescription>a&lt;b</NewPortMappingDescription><NewLeaseDuration>0</NewLeaseDuration>"
+        b"</u:AddPortMapping></s:Body></s:Envelope>\r\n")
+    assert b"<NewRemoteHost></NewRemoteHost><NewEnabled>0</NewEnabled>" in received[1]

@@ -97,8 +97,9 @@ def _port(value: str, what: str) -> int:
 
 
 def _lease(value: str) -> int:
+    """Seconds, clamped to the spec's ui4; empty or garbage is 0 (permanent, the spec's default)."""
     try:
-        return max(0, min(int(value.strip() or "0"), 2 ** 32 - 1))
+        return max(0, min(int(value.strip()), 2 ** 32 - 1))
     except ValueError:
         return 0
 

@@ -289,7 +289,8 @@ def test_a_change_of_unknown_kind_is_reported_and_the_rest_undone(nas, run_cli):
     ("[agent]\nmode = report\n", False, ["myqnapcloud.upnp-forwarding", "service.telnet"]),
     ("[agent]\nmode = report\n[checks]\nservice.telnet = report\n", False, ["myqnapcloud.upnp-forwarding"]),
     ("[agent]\nmode = report\n[checks]\nservice.telnet = ignore\n", False, ["myqnapcloud.upnp-forwarding"]),
-])
+], ids=["daemon-report", "daemon-fix", "daemon-report-one-fix", "daemon-fix-one-report", "daemon-ignore-and-report",
+        "fix-all", "fix-but-report", "fix-but-ignore"])
 def test_mixed_per_check_policies_decide_what_the_daemon_and_fix_change(qts_tree, tmp_path, ini, daemon, expected):
     from exposure_guard.checks.runner import run_checks
 
@@ -301,3 +302,27 @@ def test_mixed_per_check_policies_decide_what_the_daemon_and_fix_change(qts_tree
     _, outcomes = run_checks(ctx, None)
     planned = plan_fixes(ctx, outcomes, daemon=daemon)
     assert sorted({p.action.check_id for p in planned}) == expected
+
+
+GOOD_MAPPING = {"remote_host": "", "external_port": 8080, "protocol": "TCP", "internal_port": 8080,
+                "internal_client": "10.0.0.2", "enabled": True, "description": "x", "lease_seconds": 0}
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"control_url": "http://127.0.0.1:9/ctl", "service_type": "urn:x:1"},
+    {"control_url": "http://127.0.0.1:9/ctl", "service_type": "urn:x:1", "mapping": "8080"},
+    {"control_url": "http://127.0.0.1:9/ctl", "service_type": "urn:x:1", "mapping": dict(GOOD_MAPPING, external_port="x")},
+    {"control_url": "file:///etc/passwd", "service_type": "urn:x:1", "mapping": GOOD_MAPPING},
+    {"control_url": ["http://127.0.0.1:9/ctl"], "service_type": "urn:x:1", "mapping": GOOD_MAPPING},
+    {"control_url": "http://127.0.0.1:9/ctl", "service_type": 1, "mapping": GOOD_MAPPING},
+    {"control_url": "http://127.0.0.1:9/ctl", "service_type": "urn:x:1", "mapping": dict(GOOD_MAPPING, protocol="icmp")},
+    {"control_url": "http://127.0.0.1:9/ctl", "service_type": "urn:x:1", "mapping": dict(GOOD_MAPPING, external_port=70000)},
+    {"control_url": "http://127.0.0.1:9/ctl", "service_type": "urn:x:1", "mapping": dict(GOOD_MAPPING, internal_port=-1)},
+])
+def test_a_damaged_router_mapping_line_is_refused_without_contacting_anything(nas, run_cli, params):
+    write_journal(nas, [{"change_id": "chg-igd", "event": "planned", "kind": "igd-mapping-delete", "check_id": "x",
+                         "target": "t", "before": "present", "after": "absent", "batch": "b", "params": params},
+                        {"change_id": "chg-igd", "event": "applied", "params": {}}])
+    code, out, _ = run_cli("undo", "--root", str(nas), "--last")
+    assert code == 3 and "chg-igd refused" in out

@@ -3,10 +3,10 @@ parameters, only while the port is still free or still leads to the same host.""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from exposure_guard.context import CheckContext
-from exposure_guard.errors import ExposureGuardError
+from exposure_guard.errors import ExposureGuardError, HostileResponse, JournalEntryRefused
 from exposure_guard.fixes.actions import Action, register_action_kind
 from exposure_guard.fixes.journal import ChangeJournal, ChangeRecord
 from exposure_guard.upnp.errors import SoapFault, UpnpError
@@ -79,9 +79,8 @@ class IgdMappingDeleteAction(Action):
     def undo(cls, ctx: CheckContext, record: ChangeRecord) -> str:
         from exposure_guard.upnp import soap
 
-        p = record.params
-        mapping = PortMapping.from_dict(p["mapping"])
-        client = soap.SoapClient(WanService(p["service_type"], p["control_url"]))
+        mapping, service = _from_params(record.params)
+        client = soap.SoapClient(service)
         try:
             live = soap.specific_mapping(client, *mapping.key)
             if live is not None:
@@ -92,16 +91,34 @@ class IgdMappingDeleteAction(Action):
             try:
                 soap.add_mapping(client, mapping)
             except SoapFault as fault:
-                raise ExposureGuardError("cannot re-add %s on %s: %s" % (mapping.arrow(), p["control_url"],
+                raise ExposureGuardError("cannot re-add %s on %s: %s" % (mapping.arrow(), service.control_url,
                                                                          fault)) from None
         finally:
             client.close()
         return "re-added mapping %s (%r, lease %d s) on %s" % (mapping.arrow(), mapping.description,
-                                                                mapping.lease_duration, p["control_url"])
+                                                                mapping.lease_duration, service.control_url)
 
     def describe(self, ctx: CheckContext) -> str:
         return "delete the router's UPnP mapping %s%s" % (
             self.mapping.labelled(), " (IGD %s)" % self.service.control_url)
+
+
+def _from_params(params: Dict[str, Any]) -> Tuple[PortMapping, WanService]:
+    """The mapping and service a journal line names, or JournalEntryRefused when the line is damaged."""
+    from exposure_guard.hostilehttp import check_url
+
+    try:
+        mapping = PortMapping.from_dict(params["mapping"])
+        url, service_type = params["control_url"], params["service_type"]
+        if not isinstance(url, str) or not isinstance(service_type, str):
+            raise TypeError
+        check_url(url)
+    except (KeyError, TypeError, ValueError, AttributeError, HostileResponse):
+        raise JournalEntryRefused("its mapping, control URL or service type is missing or damaged") from None
+    if mapping.protocol not in ("TCP", "UDP") or not (0 <= mapping.external_port <= 65535
+                                                       and 0 <= mapping.internal_port <= 65535):
+        raise JournalEntryRefused("its mapping %s is not a TCP or UDP port mapping" % mapping.arrow())
+    return mapping, WanService(service_type, url)
 
 
 def _state(mapping: Optional[PortMapping]) -> str:

@@ -45,9 +45,10 @@ def apply_actions(ctx: CheckContext, journal: ChangeJournal, planned: List[Plann
             result.skipped.append(action.target)
             continue
         change_id = new_change_id()
+        at = utc_now()  # the journal's and the report's time of this change
         base = {"change_id": change_id, "check_id": action.check_id, "kind": action.kind,
                 "target": action.target, "before": item.before, "after": action.after, "params": action.params(),
-                "batch": batch}
+                "batch": batch, "at": at}
         journal.append(dict(base, event="planned"))  # journaled before it is applied
         try:
             extra = action.apply(ctx, journal, change_id)
@@ -57,7 +58,7 @@ def apply_actions(ctx: CheckContext, journal: ChangeJournal, planned: List[Plann
             continue
         journal.append({"change_id": change_id, "event": "applied", "params": extra})
         record = ChangeRecord(change_id, action.check_id, action.kind, action.target, item.before, action.after,
-                              utc_now(), "applied", dict(action.params(), **extra), batch=batch)
+                              at, "applied", dict(action.params(), **extra), batch=batch)
         result.applied.append(record)
     ctx.refresh()
     return result

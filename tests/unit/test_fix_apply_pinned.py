@@ -109,8 +109,9 @@ def test_every_line_undo_prints(root):
                record("chg-refused", "applied", file="../../etc/passwd", section="a", key="b"),
                record("chg-refused2", "applied", file="etc/config/uLinux.conf", section="System",
                       key="Web Access Port"),
-               record("chg-newer", "applied", kind="k" * 100)]
+               record("chg-newer", "applied", kind="k" * 100), record("chg-newest", "applied", kind="other")]
     lines = undo_changes(ctx, journal, records)
+    assert lines.pop(0) == "chg-newest FAILED to undo: it is of unknown kind 'other' (written by a newer agent?)"
     assert lines[:3] == [
         "chg-newer FAILED to undo: it is of unknown kind %r (written by a newer agent?)" % ("k" * 60),
         "chg-refused2 refused: it would change [System] Web Access Port, which could lock the owner out; not "
@@ -119,7 +120,7 @@ def test_every_line_undo_prints(root):
     assert lines[2].startswith("chg-refused refused: its file ")
     assert lines[3:] == ["chg-failed had failed; nothing to undo", "chg-undone already undone",
                          "%s undone: restored the exact original bytes of /etc/config/uLinux.conf" % applied.change_id]
-    assert (lines.refused, lines.failed) == (2, 1)
+    assert (lines.refused, lines.failed) == (2, 2)
     undone = events(root)[-1]
     assert (undone["event"], undone["change_id"], undone["detail"]) == (
         "undone", applied.change_id, "restored the exact original bytes of /etc/config/uLinux.conf")
@@ -156,6 +157,10 @@ def test_a_backup_that_cannot_be_restored_is_a_named_error(root, monkeypatch):
     (line,) = undo_changes(ctx, journal, journal.changes())
     assert line.endswith("FAILED to undo: cannot restore /etc/config/uLinux.conf [LOGIN] TELNET Enable: "
                          "Read-only file system")
+
+
+def test_config_paths_are_kept_relative_to_the_root():
+    assert ConfigKeyAction("x", "//Xtra.conf", "A", "b", "c").file == "Xtra.conf"
 
 
 def test_daemon_stop_texts_and_params():

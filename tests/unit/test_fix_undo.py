@@ -148,6 +148,8 @@ def test_daemon_stop_action_uses_daemon_mgr_and_undo_restarts(qts_tree, run_cli)
     result = apply_actions(ctx, journal, planned)
     assert len(result.applied) == 2 and not result.failed
     assert calls.read_text().splitlines() == ["upnpcd stop /sbin/upnpcd -i 300 &"]
+    stop = result.applied[1].params  # what the journal keeps: the command to start it with again, and the result
+    assert (stop["name"], stop["command"]) == ("upnpcd", "/sbin/upnpcd -i 300 &") and stop["result"]
     report, _ = run_checks(ctx, ["myqnapcloud.upnp-forwarding"])
     assert report.findings[0].status == "pass"
     undo_changes(ctx, journal, journal.changes())

@@ -53,7 +53,7 @@ class Release(Value):
         return self.parts + (self.number or 0,)
 
 
-def parse_release(version: str, build: str = "") -> Optional[Release]:
+def parse_release(version: Optional[str], build: Optional[str] = None) -> Optional[Release]:
     """``5.0.1.2376`` / ``h5.0.1.2376`` / ``5.0.1`` (number unknown) and a build like ``20230322``."""
     match = _RELEASE.match(version or "")
     if not match:
@@ -70,20 +70,20 @@ def parse_version(text: str) -> Optional[Tuple[int, int, int, int]]:
     return release.key() if release else None
 
 
-def parse_build(text: str) -> int:
+def parse_build(text: Optional[str]) -> int:
     """An 8-digit build date (``20230322``) as an int; 0 when absent or malformed."""
     text = (text or "").strip()
     return int(text) if re.match(r"^(19|20)\d{6}$", text) else 0
 
 
-def _branch(text: str) -> Optional[Tuple[str, Tuple[int, ...]]]:
+def _branch(text: Optional[str]) -> Optional[Tuple[str, Tuple[int, ...]]]:
     match = _BRANCH.match(text or "")
     if not match:
         return None
     return (HERO if match.group(1) else QTS), tuple(int(p) for p in match.group(2).split("."))
 
 
-def _in_branch(release: Release, product: str, text: str) -> bool:
+def _in_branch(release: Release, product: str, text: Optional[str]) -> bool:
     branch = _branch(text)
     if branch is None or branch[0] != release.product or product != release.product:
         return False
@@ -91,10 +91,9 @@ def _in_branch(release: Release, product: str, text: str) -> bool:
 
 
 class Verdict(Value):
-    __slots__ = ("advisory", "state", "reason")
+    __slots__ = ("state", "reason")
 
-    def __init__(self, advisory: Dict[str, Any], state: str, reason: str) -> None:
-        self.advisory = advisory
+    def __init__(self, state: str, reason: str) -> None:
         self.state = state
         self.reason = reason
 
@@ -104,10 +103,10 @@ def judge(release: Release, advisory: Dict[str, Any]) -> Verdict:
     verdict = _judge(release, advisory)
     if verdict.state == MISSING:
         for row in advisory.get("disputed", []):
-            since = parse_release(row.get("since", ""), row.get("since_build", ""))
-            if since is not None and _in_branch(release, row.get("product", QTS), row.get("branch", "")) \
+            since = parse_release(row.get("since"), row.get("since_build"))
+            if since is not None and _in_branch(release, row.get("product", QTS), row.get("branch")) \
                     and release.key() >= since.key() and (not since.build or release.build >= since.build):
-                return Verdict(advisory, UNKNOWN, "sources disagree whether %s is fixed: %s" % (
+                return Verdict(UNKNOWN, "sources disagree whether %s is fixed: %s" % (
                     release.text, row.get("note", "see the advisory table")))
     return verdict
 
@@ -117,36 +116,36 @@ def _judge(release: Release, advisory: Dict[str, Any]) -> Verdict:
     fixes = [f for f in advisory.get("fixed", []) if f.get("product", QTS) == product]
     affected = [a for a in advisory.get("affected", []) if a.get("product", QTS) == product]
     if not fixes and not affected:
-        return Verdict(advisory, NOT_AFFECTED, "the advisory does not concern %s" % product)
-    if affected and not any(_in_branch(release, product, a.get("branch", "")) for a in affected):
-        return Verdict(advisory, NOT_AFFECTED, "%s %s is not among the affected branches (%s)" % (
+        return Verdict(NOT_AFFECTED, "the advisory does not concern %s" % product)
+    if affected and not any(_in_branch(release, product, a.get("branch")) for a in affected):
+        return Verdict(NOT_AFFECTED, "%s %s is not among the affected branches (%s)" % (
             product, release.text, ", ".join(a.get("branch", "?") for a in affected)))
     own = [f for f in fixes if _in_branch(release, product, f.get("branch") or _branch_of(f["version"]))]
     if own:
         fix = max(own, key=lambda f: len(str(f.get("branch") or "")))
-        return _against_fix(advisory, release, fix)
+        return _against_fix(release, fix)
     newest = max(fixes, key=lambda f: _fix_key(f)) if fixes else None
     if newest is not None and release.parts > _fix_key(newest)[:3]:
         # A branch newer than every fixed one: it has the fix if it was built after the newest fix.
-        fix_build = parse_build(newest.get("build", ""))
+        fix_build = parse_build(newest.get("build"))
         if not release.build or not fix_build:
-            return Verdict(advisory, UNKNOWN, "no build date to tell whether %s %s predates the fix in %s" % (
+            return Verdict(UNKNOWN, "no build date to tell whether %s %s predates the fix in %s" % (
                 product, release.text, _fix_text(newest)))
         if release.build >= fix_build:
-            return Verdict(advisory, FIXED, "%s %s build %d is newer than the fix %s" % (
+            return Verdict(FIXED, "%s %s build %d is newer than the fix %s" % (
                 product, release.text, release.build, _fix_text(newest)))
-        return Verdict(advisory, MISSING, "build %d predates the fix %s" % (release.build, _fix_text(newest)))
+        return Verdict(MISSING, "build %d predates the fix %s" % (release.build, _fix_text(newest)))
     fixed_in = ", ".join(_fix_text(f) for f in fixes) or "no release"
-    return Verdict(advisory, MISSING, "branch %d.%d.%d gets no fix; fixed in %s" % (release.parts + (fixed_in,)))
+    return Verdict(MISSING, "branch %d.%d.%d gets no fix; fixed in %s" % (release.parts + (fixed_in,)))
 
 
-def _branch_of(version: str) -> str:
+def _branch_of(version: Optional[str]) -> str:
     release = parse_release(version)
     return "" if release is None else release.text.rsplit(".", 1)[0]
 
 
 def _fix_key(fix: Dict[str, Any]) -> Tuple[int, int, int, int]:
-    release = parse_release(fix.get("version", ""))
+    release = parse_release(fix.get("version"))
     return release.key() if release else (0, 0, 0, 0)
 
 
@@ -154,27 +153,27 @@ def _fix_text(fix: Dict[str, Any]) -> str:
     return "%s build %s" % (fix.get("version", "?"), fix.get("build", "?"))
 
 
-def _against_fix(advisory: Dict[str, Any], release: Release, fix: Dict[str, Any]) -> Verdict:
-    wanted = parse_release(fix.get("version", ""))
-    fix_build = parse_build(fix.get("build", ""))
+def _against_fix(release: Release, fix: Dict[str, Any]) -> Verdict:
+    wanted = parse_release(fix.get("version"))
+    fix_build = parse_build(fix.get("build"))
     if wanted is None or (wanted.number is None and not fix_build):
-        return Verdict(advisory, UNKNOWN, "the table's fixed release %r is malformed" % fix.get("version"))
+        return Verdict(UNKNOWN, "the table's fixed release %r is malformed" % fix.get("version"))
     if release.number is None or wanted.number is None:
         # No release number on one side (QNAP names some legacy fixes "4.2.6 build 20240131"): only the
         # build date can tell, within the branch.
         if release.build and fix_build:
             state = FIXED if release.build >= fix_build else MISSING
-            return Verdict(advisory, state, "build %d is %s the fix %s" % (
+            return Verdict(state, "build %d is %s the fix %s" % (
                 release.build, "not older than" if state == FIXED else "older than", _fix_text(fix)))
-        return Verdict(advisory, UNKNOWN, "the release number is unknown ([System] Number absent), so it cannot "
+        return Verdict(UNKNOWN, "the release number is unknown ([System] Number absent), so it cannot "
                        "be compared with the fix %s" % _fix_text(fix))
     if release.key() < wanted.key():
-        return Verdict(advisory, MISSING, "%s is older than the fix %s" % (release.text, _fix_text(fix)))
+        return Verdict(MISSING, "%s is older than the fix %s" % (release.text, _fix_text(fix)))
     if release.build and fix_build and release.build < fix_build:
         # The number says fixed, the build date says older: the table or the box is off; do not guess.
-        return Verdict(advisory, UNKNOWN, "%s build %d has the fix's number or a later one, but was built before "
+        return Verdict(UNKNOWN, "%s build %d has the fix's number or a later one, but was built before "
                        "the fixed build %s" % (release.text, release.build, _fix_text(fix)))
-    return Verdict(advisory, FIXED, "%s build %s includes the fix %s" % (
+    return Verdict(FIXED, "%s build %s includes the fix %s" % (
         release.text, release.build or "?", _fix_text(fix)))
 
 

@@ -529,3 +529,26 @@ def test_added_key_before_a_blank_lf_line_in_a_file_starting_with_cr_does_not_ea
     new = ConfigDocument(data).with_value("0", "0", "")
     assert new == b"[0]\r1=\n1=\n0 = \n\n"
     assert ConfigDocument(new).without_key("0", "0") == data
+
+
+def test_the_size_cap_is_exact_and_named(tmp_path: Path):
+    path = tmp_path / "big.conf"
+    path.write_bytes(b"a" * 101)
+    with pytest.raises(ConfigFileError) as info:
+        read_bytes_capped(path, cap=100)
+    assert str(info.value) == "%s is larger than 100 bytes; not a QTS config file" % path
+    path.write_bytes(b"a" * 100)
+    assert read_bytes_capped(path, cap=100) == b"a" * 100
+
+
+def test_invalidate_forgets_a_read_error_whatever_the_spelling_of_the_path(tmp_path: Path):
+    config = QtsConfig(QtsRoot(tmp_path))
+    assert config.getcfg("S", "k", "etc/config/late.conf") is None  # missing: the error is remembered
+    (tmp_path / "etc/config").mkdir(parents=True)
+    (tmp_path / "etc/config/late.conf").write_bytes(b"[S]\nk = 1\n")
+    assert config.getcfg("S", "k", "/etc/config/late.conf") is None
+    config.invalidate("/etc/config/late.conf")
+    assert config.getcfg("S", "k", "etc/config/late.conf") == "1"
+    (tmp_path / "etc/config/late.conf").write_bytes(b"[S]\nk = 2\n")
+    config.invalidate("//etc/config/late.conf")
+    assert config.getcfg("S", "k", "/etc/config/late.conf") == "2"

@@ -11,8 +11,9 @@ Layout, as QDK 2.x ``qbuild`` writes a generic (all-architecture) package (see d
 Reproducible: every archive entry has mtime = SOURCE_DATE_EPOCH, uid/gid 0 and no user names, entries are
 sorted, gzip headers carry mtime 0 and no file name, and nothing depends on the build machine.
 
-Two deliberate hardenings over qbuild's output, both invisible to qbuild-style readers (which only
-eval the ``script_len=`` / ``offset=`` lines):
+Two deliberate hardenings over qbuild's output, both invisible to qbuild-style readers (QDK's
+``qbuild --extract`` evaluates only the ``script_len=`` / ``offset=`` lines and the ``dd if="${0}" ...``
+lines, so every value a ``dd`` line needs is computed inside that line):
 * the header is padded to a multiple of 1024 bytes and data.tar.gz to a multiple of 1024 bytes (gzip
   FEXTRA field), so the installer copies the data archive with ``dd bs=1024`` from the file itself:
   no partial pipe reads, no trailing junk, no need for the firmware Python's truncate step;
@@ -257,8 +258,7 @@ _EXTRACT_DIR="$QPKG_INSTALL_PATH/.tmp-{name}"
 script_len={script_len}
 /bin/dd if="${{0}}" bs=$script_len skip=1 2>/dev/null | /bin/tar -xO | /bin/tar -xzv -C "$_EXTRACT_DIR" || exit 1
 offset=$(/usr/bin/expr $script_len + {ctrl_len})
-_skip=$(/usr/bin/expr $offset / 1024)
-/bin/dd if="${{0}}" bs=1024 skip=$_skip count={data_blocks} of="$_EXTRACT_DIR/data.tar.gz" 2>/dev/null || exit 1
+/bin/dd if="${{0}}" bs=1024 skip=$((offset / 1024)) count={data_blocks} of="$_EXTRACT_DIR/data.tar.gz" 2>/dev/null || exit 1
 offset=$(/usr/bin/expr $offset + {data_len})
 ( cd "$_EXTRACT_DIR" && /bin/sh qinstall.sh )
 if [ $? -ne 0 ]; then /bin/echo "Installation Abort."; /bin/rm -fr "$_EXTRACT_DIR"; exit 1; fi

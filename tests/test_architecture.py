@@ -39,7 +39,8 @@ AGENT_LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
     (5, "fixes", ("exposure_guard.fixes",)),
     (6, "checks", ("exposure_guard.checks",)),
     (7, "core", ("exposure_guard.core", "exposure_guard.render", "exposure_guard.checkin", "exposure_guard.spool")),
-    (8, "commands", ("exposure_guard.cli", "exposure_guard.cliparser", "exposure_guard.daemon", "exposure_guard.__main__")),
+    (8, "commands", ("exposure_guard.cli", "exposure_guard.cliparser", "exposure_guard.daemon", "exposure_guard.__main__",
+                     "exposure_guard.web")),
     (8, "packaging", ("exposure_guard.packaging", "exposure_guard.qpkg_inspect")),
 ]
 # What the server and the prober may use of the agent package: the shared contracts and the report model.

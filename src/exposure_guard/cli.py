@@ -274,8 +274,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK  # the demo worked; `check` is the command whose exit code reports findings
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from exposure_guard.web.app import WebApp, make_server
+
+    host, sep, port = args.listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError("--listen wants HOST:PORT, e.g. 127.0.0.1:8765 (got %r)" % args.listen)
+    settings = settings_for(args)
+    state_dir = private_state_dir(args)
+    try:
+        app = WebApp(root_for(args), settings, state_dir, args.qts_auth, offline=args.offline)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        server = make_server(app, host, int(port))
+    except OSError as exc:
+        raise UsageError("cannot listen on %s: %s" % (args.listen, exc.strerror or exc)) from None
+    if not (host.startswith("127.") or host in ("localhost", "::1")):
+        say("exposure-guard: warning: serving on %s, not loopback: only QTS's web server should reach this page"
+            % host, sys.stderr)
+    say("serving the ExposureGuard page on http://%s:%s/ (Ctrl-C stops)" % (host, port))
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 COMMANDS = {"check": cmd_check, "fix": cmd_fix, "undo": cmd_undo, "history": cmd_history, "checks": cmd_checks,
-            "explain": cmd_explain, "run": cmd_run, "enroll": cmd_enroll, "demo": cmd_demo}
+            "explain": cmd_explain, "run": cmd_run, "enroll": cmd_enroll, "demo": cmd_demo, "web": cmd_web}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

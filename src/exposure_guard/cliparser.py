@@ -101,6 +101,15 @@ def _enroll_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--secret", required=True, metavar="SECRET")
 
 
+def _web_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--listen", required=True, metavar="HOST:PORT",
+                   help="where to serve the page (the package uses 127.0.0.1 behind QTS's web server)")
+    p.add_argument("--qts-auth", metavar="URL",
+                   help="QTS's authLogin.cgi (loopback only; default: 127.0.0.1 at the NAS's admin port)")
+    p.add_argument("--offline", action="store_true", help="skip router and reachability checks")
+
+
 # command -> (help, how to add its arguments), in the order `--help` lists them
 SUBCOMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "check": ("check the NAS and report its exposure", _check_args),
@@ -112,6 +121,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "run": ("the scheduled daemon (check every interval, fix per settings, check in)", _run_args),
     "enroll": ("enroll this NAS with a central ExposureGuard server", _enroll_args),
     "demo": ("check the bundled example NAS (no network, no root)", lambda p: None),
+    "web": ("serve the page for QTS administrators (inside QTS)", _web_args),
 }
 
 

@@ -1,0 +1,1 @@
+"""The page inside QTS: see web/app.py."""

@@ -1,0 +1,201 @@
+"""The page inside QTS over real HTTP on loopback: QTS session auth against a double of authLogin.cgi,
+CSRF, escaping, fix and undo (the config file changes, journaled, and comes back byte-identical)."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+from urllib.parse import urlencode
+
+import pytest
+
+from exposure_guard.qts.root import QtsRoot
+from exposure_guard.settings import load_settings
+from exposure_guard.web.app import WebApp, make_server
+from exposure_guard.web.auth import session_cookies
+from tests.support.qts import tree_bytes
+from tests.support.qtsauth import FakeQtsAuth
+
+SESSIONS = {"adminsid1": ("admin", True), "usersid1": ("bob", False), "tok123": ("admin", True)}
+
+
+class Page:
+    def __init__(self, root: Path, auth_url: Optional[str] = None) -> None:
+        self.app = WebApp(QtsRoot(root), load_settings(None, environ={}), root / "var/exposure-guard", auth_url,
+                          offline=True)
+        self.server = make_server(self.app, "127.0.0.1", 0)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def request(self, method: str, path: str = "/", cookie: str = "", form: Optional[Dict[str, str]] = None,
+                headers: Optional[Dict[str, str]] = None) -> Tuple[int, Dict[str, str], str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        sent = dict(headers or {})
+        if cookie:
+            sent["Cookie"] = cookie
+        body = None
+        if form is not None:
+            body = urlencode(form)
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=sent)
+        answer = conn.getresponse()
+        text = answer.read().decode("utf-8")
+        conn.close()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, text
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def qts(qts_tree):
+    with FakeQtsAuth(SESSIONS) as auth:
+        root = qts_tree("exposed")
+        conf = root / "etc/config/uLinux.conf"
+        conf.write_bytes(re.sub(rb"Web Access Port = \d+", b"Web Access Port = %d" % auth.port, conf.read_bytes()))
+        page = Page(root)
+        try:
+            yield root, page, auth
+        finally:
+            page.close()
+
+
+ADMIN = "NAS_SID=adminsid1; NAS_USER=admin"
+
+
+def csrf_of(text: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', text)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+# ---------------------------------------------------------------- who gets what
+@pytest.mark.parametrize("cookie,status", [("", 401), ("NAS_SID=wrongsid", 401), ("NAS_SID=usersid1", 403),
+                                           ("NAS_SID=adminsid1; NAS_USER=mallory", 401),
+                                           ("NAS_SID=<script>", 401), ("garbage;;==", 401)])
+def test_no_session_a_wrong_one_or_a_non_admin_get_nothing(qts, cookie, status):
+    root, page, _auth = qts
+    code, headers, text = page.request("GET", "/", cookie)
+    assert code == status
+    assert "NAS-OFFICE" not in text and "service.telnet" not in text and "csrf" not in text
+    assert "default-src 'none'" in headers["content-security-policy"]
+
+
+def test_an_admin_sees_the_verdict_and_the_findings(qts):
+    root, page, auth = qts
+    code, headers, text = page.request("GET", "/", ADMIN)
+    assert code == 200, text
+    assert "AT RISK" in text and "NAS-OFFICE" in text and "service.telnet" in text
+    assert auth.queries[-1] == {"sid": "adminsid1"}
+    assert headers["cache-control"] == "no-store" and headers["x-content-type-options"] == "nosniff"
+    assert "script-src" not in headers["content-security-policy"]  # default-src 'none' forbids every script
+    assert "<script" not in text and not re.search(r'(src|href)="(https?:)?//', text)  # nothing from elsewhere
+
+
+def test_qtoken_and_user_are_checked_together(qts):
+    root, page, auth = qts
+    code, _, _ = page.request("GET", "/", "NAS_USER=admin; qtoken=tok123")
+    assert code == 200 and auth.queries[-1] == {"qtoken": "tok123", "user": "admin"}
+
+
+def test_a_forged_host_header_does_not_move_the_auth_check(qts):
+    root, page, auth = qts
+    with FakeQtsAuth({"adminsid1": ("evil", True), "anything": ("evil", True)}) as liar:
+        before = len(auth.queries)
+        code, _, _ = page.request("GET", "/", "NAS_SID=anything",
+                                  headers={"Host": "127.0.0.1:%d" % liar.port,
+                                           "X-Forwarded-Host": "127.0.0.1:%d" % liar.port})
+        assert code == 401 and liar.queries == [] and len(auth.queries) == before + 1
+
+
+def test_the_auth_endpoint_down_is_503_and_nothing_shown(qts):
+    root, page, auth = qts
+    auth.server.close()
+    code, _, text = page.request("GET", "/", ADMIN)
+    assert code == 503 and "NAS-OFFICE" not in text
+
+
+def test_a_changed_admin_port_is_followed(qts):
+    root, page, auth = qts
+    with FakeQtsAuth(SESSIONS) as moved:
+        conf = root / "etc/config/uLinux.conf"
+        conf.write_bytes(re.sub(rb"Web Access Port = \d+", b"Web Access Port = %d" % moved.port, conf.read_bytes()))
+        code, _, _ = page.request("GET", "/", ADMIN)
+        assert code == 200 and moved.queries == [{"sid": "adminsid1"}]
+
+
+def test_an_auth_url_off_loopback_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="loopback"):
+        WebApp(QtsRoot(tmp_path), load_settings(None, environ={}), tmp_path / "s", "http://10.0.0.1/cgi-bin/x")
+
+
+# ---------------------------------------------------------------- changes
+def test_a_post_without_or_with_a_wrong_csrf_token_changes_nothing(qts):
+    root, page, _auth = qts
+    original = tree_bytes(root)
+    for form in ({"check": "service.telnet"}, {"check": "service.telnet", "csrf": "0" * 40}):
+        code, _, _ = page.request("POST", "/fix", ADMIN, form=form)
+        assert code == 403
+    _, _, text = page.request("GET", "/", "NAS_SID=tok123; NAS_USER=admin")  # another session's token
+    code, _, _ = page.request("POST", "/fix", ADMIN, form={"check": "service.telnet", "csrf": csrf_of(text)})
+    assert code == 403
+    assert tree_bytes(root) == original
+
+
+def test_fix_then_undo_through_the_page(qts):
+    root, page, _auth = qts
+    original = tree_bytes(root)
+    _, _, text = page.request("GET", "/", ADMIN)
+    token = csrf_of(text)
+    code, _, plan = page.request("POST", "/plan", ADMIN, form={"check": "service.telnet", "csrf": token})
+    assert code == 200 and "Apply 1 change?" in plan and "TELNET Enable" in plan
+    assert tree_bytes(root) == original  # the plan changes nothing
+    code, _, text = page.request("POST", "/fix", ADMIN, form={"check": "service.telnet", "csrf": token})
+    assert code == 200 and "Applied 1 change(s)" in text, text
+    assert b"TELNET Enable = FALSE" in (root / "etc/config/uLinux.conf").read_bytes()
+    journal = (root / "var/exposure-guard/journal.jsonl").read_text()
+    assert '"event": "applied"' in journal and "service.telnet" in journal
+    change = re.search(r'name="change" value="(chg-[0-9a-f]+)"', text).group(1)
+    code, _, text = page.request("POST", "/undo", ADMIN, form={"change": change, "csrf": token})
+    assert code == 200 and "restored the exact original bytes" in text
+    assert tree_bytes(root) == original
+
+
+def test_check_now_and_unknown_paths(qts):
+    root, page, _auth = qts
+    _, _, text = page.request("GET", "/apps/exposure-guard//", ADMIN)  # under a proxy prefix, doubled slash
+    code, _, text = page.request("POST", "/apps/exposure-guard/check", ADMIN, form={"csrf": csrf_of(text)})
+    assert code == 200 and "Checked again." in text
+    assert page.request("GET", "/etc/passwd", ADMIN)[0] == 404
+    assert page.request("DELETE", "/", ADMIN)[0] in (404, 501)
+
+
+def test_oversized_or_lengthless_posts_are_refused(qts):
+    root, page, _auth = qts
+    conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=30)
+    conn.putrequest("POST", "/fix")
+    conn.putheader("Cookie", ADMIN)
+    conn.putheader("Content-Length", str(10 * 1024 * 1024))
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+    conn.close()
+
+
+def test_device_strings_are_escaped(qts):
+    root, page, _auth = qts
+    conf = root / "etc/config/uLinux.conf"
+    conf.write_bytes(conf.read_bytes().replace(b"Server Name = NAS-OFFICE", b"Server Name = <script>x</script>"))
+    _, _, text = page.request("GET", "/", ADMIN)
+    assert "<script>" not in text and "&lt;script&gt;x&lt;/script&gt;" in text
+
+
+def test_session_cookie_parsing_keeps_only_plain_values():
+    assert session_cookies("NAS_SID=abc123; NAS_USER=admin; other=1") == {"NAS_SID": "abc123", "NAS_USER": "admin"}
+    assert session_cookies('NAS_SID="a b"; NAS_USER=<x>') == {}
+    assert session_cookies("x" * 9000) == {}
+    assert session_cookies(None) == {}

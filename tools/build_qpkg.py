@@ -146,7 +146,7 @@ def shared_files(shared: Path) -> Dict[str, Entry]:
         if not path.is_file():
             continue
         rel = path.relative_to(shared).as_posix()
-        executable = rel.endswith(".sh") or bool(path.stat().st_mode & stat.S_IXUSR)
+        executable = rel.endswith((".sh", ".cgi")) or bool(path.stat().st_mode & stat.S_IXUSR)
         files[rel] = (path.read_bytes(), 0o755 if executable else 0o644)
     if SERVICE_PROGRAM not in files or SETTINGS not in files:
         raise BuildError("qpkg/shared must hold %s and %s" % (SERVICE_PROGRAM, SETTINGS))

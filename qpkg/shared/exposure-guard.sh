@@ -220,6 +220,30 @@ do_status() {
 	return 3
 }
 
+WEBUI_LINK=/home/httpd/cgi-bin/qpkg/$QPKG_NAME
+
+_link_webui() {  # (re)link the page's folder into QTS's admin web server; QTS may have removed it
+	[ -d /home/httpd/cgi-bin ] || return 0
+	mkdir -p /home/httpd/cgi-bin/qpkg && ln -sfn "$QPKG_ROOT/ui" "$WEBUI_LINK" ||
+		_event 1 "could not link the page into QTS's web server ($WEBUI_LINK)"
+}
+
+_unlink_webui() {
+	[ -h "$WEBUI_LINK" ] && rm -f "$WEBUI_LINK"
+	return 0
+}
+
+do_cgi() {  # one request of the page, for QTS's web server: the answer (or a 503 page) on stdout
+	if ! PYTHON=$(find_python) || ! _prepare_state >/dev/null 2>&1; then
+		printf 'Status: 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n'
+		echo "$QPKG_NAME cannot run: no Python $MIN_PYTHON or newer, or no state folder. See the event log."
+		return 0
+	fi
+	_agent_env
+	cd "$QPKG_ROOT" || return 1
+	_agent web --cgi --root "$QTS_ROOT" --settings "$SETTINGS"
+}
+
 do_cli() {  # run one exposure-guard command in the foreground
 	_need_python || return 1
 	_prepare_state || return 1
@@ -229,16 +253,17 @@ do_cli() {  # run one exposure-guard command in the foreground
 }
 
 case "$1" in
-	start) do_start ;;
+	start) _link_webui; do_start ;;
 	stop) do_stop ;;
-	restart) do_stop; do_start ;;
+	restart) do_stop; _link_webui; do_start ;;
 	status) do_status ;;
 	check) shift; do_cli check --root "$QTS_ROOT" --settings "$SETTINGS" "$@" ;;
 	cli) shift; do_cli "$@" ;;
 	find-python) find_python ;;
-	remove) do_stop ;;
+	cgi) do_cgi ;;
+	remove) do_stop; _unlink_webui ;;
 	*)
-		echo "usage: $0 {start|stop|restart|status|check [--json ...]|cli COMMAND [ARGS...]|find-python}" >&2
+		echo "usage: $0 {start|stop|restart|status|check [--json ...]|cli COMMAND [ARGS...]|cgi|find-python}" >&2
 		exit 2
 		;;
 esac

@@ -275,18 +275,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from exposure_guard.web.app import WebApp, make_server
+    from exposure_guard.web.app import WebApp, make_server, run_cgi
+    from exposure_guard.web.csrf import stored_secret
 
+    settings = settings_for(args)
+    state_dir = private_state_dir(args)
+    try:
+        app = WebApp(root_for(args), settings, state_dir, args.qts_auth, offline=args.offline,
+                     secret=stored_secret(state_dir))
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.cgi:
+        return run_cgi(app, dict(os.environ), sys.stdin.buffer, sys.stdout.buffer)
     host, sep, port = args.listen.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError("--listen wants HOST:PORT, e.g. 127.0.0.1:8765 (got %r)" % args.listen)
-    settings = settings_for(args)
-    state_dir = private_state_dir(args)
-    try:
-        app = WebApp(root_for(args), settings, state_dir, args.qts_auth, offline=args.offline)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     try:
         server = make_server(app, host, int(port))
     except OSError as exc:

@@ -103,8 +103,10 @@ def _enroll_args(p: argparse.ArgumentParser) -> None:
 
 def _web_args(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--listen", required=True, metavar="HOST:PORT",
-                   help="where to serve the page (the package uses 127.0.0.1 behind QTS's web server)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen", metavar="HOST:PORT", help="serve the page on HOST:PORT (keep it on loopback)")
+    where.add_argument("--cgi", action="store_true",
+                       help="answer one request as a CGI script of QTS's web server (what the package does)")
     p.add_argument("--qts-auth", metavar="URL",
                    help="QTS's authLogin.cgi (loopback only; default: 127.0.0.1 at the NAS's admin port)")
     p.add_argument("--offline", action="store_true", help="skip router and reachability checks")

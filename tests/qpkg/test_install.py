@@ -27,6 +27,8 @@ NAME = "ExposureGuard"
 PKG_DIR = QPKG_DIR + "/" + NAME
 SERVICE = "/etc/init.d/exposure-guard.sh"
 NAS_TREE = REPO / "tests/fixtures/qts/exposed"
+WEBUI = "/cgi-bin/qpkg/%s/index.cgi" % NAME
+WEBUI_DIR = "/home/httpd/cgi-bin/qpkg/" + NAME
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the simulated QTS needs root (mount/pid/net namespaces, chroot)"),
@@ -109,6 +111,16 @@ def check_installed(rig: Rig, package: Built) -> None:
     assert section["cfg:etc/exposure-guard.ini"] == md5(qdir / "etc/exposure-guard.ini.default")
     assert rig.ini("/etc/config/qpkg.conf")["Python3"]["Install_Path"] == QPKG_DIR + "/Python3"
 
+    # the page: declared for App Center and the QTS desktop, linked into QTS's admin web server, answering
+    # as its CGI script (without a QTS session: 401 and nothing else)
+    assert (section["WebUI"], section["Desktop"], section["Win_Width"], section["Win_Height"], section["Visible"]) \
+        == (WEBUI, "1", "1100", "600", "1")
+    assert os.readlink(str(rig.path(WEBUI_DIR))) == PKG_DIR + "/ui"
+    assert (qdir / "ui/index.cgi").stat().st_mode & 0o111 and (qdir / "ui/.htaccess").is_file()
+    answer = rig.run(WEBUI_DIR + "/index.cgi 2>/dev/null", env={"REQUEST_METHOD": "GET", "SCRIPT_NAME": WEBUI})
+    assert answer.stdout.startswith("Status: 401 Unauthorized\n"), answer.stdout  # (read as text; stderr: the server log)
+    assert "Content-Security-Policy: default-src 'none'" in answer.stdout and "csrf" not in answer.stdout
+
     assert os.readlink(str(rig.path(SERVICE))) == PKG_DIR + "/exposure-guard.sh"
     assert os.readlink(str(rig.path("/etc/rcS.d/QS190" + NAME))) == SERVICE
     assert os.readlink(str(rig.path("/etc/rcK.d/QK810" + NAME))) == SERVICE
@@ -177,7 +189,8 @@ def test_install_upgrade_remove(rig: Rig, built: Built, built_upgrade: Built):
     conf = rig.ini("/etc/config/qpkg.conf")
     assert NAME not in conf, "unregistered"
     assert conf["Python3"]["Enable"] == "TRUE", "other apps untouched"
-    for link in (SERVICE, "/etc/rcS.d/QS190" + NAME, "/etc/rcK.d/QK810" + NAME, "/home/httpd/RSS/images/%s.gif" % NAME):
+    for link in (SERVICE, "/etc/rcS.d/QS190" + NAME, "/etc/rcK.d/QK810" + NAME, "/home/httpd/RSS/images/%s.gif" % NAME,
+                 WEBUI_DIR):
         assert not os.path.lexists(str(rig.path(link))), link
     assert rig.ini("/etc/config/upnpc.conf")["UPnP_Global"]["Enable"] == "FALSE", "NAS settings stay as they are"
     saved = rig.path(QPKG_DIR + "/.ExposureGuard-journal/journal.jsonl")

@@ -181,7 +181,7 @@ class Rig:
         root = self.root
         for rel in ("bin", "sbin", "usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "usr/local/bin",
                     "etc/config", "etc/default_config", "etc/init.d", "etc/rcS.d", "etc/rcK.d",
-                    "home/httpd/RSS/images", VOLUME + "/Public", QPKG_DIR, "mnt/HDA_ROOT", "proc", "dev",
+                    "home/httpd/RSS/images", "home/httpd/cgi-bin", VOLUME + "/Public", QPKG_DIR, "mnt/HDA_ROOT", "proc", "dev",
                     "tmp", "var/log", "root", "opt"):
             (root / rel.lstrip("/")).mkdir(parents=True, exist_ok=True)
         (root / "tmp").chmod(0o1777)

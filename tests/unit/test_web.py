@@ -4,7 +4,10 @@ CSRF, escaping, fix and undo (the config file changes, journaled, and comes back
 from __future__ import annotations
 
 import http.client
+import os
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -16,6 +19,7 @@ from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
 from exposure_guard.web.app import WebApp, make_server
 from exposure_guard.web.auth import session_cookies
+from tests.support.paths import SRC
 from tests.support.qts import tree_bytes
 from tests.support.qtsauth import FakeQtsAuth
 
@@ -199,3 +203,32 @@ def test_session_cookie_parsing_keeps_only_plain_values():
     assert session_cookies('NAS_SID="a b"; NAS_USER=<x>') == {}
     assert session_cookies("x" * 9000) == {}
     assert session_cookies(None) == {}
+
+
+# ---------------------------------------------------------------- as a CGI script (what the package uses)
+def cgi(root: Path, method: str, query: str = "", cookie: str = "", body: bytes = b"") -> Tuple[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(SRC), "REQUEST_METHOD": method,
+           "SCRIPT_NAME": "/cgi-bin/qpkg/ExposureGuard/index.cgi", "QUERY_STRING": query, "HTTP_COOKIE": cookie,
+           "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/x-www-form-urlencoded"}
+    proc = subprocess.run([sys.executable, "-m", "exposure_guard", "web", "--cgi", "--root", str(root), "--offline"],
+                          input=body, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    head, _, text = proc.stdout.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), text.decode("utf-8")
+
+
+def test_each_cgi_request_is_its_own_process_and_tokens_carry_over(qts):
+    root, _page, auth = qts
+    head, text = cgi(root, "GET")
+    assert head.startswith("Status: 401 Unauthorized\r\n") and "NAS-OFFICE" not in text
+    assert "Content-Security-Policy: default-src 'none'" in head
+    head, text = cgi(root, "GET", cookie=ADMIN)
+    assert head.startswith("Status: 200 OK\r\n") and "AT RISK" in text and 'action="?a=plan"' in text
+    body = urlencode({"check": "service.telnet", "csrf": csrf_of(text)}).encode()
+    head, text = cgi(root, "POST", "a=fix", ADMIN, body)
+    assert head.startswith("Status: 200 OK\r\n") and "Applied 1 change(s)" in text, text
+    assert b"TELNET Enable = FALSE" in (root / "etc/config/uLinux.conf").read_bytes()
+    secret = root / "var/exposure-guard/web-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
+    head, _ = cgi(root, "POST", "a=fix", ADMIN, b"check=service.telnet&csrf=" + b"0" * 40)
+    assert head.startswith("Status: 403 Forbidden\r\n")

@@ -11,7 +11,7 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, BinaryIO, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from exposure_guard.context import CheckContext
@@ -43,13 +43,13 @@ class WebApp:
     """The page's logic, independent of the HTTP server (tests call ``handle`` directly too)."""
 
     def __init__(self, root: QtsRoot, settings: Settings, state_dir: Path, auth_url: Optional[str] = None,
-                 offline: bool = False) -> None:
+                 offline: bool = False, secret: bytes = b"") -> None:
         self.root = root
         self.settings = settings
         self.state_dir = state_dir
         self.offline = offline
         self.auth = QtsAuth(QtsConfig(root), auth_url)
-        self.csrf = CsrfTokens()
+        self.csrf = CsrfTokens(secret)
         self.lock = threading.Lock()  # one check or change at a time
         self.report: Optional[Report] = None
 
@@ -88,7 +88,9 @@ class WebApp:
 
     # -- requests --------------------------------------------------------------------------------------
     def handle(self, method: str, path: str, cookie: Optional[str], body: bytes) -> Answer:
-        name = urlsplit(path).path.rstrip("/").rsplit("/", 1)[-1] if not path.endswith("/") else ""
+        parts = urlsplit(path)
+        action = parse_qs(parts.query).get("a", [""])[0]
+        name = action or (parts.path.rsplit("/", 1)[-1] if not parts.path.endswith("/") else "")
         if method == "GET" and name == "style.css":
             return 200, {"Content-Type": "text/css; charset=utf-8"}, page.STYLE.encode("utf-8")
         try:
@@ -100,11 +102,11 @@ class WebApp:
             with self.lock:
                 return self._overview(admin)
         if method != "POST" or name not in ("check", "plan", "fix", "undo"):
-            return 404, {}, page.page("ExposureGuard", "<p>Not found. <a href=\"./\">Back</a></p>")
+            return 404, {}, page.page("ExposureGuard", "<p>Not found. <a href=\"?\">Back</a></p>")
         fields = _form(body)
         if not self.csrf.valid(admin.session, fields.get("csrf", "")):
             log.warning("refused %s by %s: missing or wrong CSRF token", name, admin.user)
-            return 403, {}, page.page("ExposureGuard", "<p>This form has expired. <a href=\"./\">Reload</a></p>")
+            return 403, {}, page.page("ExposureGuard", "<p>This form has expired. <a href=\"?\">Reload</a></p>")
         with self.lock:
             try:
                 return getattr(self, "_post_" + name)(admin, fields)  # type: ignore[no-any-return]
@@ -207,3 +209,42 @@ def make_server(app: WebApp, host: str, port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
+
+
+def run_cgi(app: WebApp, environ: Dict[str, str], stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """One request as a CGI script of QTS's admin web server (no listener of our own): the request from the
+    CGI environment, the answer as a CGI document on ``stdout``."""
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if environ.get("QUERY_STRING"):
+        path += "?" + environ["QUERY_STRING"]
+    body = b""
+    if method == "POST":
+        length = environ.get("CONTENT_LENGTH", "")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            answer: Answer = (413, {}, page.page("ExposureGuard", "<p>Refused.</p>"))
+            _write_cgi(answer, stdout)
+            return 0
+        body = stdin.read(int(length))
+    try:
+        answer = app.handle(method, path or "/", environ.get("HTTP_COOKIE"), body)
+    except Exception:  # the last line of defence: a 500 page, never a traceback to the browser
+        log.exception("internal error on %s %s", method, path[:200])
+        answer = (500, {}, page.page("ExposureGuard", "<p>Internal error; see the event log.</p>"))
+    _write_cgi(answer, stdout)
+    return 0
+
+
+def _write_cgi(answer: Answer, stdout: BinaryIO) -> None:
+    status, headers, body = answer
+    headers = dict(SECURITY_HEADERS, **headers)
+    headers.setdefault("Content-Type", "text/html; charset=utf-8")
+    lines = ["Status: %d %s" % (status, _REASONS.get(status, "Error"))]
+    lines.extend("%s: %s" % item for item in headers.items())
+    lines.append("Content-Length: %d" % len(body))
+    stdout.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    stdout.flush()
+
+
+_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 413: "Payload Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}

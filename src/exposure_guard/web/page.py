@@ -1,7 +1,8 @@
 """The page's HTML: verdict, findings by severity with their explanation and evidence, the fix plan, the
 change history with Undo. Everything that comes from the NAS, a router or the journal is escaped; there is
 no script at all, every change is a form POST carrying the CSRF token, and links are relative (the page is
-served under whatever path QTS's web server gives it)."""
+served under whatever path QTS's web server gives it: every action is ``?a=<action>`` on the page's own URL,
+which works for the CGI script and the loopback server alike)."""
 
 from __future__ import annotations
 
@@ -37,14 +38,14 @@ td,th{padding:4px 6px;border-bottom:1px solid #e3e6eb;text-align:left;vertical-a
 def page(title: str, body: str) -> bytes:
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<title>%s</title><link rel=\"stylesheet\" href=\"style.css\"></head><body><main>%s</main></body></html>"
+            "<title>%s</title><link rel=\"stylesheet\" href=\"?a=style.css\"></head><body><main>%s</main></body></html>"
             % (escape(title), body)).encode("utf-8")
 
 
 def form(action: str, csrf: str, label: str, fields: Optional[Dict[str, str]] = None, primary: bool = False) -> str:
     hidden = "".join('<input type="hidden" name="%s" value="%s">' % (escape(k), escape(v))
                      for k, v in (fields or {}).items())
-    return ('<form method="post" action="%s"><input type="hidden" name="csrf" value="%s">%s'
+    return ('<form method="post" action="?a=%s"><input type="hidden" name="csrf" value="%s">%s'
             '<button%s type="submit">%s</button></form>' % (escape(action), escape(csrf), hidden,
                                                             ' class="primary"' if primary else "", escape(label)))
 
@@ -117,10 +118,10 @@ def history_table(history: Sequence[Any], csrf: str) -> str:
 def plan_page(items: Sequence[Any], check: str, csrf: str) -> bytes:
     if not items:
         body = "<h1>Nothing to fix</h1><p>No failing check has a safe automatic fix that is still needed.</p>"
-        return page("ExposureGuard – nothing to fix", body + '<p><a href="./">Back</a></p>')
+        return page("ExposureGuard – nothing to fix", body + '<p><a href="?">Back</a></p>')
     lines = "".join("<li><code>%s</code> %s</li>" % (escape(i.action.check_id), escape(i.description)) for i in items)
     body = ("<h1>Apply %d change%s?</h1><ul>%s</ul><p>Every change is journaled and can be undone.</p>%s "
-            '<a href="./">Cancel</a>' % (len(items), "" if len(items) == 1 else "s", lines,
+            '<a href="?">Cancel</a>' % (len(items), "" if len(items) == 1 else "s", lines,
                                          form("fix", csrf, "Apply", {"check": check}, primary=True)))
     return page("ExposureGuard – plan", body)
 

@@ -211,7 +211,7 @@ def cgi(root: Path, method: str, query: str = "", cookie: str = "", body: bytes 
            "SCRIPT_NAME": "/cgi-bin/qpkg/ExposureGuard/index.cgi", "QUERY_STRING": query, "HTTP_COOKIE": cookie,
            "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/x-www-form-urlencoded"}
     proc = subprocess.run([sys.executable, "-m", "exposure_guard", "web", "--cgi", "--root", str(root), "--offline"],
-                          input=body, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120)
+                          input=body, capture_output=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()
     head, _, text = proc.stdout.partition(b"\r\n\r\n")
     return head.decode("latin-1"), text.decode("utf-8")

@@ -1,5 +1,8 @@
 #!/bin/sh
-# Build the App Center package: dist/ExposureGuard_<version>.qpkg and its .sha256. No QDK needed.
+# Build the App Center package: dist/ExposureGuard_<version>.qpkg and its .sha256, and an App Center
+# repository feed dist/ExposureGuard.xml with its icon (docs/qpkg.md#updates-through-app-center). No QDK needed.
+#
+#   EXPOSURE_GUARD_FEED_BASE=https://repo.example/qpkg/ ./build.sh   where the feed says the package is
 #
 #   ./build.sh                               version from src/exposure_guard/__init__.py
 #   EXPOSURE_GUARD_VERSION=1.0.1 ./build.sh  another version (tests use this to build an upgrade)
@@ -38,3 +41,4 @@ PYTHONPATH=src "$PYTHON" -m exposure_guard.qpkg_inspect --quiet "$target"
 size=$(wc -c < "$target")
 echo "built $target ($size bytes) in $(( $(date +%s) - start )) s"
 cat "$target.sha256"
+echo "App Center feed: $OUT/ExposureGuard.xml"

@@ -352,7 +352,65 @@ def build(repo: Path, wheels: Path, out_dir: Path, version: Optional[str], epoch
     os.replace(str(temporary), str(target))
     digest = hashlib.sha256(package).hexdigest()
     (out_dir / (target.name + ".sha256")).write_text("%s  %s\n" % (digest, target.name), encoding="ascii")
+    icons = qpkg_icons.icons()
+    (out_dir / (NAME + "_80.gif")).write_bytes(icons[".qpkg_icon_80.gif"])
+    (out_dir / (NAME + ".gif")).write_bytes(icons[".qpkg_icon.gif"])
+    feed_base = os.environ.get("EXPOSURE_GUARD_FEED_BASE") or DEFAULT_FEED_BASE
+    (out_dir / (NAME + ".xml")).write_bytes(make_feed(version, target.name, feed_base, cfg, epoch))
     return target
+
+
+# -------------------------------------------------------------------------------------------------------
+# App Center repository feed
+
+# Where an MSP's repository serves dist/: set EXPOSURE_GUARD_FEED_BASE when building (the fleet server
+# rewrites it to its own address when it serves the feed). The default is a placeholder that never resolves.
+DEFAULT_FEED_BASE = "https://exposure-guard.invalid/qpkg/"
+# A generic (noarch) package runs on every model family App Center knows; the IDs real feeds use
+# (QNAP's own repository and third-party ones): x86_64, ARM 64-bit, ARM 32-bit and their older names.
+FEED_PLATFORMS = ("TS-NASX86", "TS-X28A", "TS-X32", "TS-X32U", "TS-XA28A", "TS-X33", "TS-X35A", "TS-X16",
+                  "TS-NASARM_64", "TS-NASARM", "TS-X41", "TS-X31P2", "TS-X31P3", "TS-X31X", "TS-X31", "OLD_X86")
+
+
+def _cfg_value(cfg: bytes, key: str) -> str:
+    match = re.search(rb'^' + key.encode("ascii") + rb'="([^"]*)"', cfg, re.M)
+    return match.group(1).decode("utf-8") if match else ""
+
+
+def make_feed(version: str, package_name: str, base: str, cfg: bytes, epoch: int) -> bytes:
+    """An App Center repository feed (``<plugins><item>``) offering this package on every platform."""
+    from xml.sax.saxutils import escape
+
+    if not re.match(r"^https?://[^\s<>\"]+/$", base):
+        raise BuildError("EXPOSURE_GUARD_FEED_BASE must be an http(s) URL ending in / (got %r)" % base)
+    stamp = time.gmtime(epoch)
+
+    def cdata(tag: str, value: str) -> str:
+        return "    <%s><![CDATA[%s]]></%s>\n" % (tag, value.replace("]]>", "]]]]><![CDATA[>"), tag)
+
+    platforms = "".join("    <platform>\n      <platformID>%s</platformID>\n      <location>%s</location>\n"
+                        "    </platform>\n" % (pid, escape(base + package_name)) for pid in FEED_PLATFORMS)
+    item = "".join([
+        cdata("name", _cfg_value(cfg, "QPKG_DISPLAY_NAME") or NAME),
+        cdata("internalName", NAME),
+        cdata("category", "Security"),
+        cdata("type", "Security"),
+        cdata("icon80", base + NAME + "_80.gif"),
+        cdata("icon100", base + NAME + "_80.gif"),
+        cdata("description", _cfg_value(cfg, "QPKG_SUMMARY")),
+        cdata("fwVersion", _cfg_value(cfg, "QTS_MINI_VERSION")),
+        cdata("version", version),
+        platforms,
+        cdata("publishedDate", time.strftime("%Y/%m/%d", stamp)),
+        cdata("maintainer", _cfg_value(cfg, "QPKG_AUTHOR")),
+        cdata("developer", _cfg_value(cfg, "QPKG_AUTHOR")),
+        cdata("forumLink", ""),
+        cdata("language", "English"),
+        cdata("changeLog", "ExposureGuard %s. Unsigned package: allow apps without a valid digital signature in "
+                           "App Center settings to install it." % version),
+    ])
+    return ('<?xml version="1.0" encoding="utf-8"?>\n<plugins>\n  <cachechk>%s</cachechk>\n  <item>\n%s  </item>\n'
+            "</plugins>\n" % (time.strftime("%Y%m%d%H%M", stamp), item)).encode("utf-8")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

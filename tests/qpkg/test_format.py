@@ -362,3 +362,43 @@ def test_inspector_cli(built, tmp_path, capsys):
     assert main([str(damaged), "--quiet"]) == 1
     assert "NOT OK" in capsys.readouterr().out
     assert "OK" in render(inspect_qpkg(str(built.path)), quiet=True)
+
+
+# ---- the App Center repository feed ----------------------------------------------------------------------
+
+def read_feed(data: bytes):
+    """The feed as App Center reads it: <plugins><item> with text fields and <platform> entries."""
+    import xml.etree.ElementTree as ET  # our own build output, not hostile input
+
+    root = ET.fromstring(data)
+    assert root.tag == "plugins"
+    items = root.findall("item")
+    assert len(items) == 1
+    item = items[0]
+    fields = {child.tag: (child.text or "") for child in item if child.tag != "platform"}
+    platforms = {p.findtext("platformID"): p.findtext("location") for p in item.findall("platform")}
+    return root.findtext("cachechk"), fields, platforms
+
+
+def test_feed_offers_exactly_the_built_package_on_every_platform(built):
+    stamp, fields, platforms = read_feed((built.path.parent / "ExposureGuard.xml").read_bytes())
+    assert re.fullmatch(r"\d{12}", stamp)
+    assert fields["internalName"] == "ExposureGuard" and fields["version"] == built.version
+    assert fields["fwVersion"] == "4.3.0" and fields["name"] == "ExposureGuard"
+    assert {"TS-NASX86", "TS-NASARM_64", "TS-NASARM", "TS-X28A", "TS-X41", "TS-X31"} <= set(platforms)
+    base = build_qpkg.DEFAULT_FEED_BASE
+    assert set(platforms.values()) == {base + built.path.name}
+    assert fields["icon80"] == base + "ExposureGuard_80.gif"
+    assert (built.path.parent / "ExposureGuard_80.gif").read_bytes()[:4] == b"\x89PNG"
+    assert "Unsigned package" in fields["changeLog"]
+
+
+def test_feed_base_is_the_repository_address_and_must_be_a_url():
+    cfg = (REPO / "qpkg/qpkg.cfg").read_bytes()
+    _, fields, platforms = read_feed(build_qpkg.make_feed("1.2.3", "ExposureGuard_1.2.3.qpkg",
+                                                          "https://msp.example/qpkg/", cfg, 1700000000))
+    assert set(platforms.values()) == {"https://msp.example/qpkg/ExposureGuard_1.2.3.qpkg"}
+    assert fields["version"] == "1.2.3" and fields["publishedDate"] == "2023/11/14"
+    for bad in ("ftp://x/", "https://x/qpkg", "https://x/<y>/", ""):
+        with pytest.raises(build_qpkg.BuildError):
+            build_qpkg.make_feed("1.2.3", "p.qpkg", bad, cfg, 0)

@@ -12,13 +12,16 @@ from typing import IO, Any, Optional
 
 import schedule
 
+from exposure_guard.atomicio import atomic_write
 from exposure_guard.context import CheckContext
 from exposure_guard.core import check_once, fix_once, plan_fixes, write_last_report
 from exposure_guard.errors import EXIT_FINDINGS, EXIT_OK, ExposureGuardError, LockedError
-from exposure_guard.qts.eventlog import ERROR, INFO, WARNING, log_event
+from exposure_guard.qts.eventlog import ERROR, INFO, WARNING, log_event, notify
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.report import Report
 from exposure_guard.settings import Settings
+
+VERDICT_FILE = "last-verdict"  # the verdict of the previous cycle: Notification Center hears of changes only
 
 
 class InstanceLock:
@@ -87,8 +90,23 @@ class Daemon:
         verdict = report.verdict()
         failing = [f.id for f in report.findings if f.status == "fail"]
         level = {"EXPOSED": ERROR, "AT RISK": WARNING}.get(verdict, INFO)
-        log_event(self.root, level, "%s: %d failing check(s)%s" % (
-            verdict, len(failing), (": " + ", ".join(failing[:8])) if failing else ""))
+        message = "%s: %d failing check(s)%s" % (verdict, len(failing), (": " + ", ".join(failing[:8])) if failing
+                                                  else "")
+        log_event(self.root, level, message)
+        previous = self._previous_verdict()
+        if verdict != previous:  # one notification when the verdict changes, not one per run
+            notify(self.root, level, ("%s (was %s)" % (message, previous)) if previous else message)
+            try:
+                atomic_write(self.state_dir / VERDICT_FILE, verdict.encode("ascii") + b"\n", mode=0o600)
+            except OSError as exc:
+                log_event(self.root, WARNING, "cannot remember the verdict in %s: %s" % (self.state_dir, exc))
+
+    def _previous_verdict(self) -> str:
+        try:
+            text = (self.state_dir / VERDICT_FILE).read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            return ""
+        return text if text in ("EXPOSED", "AT RISK", "OK") else ""
 
     def _check_in(self, document: dict) -> None:
         from exposure_guard import checkin

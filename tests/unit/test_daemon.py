@@ -95,3 +95,53 @@ def test_jitter_stays_within_ten_percent(qts_tree, tmp_path, monkeypatch, rng):
     delays = [daemon.next_delay() for _ in range(500)]
     assert min(delays) >= 3600 and max(delays) <= 3960, rng.replay
     assert len({round(d) for d in delays}) > 100, rng.replay  # really random, not fixed
+
+
+def test_notification_center_hears_only_when_the_verdict_changes(qts_tree, tmp_path):
+    from exposure_guard.daemon import Daemon
+    from exposure_guard.qts.root import QtsRoot
+    from exposure_guard.settings import load_settings
+
+    root = qts_tree("exposed")
+    (root / "sbin").mkdir()
+    (root / "usr/local/sbin").mkdir(parents=True)
+    calls = root / "notify.calls"
+    for tool, script in (("sbin/log_tool", "#!/bin/sh\nexit 0\n"),
+                         ("usr/local/sbin/notify", "#!/bin/sh\nfor a in \"$@\"; do printf '%%s|' \"$a\"; done >> %s\n"
+                          "echo >> %s\n" % (calls, calls))):
+        (root / tool).write_text(script)
+        (root / tool).chmod(0o755)
+    ini = tmp_path / "s.ini"
+    ini.write_text("[agent]\nmode = report\n")
+    daemon = Daemon(QtsRoot(root, use_tools=True), load_settings(ini, environ={}), root / "var/eg", offline=True)
+    daemon.run_once_locked()
+    daemon.run_once_locked()
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("send|-A|A039|-C|C001|-M|46|-l|warn|-t|3|[{0}] {1}|ExposureGuard|AT RISK: ")
+    assert (root / "var/eg/last-verdict").read_text() == "AT RISK\n"
+    # the verdict was different before (EXPOSED): one more notification, naming the old verdict
+    (root / "var/eg/last-verdict").write_text("EXPOSED\n")
+    daemon.run_once_locked()
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2 and lines[1].endswith("(was EXPOSED)|") and "|-l|warn|" in lines[1]
+    # a damaged verdict file counts as no verdict: notified once more, and the file is repaired
+    (root / "var/eg/last-verdict").write_text("<garbage>\n")
+    daemon.run_once_locked()
+    assert len(calls.read_text().splitlines()) == 3
+    assert (root / "var/eg/last-verdict").read_text() == "AT RISK\n"
+
+
+def test_without_notify_the_event_log_still_has_the_verdict(qts_tree, tmp_path):
+    from exposure_guard.daemon import Daemon
+    from exposure_guard.qts.root import QtsRoot
+    from exposure_guard.settings import load_settings
+
+    root = qts_tree("exposed")
+    (root / "sbin").mkdir()
+    log = root / "events.log"
+    (root / "sbin/log_tool").write_text("#!/bin/sh\necho \"$@\" >> %s\n" % log)
+    (root / "sbin/log_tool").chmod(0o755)
+    Daemon(QtsRoot(root, use_tools=True), load_settings(None, environ={}), root / "var/eg", offline=True).run_once_locked()
+    assert any("AT RISK" in line for line in log.read_text().splitlines())
+    assert (root / "var/eg/last-verdict").read_text() == "AT RISK\n"

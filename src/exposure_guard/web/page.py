@@ -78,7 +78,8 @@ def overview(report: Report, history: Sequence[Any], csrf: str, message: str = "
     if message:
         out.append('<div class="msg%s">%s</div>' % (" err" if error else "", escape(message)))
     out.append('<div class="verdict %s"><strong>%s</strong><span>%s</span><span>checked %s</span>%s%s</div>'
-               % (VERDICT_CLASS[verdict], escape(verdict), _device_line(report.device), escape(report.generated_at),
+               % (VERDICT_CLASS[verdict], escape(verdict), _device_line(report.device),
+                  escape(report.generated_at[:19].replace("T", " ") + " UTC"),
                   form("check", csrf, "Check now"),
                   (" " + form("plan", csrf, "Fix all safe…", {"check": "*"}, primary=True))
                   if any(f.fixable and f.status == "fail" for f in report.findings) else ""))

@@ -14,6 +14,7 @@ import heapq
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import InsecureRequestWarning
 
 from exposure_guard.errors import ConnectFailed, HostileResponse, PeerError, TlsFailed, TooLarge, TooSlow
 
@@ -33,6 +35,9 @@ USER_AGENT = "ExposureGuard/1.0 UPnP/1.1"
 _CHUNK = 16 * 1024
 
 _local = threading.local()
+# LAN devices and QTS itself (on loopback) serve self-signed certificates: not verifying them is deliberate
+# (fetch's ``verify``), so urllib3's warning for each such request would only fill logs.
+warnings.filterwarnings("ignore", category=InsecureRequestWarning)
 
 
 class _Watchdog:

@@ -4,8 +4,9 @@ query it got."""
 
 from __future__ import annotations
 
+import ssl
 from http.server import BaseHTTPRequestHandler
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from tests.support.net import HttpServer
@@ -19,8 +20,10 @@ ANSWER = ('<?xml version="1.0" encoding="UTF-8" ?><QDocRoot version="1.0"><doQui
 class FakeQtsAuth:
     """``sessions``: sid or qtoken -> (user, is_admin)."""
 
-    def __init__(self, sessions: Dict[str, Tuple[str, bool]], port: int = 0) -> None:
+    def __init__(self, sessions: Dict[str, Tuple[str, bool]], port: int = 0, tls: Optional[ssl.SSLContext] = None,
+                 redirect_to: str = "") -> None:
         self.sessions = dict(sessions)
+        self.redirect_to = redirect_to  # answer every query with a 302 there (an admin port that is HTTPS-only)
         self.queries: List[Dict[str, str]] = []
         fake = self
 
@@ -35,6 +38,12 @@ class FakeQtsAuth:
                     return
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 fake.queries.append(query)
+                if fake.redirect_to:
+                    self.send_response(302)
+                    self.send_header("Location", fake.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 key = query.get("sid") or query.get("qtoken") or ""
                 user, admin = fake.sessions.get(key, ("", False))
                 if query.get("user") and query["user"] != user:
@@ -46,7 +55,7 @@ class FakeQtsAuth:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = HttpServer(Handler, port=port)
+        self.server = HttpServer(Handler, port=port, tls=tls)
 
     @property
     def port(self) -> int:
@@ -54,7 +63,7 @@ class FakeQtsAuth:
 
     @property
     def url(self) -> str:
-        return "http://127.0.0.1:%d/cgi-bin/authLogin.cgi" % self.port
+        return "%s://127.0.0.1:%d/cgi-bin/authLogin.cgi" % (self.server.scheme, self.port)
 
     def __enter__(self) -> FakeQtsAuth:
         return self

@@ -232,3 +232,53 @@ def test_each_cgi_request_is_its_own_process_and_tokens_carry_over(qts):
     assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
     head, _ = cgi(root, "POST", "a=fix", ADMIN, b"check=service.telnet&csrf=" + b"0" * 40)
     assert head.startswith("Status: 403 Forbidden\r\n")
+
+
+# ---------------------------------------------------------------- HTTPS-only admin UI (Force SSL)
+@pytest.fixture
+def tls_context(tmp_path):
+    import ssl
+
+    from tests.support.net import make_cert
+
+    cert, key = make_cert(tmp_path / "tls", "qts", "/O=QNAP Systems Inc./CN=QNAP NAS", "IP:127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def test_force_ssl_checks_the_session_over_https_at_the_stunnel_port(qts_tree, tls_context):
+    root = qts_tree("exposed")
+    with FakeQtsAuth(SESSIONS, tls=tls_context) as https_auth:
+        conf = root / "etc/config/uLinux.conf"
+        text = conf.read_bytes() + b"\n[System]\n"  # keys below are added to the first [System] by setcfg
+        conf.write_bytes(text)
+        from exposure_guard.qts.config import QtsConfig
+
+        config = QtsConfig(QtsRoot(root))
+        config.setcfg("System", "Force SSL", "1", "etc/config/uLinux.conf")
+        config.setcfg("Stunnel", "Enable", "1", "etc/config/uLinux.conf")
+        config.setcfg("Stunnel", "Port", str(https_auth.port), "etc/config/uLinux.conf")
+        page = Page(root)
+        try:
+            code, _, text = page.request("GET", "/", ADMIN)
+        finally:
+            page.close()
+        assert code == 200 and "AT RISK" in text and https_auth.queries == [{"sid": "adminsid1"}]
+
+
+def test_a_redirect_to_https_on_loopback_is_followed_and_off_loopback_refused(qts_tree, tls_context):
+    root = qts_tree("exposed")
+    with FakeQtsAuth(SESSIONS, tls=tls_context) as https_auth, \
+            FakeQtsAuth({}, redirect_to=https_auth.url) as http_port, \
+            FakeQtsAuth({}, redirect_to="https://203.0.113.9/cgi-bin/authLogin.cgi") as liar:
+        page = Page(root, http_port.url)
+        try:
+            assert page.request("GET", "/", ADMIN)[0] == 200 and len(https_auth.queries) == 1
+        finally:
+            page.close()
+        page = Page(root, liar.url)
+        try:
+            assert page.request("GET", "/", ADMIN)[0] == 503 and len(https_auth.queries) == 1
+        finally:
+            page.close()

@@ -16,7 +16,7 @@ from typing import Dict, Optional
 from urllib.parse import urlencode, urlsplit
 
 from exposure_guard.errors import PeerError
-from exposure_guard.qts.config import QtsConfig
+from exposure_guard.qts.config import QtsConfig, parse_bool
 
 AUTH_PATH = "/cgi-bin/authLogin.cgi"
 _TOKEN = re.compile(r"^[A-Za-z0-9._~-]{1,256}$")  # QTS session ids and tokens: short, URL-safe
@@ -61,11 +61,31 @@ def session_cookies(header: Optional[str]) -> Dict[str, str]:
     return out
 
 
+def _port(config: QtsConfig, section: str, key: str, default: int) -> int:
+    raw = (config.getcfg(section, key) or "").strip()
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 65536 else default
+
+
 def loopback_auth_url(config: QtsConfig) -> str:
-    """authLogin.cgi on loopback at the NAS's admin port ([System] Web Access Port, default 8080)."""
-    raw = (config.getcfg("System", "Web Access Port") or "8080").strip()
-    port = int(raw) if raw.isdigit() and 0 < int(raw) < 65536 else 8080
-    return "http://127.0.0.1:%d%s" % (port, AUTH_PATH)
+    """authLogin.cgi on loopback at the NAS's admin port: [System] Web Access Port (default 8080), or the HTTPS
+    port [Stunnel] Port (default 443) when the admin UI is HTTPS-only ([System] Force SSL)."""
+    if parse_bool(config.getcfg("System", "Force SSL")) and parse_bool(config.getcfg("Stunnel", "Enable")) is not False:
+        return "https://127.0.0.1:%d%s" % (_port(config, "Stunnel", "Port", 443), AUTH_PATH)
+    return "http://127.0.0.1:%d%s" % (_port(config, "System", "Web Access Port", 8080), AUTH_PATH)
+
+
+def _loopback_redirect(answer_headers: Dict[str, str]) -> Optional[str]:
+    """Where an admin port that only does HTTPS sends us: kept only when it is authLogin.cgi on loopback."""
+    location = next((v for k, v in answer_headers.items() if k.lower() == "location"), "")
+    parts = urlsplit(location)
+    try:
+        _check_loopback(location)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or parts.path != AUTH_PATH:
+        return None
+    return "%s://127.0.0.1%s%s" % (parts.scheme, ":%d" % port if port else "", AUTH_PATH)
 
 
 def _check_loopback(url: str) -> None:
@@ -107,6 +127,12 @@ class QtsAuth:
         url = self.url()
         try:
             answer = fetch(url + "?" + urlencode(query), deadline=self.deadline, max_bytes=64 * 1024)
+            if answer.status in (301, 302, 303, 307, 308):  # HTTP admin port of an HTTPS-only admin UI
+                moved = _loopback_redirect(answer.headers)
+                if moved is None:
+                    raise AuthError(503, "QTS's login service at %s redirected off loopback; refused" % url)
+                url = moved
+                answer = fetch(url + "?" + urlencode(query), deadline=self.deadline, max_bytes=64 * 1024)
             root = parse_xml(answer.body, "the answer of %s" % url)
         except (PeerError, ValueError) as exc:
             raise AuthError(503, "QTS's login service at %s did not answer usably: %s" % (url, exc)) from None

@@ -282,3 +282,21 @@ def test_a_redirect_to_https_on_loopback_is_followed_and_off_loopback_refused(qt
             assert page.request("GET", "/", ADMIN)[0] == 503 and len(https_auth.queries) == 1
         finally:
             page.close()
+
+
+def test_router_and_internet_sections_show_the_mappings_and_the_rule_to_remove():
+    from exposure_guard.report import Finding, Report
+    from exposure_guard.web import page
+
+    router = Finding("router.upnp-mappings", "t", "critical", "fail", "the router forwards 1 port", {
+        "mappings_to_this_nas": [{"external": "TCP 8080", "internal": "10.0.0.2:8080", "description": "<b>ARC</b>",
+                                  "management_port": True, "enabled": True}, "junk"]})
+    reach = Finding("reachability.admin", "t", "critical", "fail", "reached", {"ports": [
+        {"service": "admin HTTP", "family": "ipv4", "port": 8080, "state": "verified",
+         "forwarded": "through a port forward that is NOT a UPnP mapping: remove it (external TCP 8080 -> "
+                      "10.0.0.2:8080)"}, 7]})
+    html = page.overview(Report({"hostname": "n"}, [router, reach]), [], "tok").decode()
+    assert "<td>TCP 8080</td><td>10.0.0.2:8080</td><td>&lt;b&gt;ARC&lt;/b&gt;</td><td>management port</td>" in html
+    assert "external TCP 8080 -&gt; 10.0.0.2:8080" in html and "<td>admin HTTP</td><td>ipv4 8080</td>" in html
+    unread = Finding("router.upnp-mappings", "t", "high", "unknown", "the table cannot be read", {})
+    assert "<h2>Router</h2><p>the table cannot be read</p>" in page.overview(Report({}, [unread]), [], "t").decode()

@@ -99,8 +99,54 @@ def overview(report: Report, history: Sequence[Any], csrf: str, message: str = "
     if passing:
         out.append("<details><summary>Passing (%d)</summary>%s</details>" % (
             len(passing), "".join(_finding(f, csrf) for f in passing)))
+    out.append(router_section(report))
+    out.append(internet_section(report))
     out.append(history_table(history, csrf))
     return page("ExposureGuard – %s" % verdict, "".join(out))
+
+
+def _by_id(report: Report, check_id: str) -> Optional[Finding]:
+    return next((f for f in report.findings if f.id == check_id), None)
+
+
+def router_section(report: Report) -> str:
+    """The router's UPnP mappings to this NAS (from router.upnp-mappings), or why they are not known."""
+    finding = _by_id(report, "router.upnp-mappings")
+    if finding is None:
+        return ""
+    rows = finding.evidence.get("mappings_to_this_nas") if isinstance(finding.evidence, dict) else None
+    if not isinstance(rows, list) or not rows:
+        return "<h2>Router</h2><p>%s</p>" % escape(finding.summary)
+    cells = []
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        cells.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
+            escape(str(row.get("external", ""))), escape(str(row.get("internal", ""))),
+            escape(str(row.get("description", ""))), "management port" if row.get("management_port") else "",
+            "on" if row.get("enabled", True) else "off"))
+    return ("<h2>Router: UPnP mappings to this NAS</h2><table><tr><th>router port</th><th>to</th><th>named</th>"
+            "<th></th><th>enabled</th></tr>%s</table>" % "".join(cells))
+
+
+def internet_section(report: Report) -> str:
+    """What the callback prober saw from outside, port by port, with the router rule to remove."""
+    findings = [f for f in (_by_id(report, "reachability.admin"), _by_id(report, "reachability.services")) if f]
+    if not findings:
+        return ""
+    rows = []
+    for finding in findings:
+        ports = finding.evidence.get("ports") if isinstance(finding.evidence, dict) else None
+        for verdict in ports if isinstance(ports, list) else []:
+            if isinstance(verdict, dict):
+                rows.append("<tr><td>%s</td><td>%s %s</td><td>%s</td><td>%s</td></tr>" % (
+                    escape(str(verdict.get("service", ""))), escape(str(verdict.get("family", ""))),
+                    escape(str(verdict.get("port", ""))), escape(str(verdict.get("state", ""))),
+                    escape(str(verdict.get("forwarded", "")))))
+    if not rows:
+        return "<h2>From the internet</h2>%s" % "".join("<p>%s</p>" % escape(f.summary) for f in findings)
+    return ("<h2>From the internet (callback)</h2><table><tr><th>service</th><th>port</th><th>seen</th>"
+            "<th>how it gets in / what to remove</th></tr>%s</table>" % "".join(rows))
 
 
 def history_table(history: Sequence[Any], csrf: str) -> str:

@@ -177,6 +177,11 @@ def _parse_value(section: str, key: str, raw: str, file: str, line: int) -> Any:
         ) from None
 
 
+def parse_option(section: str, key: str, raw: str, source: str) -> Any:
+    """One setting's value as the settings file would give it; SettingsError naming the allowed values."""
+    return _parse_value(section, key, raw, source, 0)
+
+
 def _line_numbers(text: str) -> Dict[Tuple[str, str], int]:
     lines: Dict[Tuple[str, str], int] = {}
     section = ""

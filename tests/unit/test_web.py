@@ -300,3 +300,56 @@ def test_router_and_internet_sections_show_the_mappings_and_the_rule_to_remove()
     assert "external TCP 8080 -&gt; 10.0.0.2:8080" in html and "<td>admin HTTP</td><td>ipv4 8080</td>" in html
     unread = Finding("router.upnp-mappings", "t", "high", "unknown", "the table cannot be read", {})
     assert "<h2>Router</h2><p>the table cannot be read</p>" in page.overview(Report({}, [unread]), [], "t").decode()
+
+
+# ---------------------------------------------------------------- settings from the page
+@pytest.fixture
+def with_settings(qts_tree):
+    with FakeQtsAuth(SESSIONS) as auth:
+        root = qts_tree("exposed")
+        conf = root / "etc/config/uLinux.conf"
+        conf.write_bytes(re.sub(rb"Web Access Port = \d+", b"Web Access Port = %d" % auth.port, conf.read_bytes()))
+        ini = root / "exposure-guard.ini"
+        ini.write_text("; the owner's notes\n[agent]\nmode = report\ninterval = 1h\n[checks]\nservice.ssh = ignore\n")
+        page = Page(root)
+        page.app.settings = load_settings(ini, environ={})
+        try:
+            yield root, page, ini
+        finally:
+            page.close()
+
+
+def test_settings_are_shown_and_saved_validated_with_a_backup(with_settings):
+    root, page, ini = with_settings
+    original = ini.read_text()
+    _, _, text = page.request("GET", "/", ADMIN)
+    assert '<option value="report" selected>' in text and 'name="agent.interval" value="3600"' in text
+    assert "none (this NAS reports only here)" in text
+    token = csrf_of(text)
+    code, _, text = page.request("POST", "/?a=settings", ADMIN, form={
+        "csrf": token, "agent.mode": "fix", "agent.interval": "30m", "reachability.prober_url": ""})
+    assert code == 200 and "Settings saved" in text, text
+    saved = ini.read_text()
+    assert "; the owner's notes" in saved and "service.ssh = ignore" in saved  # the rest of the file is kept
+    assert "mode = fix" in saved and "interval = 30m" in saved
+    assert (root / "exposure-guard.ini.bak").read_text() == original
+    assert page.app.settings.mode == "fix" and page.app.settings.get("agent", "interval") == 1800
+
+
+@pytest.mark.parametrize("field,value,error", [("agent.mode", "sometimes", "[agent] mode = 'sometimes' is not valid"),
+                                               ("agent.interval", "5", "between 1m and 7d"),
+                                               ("reachability.prober_url", "file:///etc/passwd", "prober_url"),
+                                               ("agent.interval", "1h\n[server]\nurl = http://evil", "one line")])
+def test_invalid_settings_change_nothing(with_settings, field, value, error):
+    root, page, ini = with_settings
+    original = ini.read_bytes()
+    _, _, text = page.request("GET", "/", ADMIN)
+    code, _, text = page.request("POST", "/?a=settings", ADMIN, form={"csrf": csrf_of(text), field: value})
+    assert code == 200 and "Settings not changed" in text and escape_html(error) in text, text
+    assert ini.read_bytes() == original and not (root / "exposure-guard.ini.bak").exists()
+
+
+def escape_html(text: str) -> str:
+    from html import escape
+
+    return escape(text)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from exposure_guard.context import CheckContext
-from exposure_guard.errors import ExposureGuardError
+from exposure_guard.errors import ExposureGuardError, SettingsError
 from exposure_guard.qts.config import QtsConfig
 from exposure_guard.qts.root import QtsRoot
 from exposure_guard.report import Report
@@ -75,8 +75,20 @@ class WebApp:
             return []
 
     def _overview(self, admin: Admin, message: str = "", error: bool = False) -> Answer:
+        from exposure_guard.web.settings_form import current_values
+
         report = self.report or self._check()
-        return 200, {}, page.overview(report, self._history(), self.csrf.token(admin.session), message, error)
+        return 200, {}, page.overview(report, self._history(), self.csrf.token(admin.session), message, error,
+                                      current_values(self.settings), self._enrollment())
+
+    def _enrollment(self) -> str:
+        from exposure_guard.checkin import ENROLLMENT_FILE
+
+        url = self.settings.get("server", "url")
+        if (self.state_dir / ENROLLMENT_FILE).exists():
+            return "enrolled%s" % (" with %s" % url if url else "")
+        return ("not enrolled yet (server %s; enroll with `exposure-guard enroll`)" % url) if url else \
+            "none (this NAS reports only here)"
 
     def _plan(self, check: str) -> Tuple[List[PlannedAction], CheckContext]:
         from exposure_guard.core import check_once, plan_fixes
@@ -101,7 +113,7 @@ class WebApp:
         if method == "GET" and name in ("", "index", "index.cgi"):
             with self.lock:
                 return self._overview(admin)
-        if method != "POST" or name not in ("check", "plan", "fix", "undo"):
+        if method != "POST" or name not in ("check", "plan", "fix", "undo", "settings"):
             return 404, {}, page.page("ExposureGuard", "<p>Not found. <a href=\"?\">Back</a></p>")
         fields = _form(body)
         if not self.csrf.valid(admin.session, fields.get("csrf", "")):
@@ -139,6 +151,16 @@ class WebApp:
         if run.result.failed:
             return self._overview(admin, "Failed: %s" % "; ".join(run.result.failed), error=True)
         return self._overview(admin, "Applied %d change(s); each can be undone below." % len(run.result.applied))
+
+    def _post_settings(self, admin: Admin, fields: Dict[str, str]) -> Answer:
+        from exposure_guard.web import settings_form
+
+        try:
+            self.settings = settings_form.apply(self.settings, fields)
+        except SettingsError as exc:
+            return self._overview(admin, "Settings not changed: %s" % exc, error=True)
+        log.warning("%s changed the settings", admin.user)
+        return self._overview(admin, "Settings saved (the previous file is kept as .bak).")
 
     def _post_undo(self, admin: Admin, fields: Dict[str, str]) -> Answer:
         from exposure_guard.fixes.apply import undo_changes

@@ -70,7 +70,8 @@ def _finding(finding: Finding, csrf: str) -> str:
                escape(finding.title), escape(finding.id), fix, escape(finding.summary), explain, escape(evidence)))
 
 
-def overview(report: Report, history: Sequence[Any], csrf: str, message: str = "", error: bool = False) -> bytes:
+def overview(report: Report, history: Sequence[Any], csrf: str, message: str = "", error: bool = False,
+             settings_values: Optional[Dict[str, str]] = None, enrolled: str = "") -> bytes:
     verdict = report.verdict()
     counts = report.counts()
     out: List[str] = []
@@ -102,7 +103,28 @@ def overview(report: Report, history: Sequence[Any], csrf: str, message: str = "
     out.append(router_section(report))
     out.append(internet_section(report))
     out.append(history_table(history, csrf))
+    if settings_values is not None:
+        out.append(settings_section(settings_values, enrolled, csrf))
     return page("ExposureGuard – %s" % verdict, "".join(out))
+
+
+def settings_section(values: Dict[str, str], enrolled: str, csrf: str) -> str:
+    from exposure_guard.web.settings_form import EDITABLE
+
+    rows = []
+    for section, key, label in EDITABLE:
+        name = "%s.%s" % (section, key)
+        value = values.get(name, "")
+        if name == "agent.mode":
+            field = '<select name="%s">%s</select>' % (name, "".join(
+                '<option value="%s"%s>%s</option>' % (m, " selected" if m == value else "", m) for m in ("report", "fix")))
+        else:
+            field = '<input name="%s" value="%s" size="40">' % (escape(name), escape(value))
+        rows.append("<tr><td><label>%s</label></td><td>%s</td></tr>" % (escape(label), field))
+    return ('<h2>Settings</h2><form method="post" action="?a=settings"><input type="hidden" name="csrf" value="%s">'
+            "<table>%s<tr><td>Fleet server</td><td>%s</td></tr></table><button type=\"submit\">Save</button> "
+            "<small>The service uses new settings from its next start (App Center: Stop, then Start).</small></form>"
+            % (escape(csrf), "".join(rows), escape(enrolled)))
 
 
 def _by_id(report: Report, check_id: str) -> Optional[Finding]:

@@ -18,7 +18,7 @@ from exposure_guard_server.asgi import ExposureGuardApp, SecurityHeaders
 from exposure_guard_server.config import ServerConfig
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.pages import render
-from exposure_guard_server.routes import admin, agent, dashboard, read_api
+from exposure_guard_server.routes import admin, agent, dashboard, read_api, repository
 from exposure_guard_server.server import Server
 
 HERE = Path(__file__).parent
@@ -57,7 +57,7 @@ def create_app(config: ServerConfig) -> ExposureGuardApp:
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(ApiError, api_error)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for module in (agent, read_api, dashboard, admin):
+    for module in (agent, read_api, dashboard, admin, repository):
         app.include_router(module.router)
     entry = ExposureGuardApp(app, server)
     return entry

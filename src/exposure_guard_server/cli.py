@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     _db_arg(p)
     p.add_argument("--listen", default="127.0.0.1:8443", metavar="HOST:PORT")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default 1)")
+    p.add_argument("--qpkg-dir", default="", metavar="DIR",
+                   help="also serve an App Center repository from DIR (what ./build.sh writes): /qpkg/ExposureGuard.xml")
     p.add_argument("--tls-cert", default="", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", default="", metavar="FILE", help="private key for --tls-cert")
     p.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
@@ -293,7 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           max_connections=args.max_connections,
                           max_connections_per_source=args.max_connections_per_source, proxy=args.proxy,
                           webhook_timeout=args.webhook_timeout, webhook_allow=args.webhook_allow_internal,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key)
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, qpkg_dir=args.qpkg_dir)
     os.environ[ENV_NAME] = config.to_env()
     scheme = "https" if args.tls_cert else "http"
     shown = "[%s]" % host if ":" in host else host

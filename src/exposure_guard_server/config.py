@@ -36,6 +36,7 @@ class ServerConfig:
     webhook_timeout: float = 10.0  # total seconds per delivery: connect, TLS, send, answer
     webhook_allow: str = ""  # internal networks webhooks may reach anyway (comma separated), e.g. 127.0.0.1/32
     webhook_workers: int = 4  # deliveries in flight at once (one per webhook)
+    qpkg_dir: str = ""  # an App Center repository: the folder ./build.sh wrote (routes/repository.py)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

@@ -8,7 +8,7 @@ import random
 import signal
 import threading
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Tuple
 
 import schedule
 
@@ -63,9 +63,40 @@ class Daemon:
         self.offline = offline
         self.stop_event = threading.Event()
         self.cycles = 0
+        self._settings_stamp = self._stamp()
+
+    # -- settings changed on disk (the page, or the owner by hand) -------------------------------------
+    def _stamp(self) -> Optional[Tuple[int, int]]:
+        try:
+            info = os.stat(str(self.settings.path)) if self.settings.path else None
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size) if info else None
+
+    def _reload_settings(self) -> None:
+        """Use the settings file as it is now when it changed since the last cycle; a file that does not load
+        keeps the previous settings (and says why in the event log)."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._settings_stamp or self.settings.path is None:
+            return
+        self._settings_stamp = stamp
+        from exposure_guard.checks.runner import validate_policies
+        from exposure_guard.settings import load_settings
+
+        try:
+            fresh = load_settings(self.settings.path, environ=os.environ, required=True)
+            validate_policies(fresh)
+        except ExposureGuardError as exc:
+            log_event(self.root, WARNING, "the settings file changed but cannot be used (%s); keeping the previous "
+                      "settings" % exc)
+            return
+        self.settings = fresh
+        log_event(self.root, INFO, "settings reloaded (every %ds, mode %s)" % (fresh.get("agent", "interval"),
+                                                                           fresh.mode))
 
     # -- one cycle ------------------------------------------------------------------------------------
     def cycle(self) -> Report:
+        self._reload_settings()
         ctx = CheckContext(self.root, self.settings, offline=self.offline, state_dir=self.state_dir)
         run = check_once(ctx)
         report = run.report

@@ -145,3 +145,30 @@ def test_without_notify_the_event_log_still_has_the_verdict(qts_tree, tmp_path):
     Daemon(QtsRoot(root, use_tools=True), load_settings(None, environ={}), root / "var/eg", offline=True).run_once_locked()
     assert any("AT RISK" in line for line in log.read_text().splitlines())
     assert (root / "var/eg/last-verdict").read_text() == "AT RISK\n"
+
+
+def test_a_changed_settings_file_is_used_from_the_next_cycle_and_a_broken_one_ignored(qts_tree, tmp_path):
+    from exposure_guard.daemon import Daemon
+    from exposure_guard.qts.root import QtsRoot
+    from exposure_guard.settings import load_settings
+
+    root = qts_tree("exposed")
+    (root / "sbin").mkdir()
+    log = root / "events.log"
+    (root / "sbin/log_tool").write_text("#!/bin/sh\necho \"$@\" >> %s\n" % log)
+    (root / "sbin/log_tool").chmod(0o755)
+    ini = tmp_path / "s.ini"
+    ini.write_text("[agent]\nmode = report\n")
+    daemon = Daemon(QtsRoot(root, use_tools=True), load_settings(ini, environ={}), root / "var/eg", offline=True)
+    daemon.run_once_locked()
+    assert not (root / "var/eg/journal.jsonl").exists()
+    ini.write_text("[agent]\nmode = fix\ninterval = 30m\n")  # what the page writes
+    daemon.run_once_locked()
+    assert daemon.settings.mode == "fix" and daemon.settings.get("agent", "interval") == 1800
+    assert '"event": "applied"' in (root / "var/eg/journal.jsonl").read_text()
+    assert any("settings reloaded (every 1800s, mode fix)" in line for line in log.read_text().splitlines())
+    ini.write_text("[agent]\nmode = sometimes\n")
+    daemon.run_once_locked()
+    assert daemon.settings.mode == "fix"
+    assert any("the settings file changed but cannot be used" in line and "sometimes" in line
+               for line in log.read_text().splitlines())

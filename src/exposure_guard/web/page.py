@@ -123,7 +123,7 @@ def settings_section(values: Dict[str, str], enrolled: str, csrf: str) -> str:
         rows.append("<tr><td><label>%s</label></td><td>%s</td></tr>" % (escape(label), field))
     return ('<h2>Settings</h2><form method="post" action="?a=settings"><input type="hidden" name="csrf" value="%s">'
             "<table>%s<tr><td>Fleet server</td><td>%s</td></tr></table><button type=\"submit\">Save</button> "
-            "<small>The service uses new settings from its next start (App Center: Stop, then Start).</small></form>"
+            "<small>The service uses new settings from its next check.</small></form>"
             % (escape(csrf), "".join(rows), escape(enrolled)))
 
 

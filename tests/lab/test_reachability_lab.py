@@ -159,7 +159,7 @@ def test_abuse_is_refused_and_only_the_caller_is_probed(make_lab, tmp_path):
     assert out["flood"] == [200, 429, 429]  # burst 4: target, xff and too-many-ports spent three
     only_caller(prober)
     assert capture_counts(lab)["to_other"] == 0
-    requests_log = prober.records("request")
+    requests_log = prober.requests_logged(6)
     assert [r["status"] for r in requests_log] == [200, 200, 400, 200, 429, 429]
     assert requests_log[1]["xff_ignored"] is True
 

@@ -14,6 +14,7 @@ import pytest
 
 from exposure_guard_prober.config import Listen, ProberConfig, parse_networks
 from exposure_guard_prober.server import AccessLog, ProberServer
+from tests.support.wait import wait_for
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "src" / "exposure_guard" / "data" / "prober-v1.schema.json"
 LOOPBACK = parse_networks(["127.0.0.0/8,::1/128"])
@@ -57,6 +58,11 @@ class RunningProber:
 
     def connects(self) -> List[Dict[str, Any]]:
         return self.records("connect")
+
+    def requests_logged(self, count: int) -> List[Dict[str, Any]]:
+        """The request log lines once there are ``count`` of them: each is written after its answer went out."""
+        return wait_for("%d request log line(s)" % count,
+                        lambda: len(self.records("request")) >= count and self.records("request"))
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)

@@ -37,7 +37,7 @@ def test_everything_verified_through_the_real_prober(start_prober, services, tmp
     cert = admin_checks.default_cert(ctx)
     assert cert.status == "fail" and cert.evidence["seen_from_internet"]
     # one callback for all four checks, to the caller only
-    assert len(prober.records("request")) == 1
+    assert len(prober.requests_logged(1)) == 1
     assert {c["target"] for c in prober.connects()} == {"127.0.0.1"}
 
 

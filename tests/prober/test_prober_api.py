@@ -78,7 +78,7 @@ def test_body_target_is_ignored(start_prober, services, decoy, validate):
     assert document["ignored_fields"] == ["address", "host", "target"]
     assert decoy.hits == 0
     assert {c["target"] for c in prober.connects()} == {"127.0.0.1"}
-    request_log = prober.records("request")[-1]
+    request_log = prober.requests_logged(1)[-1]
     assert request_log["ignored_fields"] == ["address", "host", "target"] and request_log["target"] == "127.0.0.1"
 
 
@@ -90,7 +90,7 @@ def test_spoofed_forwarded_for_from_untrusted_peer_is_ignored(start_prober, deco
     assert document["observed_address"] == "127.0.0.1" and document["via_proxy"] is False
     assert decoy.hits == 0
     assert {c["target"] for c in prober.connects()} == {"127.0.0.1"}
-    assert prober.records("request")[-1]["xff_ignored"] is True
+    assert prober.requests_logged(1)[-1]["xff_ignored"] is True
 
 
 def test_forwarded_for_from_trusted_proxy_is_believed(start_prober, decoy, validate):
@@ -182,7 +182,7 @@ def test_tokens(start_prober, services, validate):
     assert len(prober.connects()) == 1
     log_text = prober.sink.getvalue()
     assert "t0k3n" not in log_text and "Bearer" not in log_text
-    assert prober.records("request")[-1]["token"] == hashlib.sha256(b"t0k3n-beta").hexdigest()[:8]
+    assert prober.requests_logged(3)[-1]["token"] == hashlib.sha256(b"t0k3n-beta").hexdigest()[:8]
 
 
 def test_refuses_loopback_outside_lab_mode(start_prober, services, validate):

@@ -40,7 +40,7 @@ def test_no_upnp_never_runs_the_upnp_step(start_prober, validate):
     assert upnp["exposed"] is False and upnp["ssdp"] is None and upnp["igd"] is None
     assert "disabled" in upnp["error"]  # the agent reports 'unknown' with this reason, never a pass
     assert [c["proto"] for c in prober.connects()] == ["tcp"]  # the one requested port, nothing else
-    assert prober.records("request")[-1]["upnp"] is False
+    assert prober.requests_logged(1)[-1]["upnp"] is False
 
 
 class OpenCounter:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 from tests.support.netlab import Lab
 from tests.support.paths import SRC
 from tests.support.qts import LAB_ULINUX, ini_text, write_tree
+from tests.support.wait import wait_for
 
 PROBER_PORT = 8443
 LAB_ALLOW = "198.51.100.0/24,2001:db8::/32"
@@ -82,6 +83,11 @@ class Prober:
 
     def connect_targets(self) -> List[str]:
         return [r["target"] for r in self.records("connect")]
+
+    def requests_logged(self, count: int) -> List[Dict[str, Any]]:
+        """The request log lines once there are ``count`` of them: each is written after its answer went out."""
+        return wait_for("%d request log line(s) of %s" % (count, self.name),
+                        lambda: len(self.records("request")) >= count and self.records("request"))
 
 
 def start_prober(lab: Lab, *extra: str, port: int = PROBER_PORT, lab_mode: bool = True, ipv6: bool = False,

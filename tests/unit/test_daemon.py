@@ -32,11 +32,7 @@ def test_run_once_in_report_mode_writes_last_report_and_changes_nothing(qts_tree
 
 def test_run_once_in_fix_mode_fixes_per_policy_and_logs_to_qts_event_log(qts_tree, run_cli, tmp_path):
     root = qts_tree("exposed")
-    (root / "sbin").mkdir()
-    log = root / "events.log"
-    tool = root / "sbin/log_tool"
-    tool.write_text("#!/bin/sh\necho \"$@\" >> %s\n" % log)
-    tool.chmod(0o755)
+    log = recording_log_tool(root)
     ini = tmp_path / "s.ini"
     ini.write_text("[agent]\nmode = fix\n[checks]\nservice.telnet = report\n")
     from exposure_guard.daemon import Daemon
@@ -138,10 +134,7 @@ def test_without_notify_the_event_log_still_has_the_verdict(qts_tree, tmp_path):
     from exposure_guard.settings import load_settings
 
     root = qts_tree("exposed")
-    (root / "sbin").mkdir()
-    log = root / "events.log"
-    (root / "sbin/log_tool").write_text("#!/bin/sh\necho \"$@\" >> %s\n" % log)
-    (root / "sbin/log_tool").chmod(0o755)
+    log = recording_log_tool(root)
     Daemon(QtsRoot(root, use_tools=True), load_settings(None, environ={}), root / "var/eg", offline=True).run_once_locked()
     assert any("AT RISK" in line for line in log.read_text().splitlines())
     assert (root / "var/eg/last-verdict").read_text() == "AT RISK\n"
@@ -153,10 +146,7 @@ def test_a_changed_settings_file_is_used_from_the_next_cycle_and_a_broken_one_ig
     from exposure_guard.settings import load_settings
 
     root = qts_tree("exposed")
-    (root / "sbin").mkdir()
-    log = root / "events.log"
-    (root / "sbin/log_tool").write_text("#!/bin/sh\necho \"$@\" >> %s\n" % log)
-    (root / "sbin/log_tool").chmod(0o755)
+    log = recording_log_tool(root)
     ini = tmp_path / "s.ini"
     ini.write_text("[agent]\nmode = report\n")
     daemon = Daemon(QtsRoot(root, use_tools=True), load_settings(ini, environ={}), root / "var/eg", offline=True)
@@ -172,3 +162,12 @@ def test_a_changed_settings_file_is_used_from_the_next_cycle_and_a_broken_one_ig
     assert daemon.settings.mode == "fix"
     assert any("the settings file changed but cannot be used" in line and "sometimes" in line
                for line in log.read_text().splitlines())
+
+
+def recording_log_tool(root):
+    """A /sbin/log_tool double in the tree that appends its arguments to ROOT/events.log; returns that path."""
+    (root / "sbin").mkdir(exist_ok=True)
+    log = root / "events.log"
+    (root / "sbin/log_tool").write_text("#!/bin/sh\necho \"$@\" >> %s\n" % log)
+    (root / "sbin/log_tool").chmod(0o755)
+    return log

@@ -60,8 +60,7 @@ class Page:
 def qts(qts_tree):
     with FakeQtsAuth(SESSIONS) as auth:
         root = qts_tree("exposed")
-        conf = root / "etc/config/uLinux.conf"
-        conf.write_bytes(re.sub(rb"Web Access Port = \d+", b"Web Access Port = %d" % auth.port, conf.read_bytes()))
+        set_admin_port(root, auth.port)
         page = Page(root)
         try:
             yield root, page, auth
@@ -70,6 +69,12 @@ def qts(qts_tree):
 
 
 ADMIN = "NAS_SID=adminsid1; NAS_USER=admin"
+
+
+def set_admin_port(root: Path, port: int) -> None:
+    """Point the tree's [System] Web Access Port at ``port`` (where the authLogin.cgi double listens)."""
+    conf = root / "etc/config/uLinux.conf"
+    conf.write_bytes(re.sub(rb"Web Access Port = \d+", b"Web Access Port = %d" % port, conf.read_bytes()))
 
 
 def csrf_of(text: str) -> str:
@@ -127,8 +132,7 @@ def test_the_auth_endpoint_down_is_503_and_nothing_shown(qts):
 def test_a_changed_admin_port_is_followed(qts):
     root, page, auth = qts
     with FakeQtsAuth(SESSIONS) as moved:
-        conf = root / "etc/config/uLinux.conf"
-        conf.write_bytes(re.sub(rb"Web Access Port = \d+", b"Web Access Port = %d" % moved.port, conf.read_bytes()))
+        set_admin_port(root, moved.port)
         code, _, _ = page.request("GET", "/", ADMIN)
         assert code == 200 and moved.queries == [{"sid": "adminsid1"}]
 
@@ -307,8 +311,7 @@ def test_router_and_internet_sections_show_the_mappings_and_the_rule_to_remove()
 def with_settings(qts_tree):
     with FakeQtsAuth(SESSIONS) as auth:
         root = qts_tree("exposed")
-        conf = root / "etc/config/uLinux.conf"
-        conf.write_bytes(re.sub(rb"Web Access Port = \d+", b"Web Access Port = %d" % auth.port, conf.read_bytes()))
+        set_admin_port(root, auth.port)
         ini = root / "exposure-guard.ini"
         ini.write_text("; the owner's notes\n[agent]\nmode = report\ninterval = 1h\n[checks]\nservice.ssh = ignore\n")
         page = Page(root)

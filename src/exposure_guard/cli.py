@@ -276,6 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     from exposure_guard.web.app import WebApp, make_server, run_cgi
+    from exposure_guard.web.auth import is_loopback
     from exposure_guard.web.csrf import stored_secret
 
     settings = settings_for(args)
@@ -295,7 +296,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         server = make_server(app, host, int(port))
     except OSError as exc:
         raise UsageError("cannot listen on %s: %s" % (args.listen, exc.strerror or exc)) from None
-    if not (host.startswith("127.") or host in ("localhost", "::1")):
+    if not is_loopback(host):
         say("exposure-guard: warning: serving on %s, not loopback: only QTS's web server should reach this page"
             % host, sys.stderr)
     say("serving the ExposureGuard page on http://%s:%s/ (Ctrl-C stops)" % (host, port))

@@ -4,21 +4,18 @@ artifacts/. Device strings carrying HTML/JS must show as text and never run."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from tests.support.browser import launch, require_chromium
 from tests.support.serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 XSS_HOST = '<img src=x onerror="alert(1)">evil'
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -40,9 +37,7 @@ def _report(device: Dict[str, Any], failing: List[str], exposed: bool, stamp: st
 
 @pytest.fixture
 def populated_server(tmp_path: Path) -> Any:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
-    pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+    require_chromium()
     from sqlalchemy import text
 
     from exposure_guard import checkin
@@ -93,7 +88,7 @@ def test_dashboard_login_summary_filter_device(populated_server: ServerProcess) 
     artifacts.mkdir(exist_ok=True)
     dialogs: List[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from tests.support.browser import launch, require_chromium
 from tests.support.paths import QTS_TREES, REPO
 from tests.support.qts import tree_bytes
 from tests.support.qtsauth import FakeQtsAuth
@@ -23,9 +24,6 @@ from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
 from exposure_guard.web.app import WebApp, make_server
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 XSS_NAME = '<img src=x onerror="alert(1)">NAS-OFFICE'
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -33,9 +31,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture
 def served(tmp_path: Path):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
-    pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+    require_chromium()
     root = tmp_path / "nas"
     shutil.copytree(str(QTS_TREES / "exposed"), str(root), symlinks=True)
     with FakeQtsAuth({"adminsid1": ("admin", True), "usersid1": ("bob", False)}) as auth:
@@ -67,7 +63,7 @@ def test_admin_fixes_and_undoes_from_the_page(served, size, name) -> None:
     artifacts.mkdir(exist_ok=True)
     dialogs: List[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = launch(p)
         try:
             # nobody logged in, and a user who is not an administrator: nothing of the NAS is shown
             anonymous = browser.new_context(viewport={"width": size[0], "height": size[1]})

@@ -105,12 +105,12 @@ class ConfigKeyAction(Action):
         return self.value
 
     def current(self, ctx: CheckContext) -> Optional[str]:
-        # The file as it is now, not as the checks read it: between plan and apply the owner (or QTS) may
-        # have changed it, and then the action is skipped rather than applied on stale knowledge.
-        ctx.config.invalidate(self.file)
         return ctx.config.getcfg(self.section, self.key, self.file)
 
     def needed(self, ctx: CheckContext) -> bool:
+        # Decided on the file as it is now, not as the checks read it (plan and apply both ask this first):
+        # between them the owner (or QTS) may have changed it, and then the action is skipped.
+        ctx.config.invalidate(self.file)
         now = self.current(ctx)
         if parse_bool(now) is not None and parse_bool(self.value) is not None:
             return parse_bool(now) != parse_bool(self.value)

@@ -12,9 +12,14 @@ from exposure_guard.qts.root import QtsRoot
 INFO, WARNING, ERROR = 0, 1, 2
 
 
+def _one_line(message: str, limit: int) -> str:
+    """``message`` as one inert line (control sequences shown, not run) of at most ``limit`` characters."""
+    return clean(message.replace("\n", " "))[:limit]
+
+
 def log_event(root: QtsRoot, level: int, message: str) -> bool:
     """Returns True when QTS's log took it."""
-    text = "[ExposureGuard] " + clean(message.replace("\n", " "))[:900]  # shown in QTS's log and terminals
+    text = "[ExposureGuard] " + _one_line(message, 900)  # shown in QTS's log and terminals
     tool = root.tool("/sbin/log_tool")
     if tool:
         try:
@@ -44,7 +49,7 @@ def notify(root: QtsRoot, level: int, message: str) -> bool:
     tool = root.tool("/usr/local/sbin/notify")
     if not tool:
         return False
-    text = clean(message.replace("\n", " "))[:500]
+    text = _one_line(message, 500)
     try:
         proc = subprocess.run(
             [tool, "send", "-A", "A039", "-C", "C001", "-M", "46", "-l", NOTIFY_LEVELS[level], "-t", "3",

@@ -197,9 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, answer: Answer) -> None:
         status, headers, body = answer
         self.send_response(status)
-        headers = dict(SECURITY_HEADERS, **headers)
-        headers.setdefault("Content-Type", "text/html; charset=utf-8")
-        for key, value in headers.items():
+        for key, value in final_headers(headers).items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -207,12 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _safely(self, method: str, body: bytes) -> None:
-        try:
-            answer = self.app.handle(method, self.path, self.headers.get("Cookie"), body)
-        except Exception:  # the last line of defence: a 500 page, never a traceback to the browser
-            log.exception("internal error on %s %s", method, self.path[:200])
-            answer = (500, {}, page.page("ExposureGuard", "<p>Internal error; see the event log.</p>"))
-        self._answer(answer)
+        self._answer(answer_safely(self.app, method, self.path, self.headers.get("Cookie"), body))
 
     def do_GET(self) -> None:  # noqa: N802
         self._safely("GET", b"")
@@ -220,10 +213,31 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = self.headers.get("Content-Length", "")
         if not length.isdigit() or int(length) > MAX_BODY:
-            self._answer((413 if length.isdigit() else 411, {}, page.page("ExposureGuard", "<p>Refused.</p>")))
+            self._answer(refused_body(length))
             self.close_connection = True
             return
         self._safely("POST", self.rfile.read(int(length)))
+
+
+def answer_safely(app: WebApp, method: str, path: str, cookie: Optional[str], body: bytes) -> Answer:
+    """``app.handle``, with the last line of defence: a 500 page, never a traceback to the browser."""
+    try:
+        return app.handle(method, path, cookie, body)
+    except Exception:
+        log.exception("internal error on %s %s", method, path[:200])
+        return 500, {}, page.page("ExposureGuard", "<p>Internal error; see the event log.</p>")
+
+
+def refused_body(length: str) -> Answer:
+    """A POST whose Content-Length is missing (411) or above MAX_BODY (413)."""
+    return 413 if length.isdigit() else 411, {}, page.page("ExposureGuard", "<p>Refused.</p>")
+
+
+def final_headers(headers: Dict[str, str]) -> Dict[str, str]:
+    """The security headers every answer carries, then the answer's own (HTML unless it says otherwise)."""
+    out = dict(SECURITY_HEADERS, **headers)
+    out.setdefault("Content-Type", "text/html; charset=utf-8")
+    return out
 
 
 def make_server(app: WebApp, host: str, port: int) -> ThreadingHTTPServer:
@@ -240,29 +254,19 @@ def run_cgi(app: WebApp, environ: Dict[str, str], stdin: BinaryIO, stdout: Binar
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     if environ.get("QUERY_STRING"):
         path += "?" + environ["QUERY_STRING"]
-    body = b""
-    if method == "POST":
-        length = environ.get("CONTENT_LENGTH", "")
-        if not length.isdigit() or int(length) > MAX_BODY:
-            answer: Answer = (413, {}, page.page("ExposureGuard", "<p>Refused.</p>"))
-            _write_cgi(answer, stdout)
-            return 0
-        body = stdin.read(int(length))
-    try:
-        answer = app.handle(method, path or "/", environ.get("HTTP_COOKIE"), body)
-    except Exception:  # the last line of defence: a 500 page, never a traceback to the browser
-        log.exception("internal error on %s %s", method, path[:200])
-        answer = (500, {}, page.page("ExposureGuard", "<p>Internal error; see the event log.</p>"))
-    _write_cgi(answer, stdout)
+    length = environ.get("CONTENT_LENGTH", "")
+    if method == "POST" and (not length.isdigit() or int(length) > MAX_BODY):
+        _write_cgi(refused_body(length), stdout)
+        return 0
+    body = stdin.read(int(length)) if method == "POST" else b""
+    _write_cgi(answer_safely(app, method, path or "/", environ.get("HTTP_COOKIE"), body), stdout)
     return 0
 
 
 def _write_cgi(answer: Answer, stdout: BinaryIO) -> None:
     status, headers, body = answer
-    headers = dict(SECURITY_HEADERS, **headers)
-    headers.setdefault("Content-Type", "text/html; charset=utf-8")
     lines = ["Status: %d %s" % (status, _REASONS.get(status, "Error"))]
-    lines.extend("%s: %s" % item for item in headers.items())
+    lines.extend("%s: %s" % item for item in final_headers(headers).items())
     lines.append("Content-Length: %d" % len(body))
     stdout.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
     stdout.flush()

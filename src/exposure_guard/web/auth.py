@@ -88,10 +88,15 @@ def _loopback_redirect(answer_headers: Dict[str, str]) -> Optional[str]:
     return "%s://127.0.0.1%s%s" % (parts.scheme, ":%d" % port if port else "", AUTH_PATH)
 
 
+def is_loopback(host: str) -> bool:
+    host = host.lower()
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 def _check_loopback(url: str) -> None:
-    host = (urlsplit(url).hostname or "").lower()
-    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
-        raise ValueError("the QTS login check must be on loopback, not %r" % host)
+    host = urlsplit(url).hostname or ""
+    if not is_loopback(host):
+        raise ValueError("the QTS login check must be on loopback, not %r" % host.lower())
 
 
 class QtsAuth:

@@ -20,7 +20,8 @@ from exposure_guard.qts.root import QtsRoot
 from exposure_guard.upnp.models import WANIP1, PortMapping
 from tests.support.fakeigd import ENVELOPE, FAULT, FakeIgd, Mapping
 
-ULINUX = b"[LOGIN]\nTELNET Enable = TRUE\n[SNMP]\nEnable = TRUE\n"
+ULINUX = (b"[System]\nVersion = 5.1.0\nNumber = 2399\nBuild Number = 20230926\n"
+          b"[LOGIN]\nTELNET Enable = TRUE\n[SNMP]\nEnable = TRUE\n")
 NAS = "10.77.0.10"
 
 

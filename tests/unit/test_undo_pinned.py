@@ -21,7 +21,8 @@ from exposure_guard.qts.root import QtsRoot
 from exposure_guard.settings import load_settings
 from tests.support.qts import tree_bytes
 
-ULINUX = b"[System]\nServer Name = NAS\n[LOGIN]\nTELNET Enable = TRUE\n[SNMP]\nEnable = TRUE\n"
+ULINUX = (b"[System]\nVersion = 5.1.0\nNumber = 2399\nBuild Number = 20230926\n"
+          b"Server Name = NAS\n[LOGIN]\nTELNET Enable = TRUE\n[SNMP]\nEnable = TRUE\n")
 UPNPC = b"[UPnP_Global]\nEnable = TRUE\n"
 STATE = "var/exposure-guard"  # the state dir the CLI uses under --root
 

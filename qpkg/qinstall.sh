@@ -198,8 +198,8 @@ cfg_set Distribution_Type "${QPKG_DISTRIBUTION_TYPE:-0}"
 # The web UI declaration, as QDK's installer maps it (qpkg.cfg QPKG_WEBUI -> WebUI, ...).
 [ -n "$QPKG_WEBUI" ] && cfg_set WebUI "$QPKG_WEBUI"
 [ -n "$QPKG_DESKTOP_APP" ] && cfg_set Desktop "$QPKG_DESKTOP_APP"
-[ -n "$QPKG_WIN_WIDTH" ] && cfg_set Win_Width "$QPKG_WIN_WIDTH"
-[ -n "$QPKG_WIN_HEIGHT" ] && cfg_set Win_Height "$QPKG_WIN_HEIGHT"
+[ -n "$QPKG_DESKTOP_APP_WIN_WIDTH" ] && cfg_set Win_Width "$QPKG_DESKTOP_APP_WIN_WIDTH"
+[ -n "$QPKG_DESKTOP_APP_WIN_HEIGHT" ] && cfg_set Win_Height "$QPKG_DESKTOP_APP_WIN_HEIGHT"
 [ -n "$QPKG_VISIBLE" ] && cfg_set Visible "$QPKG_VISIBLE"
 for _cfg in $QPKG_CONFIG; do
 	# Record the md5 of the default this version ships: a later upgrade keeps the file only if edited.

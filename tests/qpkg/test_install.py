@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.paths import REPO
 from tests.support.qpkg_build import Built
-from tests.support.qts_rig import QPKG_DIR, Rig, find_python38
+from tests.support.qts_rig import QPKG_DIR, RIG_SKIPS, Rig, find_python38
 from tests.support.wait import wait_for
 
 NAME = "ExposureGuard"
@@ -30,13 +30,7 @@ NAS_TREE = REPO / "tests/fixtures/qts/exposed"
 WEBUI = "/cgi-bin/qpkg/%s/index.cgi" % NAME
 WEBUI_DIR = "/home/httpd/cgi-bin/qpkg/" + NAME
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="the simulated QTS needs root (mount/pid/net namespaces, chroot)"),
-    pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("nsenter") is None,
-                       reason="util-linux unshare/nsenter not installed"),
-    pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox not installed"),
-    pytest.mark.skipif(find_python38() is None, reason="pyenv Python 3.8 not installed (~/.pyenv/versions/3.8.*)"),
-]
+pytestmark = RIG_SKIPS
 
 
 def install(rig: Rig, package: Built, env: Optional[Dict[str, str]] = None):

@@ -28,7 +28,9 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, TypeVar
+
+import pytest
 
 from tests.support.wait import wait_for
 
@@ -136,11 +138,11 @@ echo "$*" >> /var/log/daemon_mgr.log
 INIT = "while :; do /bin/busybox sleep 1; done; : rig-init"
 
 BUSYBOX_APPLETS = [
-    "[", "ash", "awk", "basename", "cat", "chmod", "cp", "cut", "date", "dd", "dirname", "echo", "env",
-    "expr", "false", "find", "grep", "gunzip", "gzip", "head", "id", "kill", "ln", "ls", "md5sum", "mkdir",
-    "mktemp", "mv", "od", "pidof", "printf", "ps", "pwd", "readlink", "rm", "rmdir", "sed", "seq",
-    "sha256sum", "sleep", "sort", "stat", "tail", "tar", "test", "touch", "tr", "true", "uname", "uniq",
-    "wc", "xargs",
+    "[", "ash", "awk", "basename", "cat", "chmod", "chown", "cp", "cut", "date", "dd", "dirname", "echo",
+    "env", "expr", "false", "find", "grep", "gunzip", "gzip", "head", "hostname", "id", "kill", "ln", "ls",
+    "md5sum", "mkdir", "mktemp", "mv", "od", "pidof", "printf", "ps", "pwd", "readlink", "rm", "rmdir", "sed",
+    "seq", "sha256sum", "sleep", "sort", "stat", "sync", "tail", "tar", "test", "touch", "tr", "true", "uname",
+    "uniq", "wc", "xargs",
 ]
 
 
@@ -151,13 +153,45 @@ def find_python38() -> Optional[Path]:
     return Path(found[-1]).parent.parent if found else None
 
 
+def find_python27() -> Optional[Path]:
+    """pyenv's newest 2.7: stands for the firmware's own Python 2 (/usr/local/bin/python on QTS 4.x)."""
+    home = os.environ.get("HOME", "/root")
+    found = sorted(glob.glob(os.path.join(home, ".pyenv/versions/2.7.*/bin/python2.7")))
+    return Path(found[-1]).parent.parent if found else None
+
+
+# What a test that runs a rig needs from the machine (the tests skip, saying what is missing).
+RIG_SKIPS = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the simulated QTS needs root (mount/pid/net namespaces, chroot)"),
+    pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("nsenter") is None,
+                       reason="util-linux unshare/nsenter not installed"),
+    pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox not installed"),
+    pytest.mark.skipif(find_python38() is None, reason="pyenv Python 3.8 not installed (~/.pyenv/versions/3.8.*)"),
+]
+
+Test = TypeVar("Test", bound=Callable[..., object])
+
+
+def needs_rig(test: Test) -> Test:
+    for mark in RIG_SKIPS:
+        test = mark(test)
+    return test
+
+
 class Rig:
-    """A simulated QTS root. Use as a context manager; ``run()`` executes a shell command inside."""
+    """A simulated QTS root. Use as a context manager; ``run()`` executes a shell command inside.
+
+    ``firmware_python2`` (a Python 2.7 prefix) adds what QNAP's own QDK installer relies on and
+    ExposureGuard's installer does not: the firmware's Python 2 at /usr/local/bin/python (QDK's header
+    truncates the data archive with it) and a /bin/tar that recognises gzip by itself (QDK's installer runs
+    ``tar xvf data.tar.gz``; GNU tar stands in for QTS's). Without it the rig keeps busybox tar, the
+    stricter of the two, for our own installer."""
 
     def __init__(self, base: Path, shell: str = "busybox", python: Optional[Path] = None,
-                 nas_tree: Optional[Path] = None) -> None:
+                 nas_tree: Optional[Path] = None, firmware_python2: Optional[Path] = None) -> None:
         if shell not in ("busybox", "bash"):
             raise ValueError("shell must be busybox or bash")
+        self.firmware_python2 = firmware_python2
         self.base = Path(base)
         self.root = self.base / "root"
         self.shell = shell
@@ -229,14 +263,22 @@ class Rig:
                          "Shell = %s/python3.sh\n" % (app, app))
         self.write("/etc/config/qpkg.conf", qpkg_conf)
         self.write("/tmp/update_process", "")
+        if self.firmware_python2 is not None:
+            (root / str(self.firmware_python2).lstrip("/")).mkdir(parents=True)
+            os.symlink(str(self.firmware_python2 / "bin/python2.7"), str(root / "usr/local/bin/python"))
+            gnu_tar = shutil.which("tar")
+            assert gnu_tar and not os.path.islink(gnu_tar), "GNU tar is not installed"
+            os.unlink(str(root / "bin/tar"))
+            shutil.copy2(gnu_tar, str(root / "bin/tar"))
 
     # -- namespaces --------------------------------------------------------------------------------------
     def start(self) -> None:
         self.build()
         ready = self.base / "ready"
         binds = [("/usr/lib", "usr/lib"), ("/usr/lib64", "usr/lib64")]
-        if self.python is not None:
-            binds.append((str(self.python), str(self.python).lstrip("/")))
+        for prefix in (self.python, self.firmware_python2):
+            if prefix is not None:
+                binds.append((str(prefix), str(prefix).lstrip("/")))
         script = ["set -e", 'R="%s"' % self.root,
                   'mount -t tmpfs -o size=4m tmpfs "$R/mnt/HDA_ROOT"',
                   'mount -t proc proc "$R/proc"',

@@ -67,7 +67,8 @@ def test_non_management_mapping_is_high(tmp_path):
     with FakeIgd("igd2", [Mapping(8443, NAS, 8443, desc="photo")]) as igd:
         out = evaluate(make_ctx(tmp_path, igd.location))
     assert out.status == "fail" and out.severity == "high"
-    assert out.summary == "the router forwards 1 port to this NAS by UPnP: TCP 8443 → 10.77.0.10:8443 'photo'"
+    assert out.summary == ("the router forwards 1 port to this NAS by UPnP: TCP 8443 → 10.77.0.10:8443 'photo' "
+                           "(opened by unknown software)")
 
 
 def test_management_ports_come_from_the_nas_settings(tmp_path):
@@ -246,6 +247,56 @@ def test_arc_removal_plans_only_this_nas_arc_mappings(tmp_path):
     # no router reachable: the ARC fix goes ahead without router actions
     assert myqnapcloud.arc_mapping_removal(make_ctx(tmp_path, "http://127.0.0.1:9/x.xml")) == []
     assert myqnapcloud.arc_mapping_removal(make_ctx(tmp_path)) == []
+
+
+def test_every_mapping_says_who_opened_it_and_what_it_leads_to(tmp_path):
+    mappings = [Mapping(8080, NAS, 8080, desc="web"),                      # ARC's recorded router port
+                Mapping(9000, NAS, 9000, desc="myQNAPcloud photo"),        # ARC by its description
+                Mapping(32400, NAS, 32400, desc="Plex Media Server"),      # Plex by its description
+                Mapping(41000, NAS, 32400, desc=""),                       # Plex by its usual port
+                Mapping(445, NAS, 445, desc="libminiupnpc"),               # nobody known: unknown, leads to SMB
+                Mapping(2222, NAS, 22, desc="Syncthing"),                  # description wins over the port
+                Mapping(8088, NAS, 8088, desc="x"),                        # a package's web port
+                Mapping(10444, OTHER, 443, desc="QNAP elsewhere")]         # another host, whatever it says
+    ulinux = ("[System]\nWeb Access Port = 8080\nExtPort = 8080\n[Stunnel]\nPort = 443\n"
+              "[LOGIN]\nSSH Port = 22\n")
+    with FakeIgd("igd2", mappings) as igd:
+        ctx = make_ctx(tmp_path, igd.location, ulinux=ulinux)
+        (ctx.root.path("etc/config/qpkg.conf")).write_text(
+            "[Tautulli]\nName = Tautulli\nWeb_Port = 8088\nInstall_Path = /share/x/.qpkg/Tautulli\n")
+        (ctx.root.path("etc/config/upnpc.conf")).write_text("[UPnP_Global]\nEnable = FALSE\n")
+        out = evaluate(ctx)
+    rows = {r["external"]: r for r in out.evidence["mappings_to_this_nas"]}
+    who = {port: (rows["TCP %d" % port]["opened_by"]["kind"], rows["TCP %d" % port]["opened_by"]["label"])
+           for port in (8080, 9000, 32400, 41000, 445, 2222, 8088)}
+    assert who == {
+        8080: ("arc", "this NAS's Auto Router Configuration (myQNAPcloud), left over: ARC is off now"),
+        9000: ("arc", "this NAS's Auto Router Configuration (myQNAPcloud), left over: ARC is off now"),
+        32400: ("app", "Plex Media Server"), 41000: ("app", "Plex Media Server"), 445: ("unknown", "unknown"),
+        2222: ("app", "Syncthing"), 8088: ("unknown", "unknown")}
+    assert rows["TCP 8080"]["opened_by"]["why"] == ("its router port 8080 is the one ARC recorded in uLinux.conf "
+                                                    "[System] ExtPort")
+    assert rows["TCP 9000"]["opened_by"]["why"] == "its description names 'myqnapcloud'"
+    assert rows["TCP 41000"]["opened_by"]["why"] == "internal port 32400 is Plex Media Server's usual port"
+    leads = {port: rows["TCP %d" % port]["leads_to"] for port in (8080, 9000, 445, 2222, 8088, 32400)}
+    assert leads == {8080: "admin HTTP", 9000: None, 445: "SMB", 2222: "SSH", 8088: "Tautulli web page",
+                     32400: None}
+    assert "TCP 2222 → 10.77.0.10:22 'Syncthing' (SSH, opened by Syncthing)" in out.summary
+    assert "TCP 8080 → 10.77.0.10:8080 'web' (admin HTTP, opened by ARC)" in out.summary
+    assert all("opened_by" not in row for row in out.evidence["mappings_to_other_hosts"])
+
+
+def test_arc_on_labels_its_mappings_without_left_over(tmp_path):
+    ulinux = "[System]\nWeb Access Port = 8080\n[Stunnel]\nPort = 443\nExtSSLPort = 10443\n"
+    with FakeIgd("igd2", [Mapping(10443, NAS, 443, desc="https")]) as igd:
+        ctx = make_ctx(tmp_path, igd.location, ulinux=ulinux)
+        (ctx.root.path("etc/config/upnpc.conf")).write_text("[UPnP_Global]\nEnable = TRUE\n")
+        out = evaluate(ctx)
+    row = out.evidence["mappings_to_this_nas"][0]
+    assert row["opened_by"] == {"kind": "arc", "label": "this NAS's Auto Router Configuration (myQNAPcloud)",
+                                "why": "its router port 10443 is the one ARC recorded in uLinux.conf "
+                                       "[Stunnel] ExtSSLPort"}
+    assert row["leads_to"] == "admin HTTPS"
 
 
 def test_wan_exposed_stays_registered_as_skipped(tmp_path):

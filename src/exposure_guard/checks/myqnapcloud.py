@@ -14,9 +14,6 @@ from exposure_guard.qts.services import UPNPCD_COMMAND
 if TYPE_CHECKING:
     from exposure_guard.fixes.actions import Action
 
-# Description words of mappings made by QNAP's upnpcd (heuristic: the exact strings are not documented).
-ARC_DESCRIPTION_WORDS = ("qnap", "mycloudnas", "myqnapcloud", "qts")
-
 
 # ---------------------------------------------------------------- Auto Router Configuration
 @check(
@@ -63,8 +60,9 @@ def fix_upnp_forwarding(ctx: CheckContext, outcome: Outcome) -> List[Action]:
 
 
 def arc_mapping_removal(ctx: CheckContext, check_id: str = "myqnapcloud.upnp-forwarding") -> List[Action]:
-    """Actions deleting the mappings Auto Router Configuration made: this NAS's mappings whose external
-    port is one ARC recorded in uLinux.conf, or whose description names QNAP/myQNAPcloud. Never raises:
+    """Actions deleting the mappings Auto Router Configuration made (``facts.owners``: this NAS's mappings
+    whose external port is one ARC recorded in uLinux.conf, or whose description names QNAP/myQNAPcloud).
+    Never raises:
     without a readable router (offline, no IGD, a --root tree without [router] igd_url) it returns no
     actions and the rest of the ARC fix goes ahead."""
     if ctx.offline:
@@ -75,13 +73,13 @@ def arc_mapping_removal(ctx: CheckContext, check_id: str = "myqnapcloud.upnp-for
         return []
     if router is None:
         return []
+    from exposure_guard.facts.owners import ARC, mapping_context, owner_of
     from exposure_guard.fixes.igd import IgdMappingDeleteAction
 
-    recorded = {port for _label, port in arc_recorded_ports(ctx)}
+    known = mapping_context(ctx, router.nas_addresses)
     actions: List[Action] = []
     for service, mapping in router.to_nas():
-        words = mapping.description.lower()
-        if mapping.external_port in recorded or any(w in words for w in ARC_DESCRIPTION_WORDS):
+        if owner_of(mapping, known).kind == ARC:
             actions.append(IgdMappingDeleteAction(check_id, service.service.control_url,
                                                   service.service.service_type, mapping))
     return actions

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from exposure_guard.checks.references import ADVISORY_2022, UPNP_ADVISORY, UPNPROXY
 from exposure_guard.checks.registry import Outcome, check, failed, fixes, passed, skipped, unknown
 from exposure_guard.context import NO_PROBER, CheckContext
+from exposure_guard.facts.owners import ARC, MappingContext, leads_to, mapping_context, owner_of
 from exposure_guard.facts.ports import management_ports
 
 if TYPE_CHECKING:
@@ -67,11 +68,12 @@ def upnp_mappings(ctx: CheckContext) -> Outcome:
         return unknown("cannot tell which mappings point at this NAS: no LAN address of it is known; "
                        "set [agent] lan_addresses", {"upnp_offered": True, **info})
     mgmt = management_ports(ctx.config)
+    known = mapping_context(ctx, nas)
     ours, others = router.to_nas(), router.to_others()
     evidence: Dict[str, Any] = dict(info, upnp_offered=True, nas_addresses=nas, management_ports=mgmt,
-                                    mappings_to_this_nas=[_row(s, m, mgmt) for s, m in ours],
-                                    mappings_to_other_hosts=[dict(_row(s, m, None), note="not this NAS's; never "
-                                                                  "deleted") for s, m in others[:SHOWN_OTHER]])
+                                    mappings_to_this_nas=[_row(s, m, mgmt, known) for s, m in ours],
+                                    mappings_to_other_hosts=[dict(_row(s, m, None, None), note="not this NAS's; "
+                                                                  "never deleted") for s, m in others[:SHOWN_OTHER]])
     if len(others) > SHOWN_OTHER:
         evidence["other_hosts_not_shown"] = len(others) - SHOWN_OTHER
     active = [(s, m) for s, m in ours if m.enabled]
@@ -88,7 +90,7 @@ def upnp_mappings(ctx: CheckContext) -> Outcome:
         summary += ", %s" % ("all management ports" if len(critical) == len(active) else
                              "%d of them management ports" % len(critical) if len(critical) > 1 else
                              "1 of them a management port")
-    summary += ": " + ", ".join(m.labelled() for _s, m in shown[:4]) + (" …" if len(shown) > 4 else "")
+    summary += ": " + ", ".join(_described(m, known) for _s, m in shown[:4]) + (" …" if len(shown) > 4 else "")
     data = [{"control_url": s.service.control_url, "service_type": s.service.service_type, "mapping": m}
             for s, m in ours]
     return failed(summary, evidence, severity="critical" if critical else "high", fix_data=data)
@@ -98,13 +100,25 @@ def _count(n: int, word: str) -> str:
     return "%d %s%s" % (n, word, "" if n == 1 else "s")
 
 
-def _row(service: ServiceAudit, mapping: PortMapping, mgmt: Optional[List[int]]) -> Dict[str, Any]:
+def _described(mapping: PortMapping, known: MappingContext) -> str:
+    """``TCP 8080 → 10.0.0.5:8080 'desc' (admin HTTP, opened by ARC)``"""
+    owner = owner_of(mapping, known)
+    who = {ARC: "ARC"}.get(owner.kind, owner.label if owner.kind != "unknown" else "unknown software")
+    service = leads_to(mapping, known)
+    return "%s (%sopened by %s)" % (mapping.labelled(), service + ", " if service else "", who)
+
+
+def _row(service: ServiceAudit, mapping: PortMapping, mgmt: Optional[List[int]],
+         known: Optional[MappingContext]) -> Dict[str, Any]:
     row: Dict[str, Any] = {"external": "%s %d" % (mapping.protocol, mapping.external_port),
            "internal": "%s:%d" % (mapping.internal_client, mapping.internal_port)}
     row.update(mapping.to_dict())
     row["igd"] = service.gateway.location
     if mgmt is not None:
         row["management_port"] = mapping.internal_port in mgmt
+    if known is not None:
+        row["opened_by"] = owner_of(mapping, known).to_dict()
+        row["leads_to"] = leads_to(mapping, known) or None
     return row
 
 

@@ -3,12 +3,13 @@ router audit (which mappings are management ports) and the callback (which ports
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List
 
 from exposure_guard.contracts import Value
 from exposure_guard.errors import Unknowable
 from exposure_guard.facts import inputs
 from exposure_guard.facts.keys import read_key, read_port
+from exposure_guard.facts.packages import Package, read_packages
 from exposure_guard.qts.config import QtsConfig
 
 
@@ -39,3 +40,39 @@ def management_ports(config: QtsConfig) -> List[int]:
     except Unknowable:
         found = DEFAULT_ADMIN_PORTS
     return sorted({found.http, found.https, read_port(config, inputs.SSH_PORT, 22)})
+
+
+# Fixed ports of NAS services whose port QTS does not let the owner change (or that have no key here).
+FIXED_SERVICE_PORTS = {139: "SMB (NetBIOS)", 445: "SMB", 548: "AFP", 161: "SNMP", 3306: "MySQL/MariaDB"}
+
+
+def service_ports(config: QtsConfig) -> Dict[int, str]:
+    """Every port a NAS service is set to use, named (settings first, QTS's defaults when absent; an
+    unreadable file gives the defaults): what a router mapping to that port leads to."""
+    named: Dict[int, str] = dict(FIXED_SERVICE_PORTS)
+    for key, name in ((inputs.FTP_PORT, "FTP"), (inputs.WEB_HTTP_PORT, "Web Server HTTP"),
+                      (inputs.WEB_HTTPS_PORT, "Web Server HTTPS"), (inputs.TELNET_PORT, "Telnet"),
+                      (inputs.SSH_PORT, "SSH")):
+        named[read_port(config, key, int(key.default or "0"))] = name
+    try:
+        admin = admin_ports(config)
+    except Unknowable:
+        admin = DEFAULT_ADMIN_PORTS
+    named[admin.http] = "admin HTTP"
+    named[admin.https] = "admin HTTPS"
+    for package in _packages(config):
+        for field, what in (("Web_Port", "web page"), ("Web_SSL_Port", "web page (HTTPS)")):
+            try:
+                port = int((package.get(field) or "").strip())
+            except ValueError:
+                continue
+            if 0 < port < 65536 and port not in named:
+                named[port] = "%s %s" % (package.name, what)
+    return named
+
+
+def _packages(config: QtsConfig) -> List[Package]:
+    try:
+        return read_packages(config)
+    except Unknowable:
+        return []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Tuple
 
 from exposure_guard.facts.keys import Key
-from exposure_guard.qts.root import QID_CONF, QNAPDDNS_CONF, ULINUX_CONF, UPNPC_CONF
+from exposure_guard.qts.root import QID_CONF, QNAPDDNS_CONF, QUFIREWALL_CONF, SMB_CONF, ULINUX_CONF, UPNPC_CONF
 
 # ---- myQNAPcloud Auto Router Configuration (upnpc.conf; QTS falls back to FALSE when the file is absent)
 ARC_ENABLE = Key(UPNPC_CONF, "UPnP_Global", "Enable", "FALSE", "TRUE/FALSE", missing_file_ok=True)
@@ -48,6 +48,34 @@ TELNET_PORT = Key(ULINUX_CONF, "LOGIN", "TELNET Port", "13131")
 FTP_PORT = Key(ULINUX_CONF, "FTP", "Port", "21")
 WEB_HTTP_PORT = Key(ULINUX_CONF, "QWEB", "Port", "80")
 WEB_HTTPS_PORT = Key(ULINUX_CONF, "QWEB", "SSL_PORT", "8081")
+
+# ---- file services (the doors of Checkmate, DeadBolt and Qlocker)
+SMB_ENABLE = Key(ULINUX_CONF, "Samba", "Enable", "FALSE", "TRUE/FALSE")
+# The lowest SMB version is a Samba parameter in smb.conf's [global] (both spellings are Samba's own);
+# absent, Samba's built-in default applies: LANMAN1 (SMB1 allowed) before Samba 4.11, SMB2_02 since.
+SMB_MIN_PROTOCOL = Key(SMB_CONF, "global", "server min protocol", None, "NT1/SMB2/SMB2_02/SMB2_10/SMB3...",
+                       "absent: Samba's own default", missing_file_ok=True)
+SMB_MIN_PROTOCOL_ALIAS = Key(SMB_CONF, "global", "min protocol", None, "same as server min protocol",
+                             missing_file_ok=True)
+SMB_NTLM_AUTH = Key(SMB_CONF, "global", "ntlm auth", None, "yes/no/ntlmv2-only",
+                    "absent: QNAP's Samba allows NTLMv1 (a QNAP patch in QTS 4.4.1)", missing_file_ok=True)
+AFP_ENABLE = Key(ULINUX_CONF, "Appletalk", "Enable", "FALSE", "TRUE/FALSE")
+FTP_ENABLE = Key(ULINUX_CONF, "FTP", "Enable", None, "TRUE/FALSE (real files write False)",
+                 "firmware default not published: a running proftpd decides")
+WEB_ENABLE = Key(ULINUX_CONF, "QWEB", "Enable", None, "1/0", "firmware default not published")
+MYSQL_ENABLE = Key(ULINUX_CONF, "MySQL", "Enable", "FALSE", "TRUE/FALSE", "the built-in MySQL of older firmware")
+
+# ---- SNMP ("Server Enable" in a real file; "Service Enable" in a QuTS hero audit: both are read)
+SNMP_ENABLE = Key(ULINUX_CONF, "SNMP", "Server Enable", None, "TRUE/FALSE")
+SNMP_ENABLE_ALIAS = Key(ULINUX_CONF, "SNMP", "Service Enable", None, "TRUE/FALSE")
+
+# ---- IP and account access protection (key names from one real file; defaults not published)
+IP_BAN_ENABLE = Key(ULINUX_CONF, "Ban Engine", "Ban Enabled", None, "1/0", "IP access protection")
+ACCOUNT_BAN_ENABLE = Key(ULINUX_CONF, "Ban Engine", "Account Ban Enabled", None, "1/0",
+                         "account access protection")
+
+# ---- QuFirewall (package section `qufirewall`; its own switch in QuFirewall.conf, read by QPKG scripts)
+QUFIREWALL_STATUS = Key(QUFIREWALL_CONF, "Global", "firewall_status", "0", "1/0", missing_file_ok=True)
 
 # ---- boot persistence
 AUTORUN = Key(ULINUX_CONF, "Misc", "Autorun", "FALSE", "TRUE/FALSE")

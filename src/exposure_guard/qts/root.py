@@ -16,6 +16,9 @@ QNAPDDNS_CONF = "etc/config/qnapddns.conf"
 QPKG_CONF = "etc/config/qpkg.conf"
 PLATFORM_CONF = "etc/platform.conf"
 QID_CONF = "etc/config/qid.conf"
+SMB_CONF = "etc/config/smb.conf"
+SNMPD_CONF = "etc/config/snmpd.conf"
+QUFIREWALL_CONF = "etc/config/QuFirewall.conf"
 
 
 class QtsRoot:

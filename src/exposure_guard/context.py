@@ -16,6 +16,7 @@ from exposure_guard.qts.services import process_table
 from exposure_guard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from exposure_guard.facts.containers import ContainerPorts
     from exposure_guard.facts.reachability import ReachabilityRun
     from exposure_guard.facts.router import RouterFacts
 
@@ -36,6 +37,7 @@ class CheckContext:
         self._processes: Optional[Dict[str, List[int]]] = None
         self._router: object = _UNREAD
         self._reachability: Optional[ReachabilityRun] = None
+        self._containers: Optional[ContainerPorts] = None
 
     def read(self, key: Key) -> KeyRead:
         """A declared config key, like getcfg (raises Unknowable when its file cannot be read)."""
@@ -52,6 +54,15 @@ class CheckContext:
         if self._processes is None:
             self._processes = process_table(self.root)
         return any(self._processes.get(name) for name in names)
+
+    @property
+    def containers(self) -> ContainerPorts:
+        """Ports published by containers (docker-proxy processes and the engine's state), read once per run."""
+        if self._containers is None:
+            from exposure_guard.facts.containers import container_ports
+
+            self._containers = container_ports(self.root)
+        return self._containers
 
     @property
     def identity(self) -> DeviceIdentity:
@@ -103,3 +114,4 @@ class CheckContext:
         self._processes = None
         self._router = _UNREAD
         self._reachability = None
+        self._containers = None

@@ -23,6 +23,8 @@ from exposure_guard.errors import ConnectFailed, PeerError, TlsFailed, TooLarge,
 
 RESPONSE_CAP = 256 * 1024
 MAX_PORTS = 16
+# Requests per address family in one check: the prober's default burst per source is 4.
+MAX_BATCHES = 4
 STATES = ("open", "closed", "filtered")
 
 

@@ -92,6 +92,10 @@ Port = 80
 [Misc]
 Autorun = FALSE
 
+[Ban Engine]
+Ban Enabled = 1
+Account Ban Enabled = 1
+
 [Bonjour Service]
 Web = 0
 HTTPS = 0

@@ -259,3 +259,89 @@ def test_the_app_table_is_well_formed():
         assert entry["cve"] and all(c.startswith("CVE-") for c in entry["cve"])
     keys = [(e["id"], e["app"]) for e in table["advisories"]]
     assert len(keys) == len(set(keys))
+
+
+# ---------------------------------------------------------------- containers.published
+def docker_proxy(host_port: int, container_port: int, host_ip: str = "0.0.0.0", proto: str = "tcp") -> bytes:
+    argv = ["/usr/bin/docker-proxy", "-proto", proto, "-host-ip", host_ip, "-host-port", str(host_port),
+            "-container-ip", "172.17.0.2", "-container-port", str(container_port)]
+    return b"\0".join(a.encode() for a in argv) + b"\0"
+
+
+def engine(root: Path, cid: str, name: str, bindings: dict, running: bool = True,
+           data_root: str = "share/CACHEDEV1_DATA/Container/container-station-data/lib/docker") -> None:
+    folder = root / data_root / "containers" / cid
+    folder.mkdir(parents=True)
+    (folder / "hostconfig.json").write_text(json.dumps({"PortBindings": bindings, "NetworkMode": "bridge"}))
+    (folder / "config.v2.json").write_text(json.dumps({"Name": "/" + name, "State": {"Running": running}}))
+
+
+def containers(tmp_path: Path, prepare=None, files=None):
+    root = write_tree(tmp_path / "root", {"System": {}}, files=files or {})
+    if prepare:
+        prepare(root)
+    return evaluate(get_check("containers.published"), CheckContext(QtsRoot(root), offline=True))
+
+
+def test_container_ports_from_docker_proxy_processes_and_engine_state(tmp_path):
+    def prepare(root):
+        (root / "proc/700").mkdir(parents=True)
+        (root / "proc/700/cmdline").write_bytes(docker_proxy(8096, 8096))
+        engine(root, "a" * 64, "jellyfin", {"8096/tcp": [{"HostIp": "", "HostPort": "8096"}]})
+        engine(root, "b" * 64, "db", {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "15432"}]})
+        engine(root, "c" * 64, "old", {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8000"}]}, running=False)
+        engine(root, "d" * 64, "dns", {"53/udp": [{"HostIp": "0.0.0.0", "HostPort": "53"}]},
+               data_root="var/lib/docker")
+
+    out = containers(tmp_path, prepare)
+    assert out.status == "fail", out.summary
+    assert out.summary == ("2 container port(s) published on every address of the NAS: 8096/tcp → jellyfin:8096, "
+                           "53/udp → dns:53")
+    rows = {r["host"]: r for r in out.evidence["published"]}
+    assert rows["0.0.0.0:8096/tcp"]["found_by"] == "docker-proxy process and engine state"
+    assert rows["127.0.0.1:15432/tcp"]["all_addresses"] is False
+    assert rows["0.0.0.0:8000/tcp"]["running"] is False  # a stopped container publishes nothing now
+    assert out.evidence["data_roots"] == ["/share/CACHEDEV1_DATA/Container/container-station-data/lib/docker",
+                                          "/var/lib/docker"]
+
+
+def test_containers_bound_to_one_address_pass_and_none_pass(tmp_path):
+    out = containers(tmp_path / "a", lambda root: engine(root, "b" * 64, "db", {
+        "5432/tcp": [{"HostIp": "192.168.1.20", "HostPort": "5432"}]}))
+    assert out.status == "pass" and "specific addresses only (1)" in out.summary
+    assert containers(tmp_path / "b").summary == "no container publishes a port"
+
+
+def test_damaged_container_state_is_named_and_bounded(tmp_path):
+    def prepare(root):
+        folder = root / "var/lib/docker/containers/x"
+        folder.mkdir(parents=True)
+        (folder / "hostconfig.json").write_text("{not json")
+        big = root / "var/lib/docker/containers/y"
+        big.mkdir()
+        (big / "hostconfig.json").write_bytes(b"{" + b" " * (600 * 1024) + b"}")
+        odd = root / "var/lib/docker/containers/z"
+        odd.mkdir()
+        (odd / "hostconfig.json").write_text(json.dumps({"PortBindings": {"80/tcp": "nonsense", "81/tcp": [
+            {"HostPort": "99999"}, "x", {"HostPort": "8081"}]}}))
+
+    out = containers(tmp_path, prepare)
+    assert out.status == "fail" and "8081/tcp → z:81" in out.summary  # the readable one still counts
+    problems = " ".join(out.evidence["problems"])
+    assert "/var/lib/docker/containers/x/hostconfig.json" in problems and "larger than 512 KiB" in problems
+    only_damaged = containers(tmp_path / "b", lambda root: (root / "var/lib/docker/containers/x").mkdir(parents=True)
+                              or (root / "var/lib/docker/containers/x/hostconfig.json").write_text("[]"))
+    assert only_damaged.status == "unknown" and "not a JSON object" in only_damaged.summary
+
+
+def test_docker_proxy_command_lines_are_parsed_strictly():
+    from exposure_guard.facts.containers import parse_docker_proxy
+
+    item = parse_docker_proxy(["docker-proxy", "-proto", "tcp", "-host-ip", "::", "-host-port", "443",
+                               "-container-ip", "172.18.0.5", "-container-port", "8443"])
+    assert item is not None and item.to_dict() == {"host": "[::]:443/tcp", "container": "172.18.0.5",
+                                                   "container_port": 8443, "running": True, "all_addresses": True,
+                                                   "found_by": "docker-proxy process"}
+    assert parse_docker_proxy(["docker-proxy", "-host-port", "0"]) is None
+    assert parse_docker_proxy(["docker-proxy", "-proto", "icmp", "-host-port", "80"]) is None
+    assert parse_docker_proxy(["docker-proxy"]) is None

@@ -45,6 +45,7 @@ EXPECTED: Dict[str, Dict[str, str]] = {
         # (QSA-20-08, exploited); Malware Remover 2.2.1 is older than the only affected line (4.x): undecided.
         "service.smb": F, "service.afp": P, "service.ftp": P, "service.webserver": P, "service.snmp": P,
         "service.access-protection": P, "service.firewall": F, "apps.exposed": F,
+        "containers.published": P,
     },
     # QTS 4.3.6.1620 build 20210322, TS-x51: ARC on (upnpcd runs), admin HTTP and Web Server forwarded, DDNS name,
     # HTTPS off, Telnet on, Autorun = FALSE (the autorun.sh left on the flash does not run), QNAP's 4.3 system apps
@@ -58,6 +59,7 @@ EXPECTED: Dict[str, Dict[str, str]] = {
         # SMB1 by Samba's default; Web Server on; no QuFirewall; Helpdesk 1.2.2 < 3.0.3 (QSA-20-08).
         "service.smb": F, "service.afp": P, "service.ftp": P, "service.webserver": F, "service.snmp": P,
         "service.access-protection": P, "service.firewall": F, "apps.exposed": F,
+        "containers.published": P,
     },
     # QTS 4.5.4.1892 build 20211223, TS-453Be: ARC off with leftover ExtPort/ExtSSLPort (history), a DDNS name,
     # 8080/443 with HTTPS forced, SSH on 2222, admin locked, the Bonjour QNAP record on.
@@ -70,6 +72,7 @@ EXPECTED: Dict[str, Dict[str, str]] = {
         # no smb.conf on 4.5 (Samba version unknown): undecided; no QuFirewall; HBS 3 3.0.210412 < 3.0.210506 (QSA-21-19).
         "service.smb": U, "service.afp": P, "service.ftp": P, "service.webserver": P, "service.snmp": P,
         "service.access-protection": P, "service.firewall": F, "apps.exposed": F,
+        "containers.published": P,
     },
     # QTS 5.0.1.2376 build 20230421, TS-873A: the myQNAPcloud name only in qid.conf, non-default ports but HTTPS not
     # forced, SSH on 22, admin enabled, Bonjour SMB only. Firmware: see FIRMWARE and the xfail below.
@@ -82,6 +85,7 @@ EXPECTED: Dict[str, Dict[str, str]] = {
         # Samba floor undecided; no QuFirewall; Malware Remover 5.0.1 and Helpdesk 3.1.5 are past every fix.
         "service.smb": U, "service.afp": P, "service.ftp": P, "service.webserver": P, "service.snmp": P,
         "service.access-protection": P, "service.firewall": F, "apps.exposed": P,
+        "containers.published": P,
     },
     # QTS 5.2.7.3297 build 20251024, TS-264: hardened and patched past every fix in the table.
     "gen-5.2": {check_id: P for check_id in LOCAL_CHECKS},
@@ -95,13 +99,14 @@ EXPECTED: Dict[str, Dict[str, str]] = {
         # Samba floor undecided; no QuFirewall; HBS 3 25.1.1 < 25.1.1.673 (QSA-24-41).
         "service.smb": U, "service.afp": P, "service.ftp": P, "service.webserver": P, "service.snmp": P,
         "service.access-protection": P, "service.firewall": F, "apps.exposed": F,
+        "containers.published": P,
     },
     # QTS 4.4.2.1270 build 20200410, TS-251B, QSnatch-era persistence on an exposed box: everything fails.
     # The other doors of this box are shut (AFP, FTP, Web Server, SNMP off; IP access protection on); SMB1 by
     # Samba's default on 4.4; no QuFirewall; Helpdesk 2.0.7 < 3.0.3 (QSA-20-08).
     "gen-compromised": dict({check_id: F for check_id in LOCAL_CHECKS}, **{
         "service.afp": P, "service.ftp": P, "service.webserver": P, "service.snmp": P,
-        "service.access-protection": P}),
+        "service.access-protection": P, "containers.published": P}),
 }
 
 # Cells where the code disagreed with docs/qts-facts.md when these trees were written; all three were fixed
@@ -184,7 +189,7 @@ def _cells():
 
 
 def test_every_tree_has_a_verdict_for_every_local_check():
-    assert len(LOCAL_CHECKS) == 23 and NETWORK_CHECKS, (LOCAL_CHECKS, NETWORK_CHECKS)
+    assert len(LOCAL_CHECKS) == 24 and NETWORK_CHECKS, (LOCAL_CHECKS, NETWORK_CHECKS)
     for tree in TREES:
         assert sorted(EXPECTED[tree]) == sorted(LOCAL_CHECKS), tree
         assert (QTS_TREES / tree / "etc/config/uLinux.conf").is_file(), tree

@@ -126,16 +126,69 @@ def test_upnp_mapping_is_named_and_mapped_ports_are_asked(tmp_path, services, pr
     assert 5555 not in [p["port"] for p in prober.requests[0]["ports"]]
 
 
-def test_port_cap_drops_the_least_important(tmp_path, services, prober):
+def test_ports_are_asked_sixteen_at_a_time_and_the_cap_drops_the_least_important(tmp_path, services, prober):
     ctx = make_ctx(tmp_path, services, prober.url)
-    ctx.provide_router(router_facts([tcp_mapping(20000 + i, 30000 + i) for i in range(20)]))
+    ctx.provide_router(router_facts([tcp_mapping(20000 + i, 30000 + i) for i in range(70)]))
     targets, dropped = reach_facts.plan_targets(ctx)
-    assert len(targets) == 16 and len(dropped) > 0
+    assert len(targets) == 64 and len(dropped) == 70 + 4 - 64  # admin 2, SSH, and FTP + Web Server (one closed port)
     assert targets[0].service == "admin HTTP" and targets[1].service == "admin HTTPS"
     assert any(t.service == "SSH" for t in targets)
     outcome = reachability.reachability_services(ctx)
-    assert len(prober.requests[0]["ports"]) == 16
-    assert any("only 16 ports" in note for note in outcome.evidence["notes"])
+    assert [len(r["ports"]) for r in prober.requests] == [16, 16, 16, 16]
+    assert [r["upnp"] for r in prober.requests] == [True, False, False, False]  # the WAN-side UPnP test runs once
+    asked = [p["port"] for r in prober.requests for p in r["ports"]]
+    assert len(asked) == len(set(asked)) == 64
+    assert len(outcome.evidence["ports"]) + len(reachability.reachability_admin(ctx).evidence["ports"]) == 64
+    assert any("only 64 ports are asked per check (4 requests of 16)" in note for note in outcome.evidence["notes"])
+    assert len(prober.requests) == 4  # both checks share the callback
+
+
+def test_a_refused_later_request_keeps_what_the_first_ones_said(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, prober.url)
+    ctx.provide_router(router_facts([tcp_mapping(20000 + i, 30000 + i) for i in range(20)]))
+
+    def respond(request):
+        if len(prober.requests) == 1:
+            return 200, json.dumps(prober.answer(request, "127.0.0.1")).encode(), 0.0
+        return 429, json.dumps({"error": "rate_limited", "detail": "slow down"}).encode(), 0.0
+
+    prober.respond = respond
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "fail"  # the admin ports were in the first request and are verified
+    notes = [n for n in outcome.evidence["notes"] if "not asked: the prober's answer to the next request" in n]
+    assert len(notes) == 1 and notes[0].startswith("ipv4: ports ") and "20019" in notes[0], notes
+    assert "slow down" in notes[0] or "429" in notes[0]
+    assert len(prober.requests) == 2
+
+
+def test_the_other_doors_are_asked_when_they_listen_here(tmp_path, services, prober):
+    ctx = make_ctx(tmp_path, services, prober.url, LOGIN={"TELNET Enable": "FALSE", "TELNET Port": 2323},
+                   Samba={"Enable": "TRUE"})
+    root = ctx.root.root
+    listening = [services.http_port, services.https_port, 445, 548, 2323, 8088, 9443]
+    rows = "".join("%4d: 00000000:%04X 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 %d 1\n"
+                   % (i, port, 9000 + i) for i, port in enumerate(listening))
+    (root / "proc/net").mkdir(parents=True)
+    (root / "proc/net/tcp").write_text("  sl  local_address rem_address   st\n" + rows)
+    (root / "etc/config/qpkg.conf").write_text(
+        "[PlexMediaServer]\nName = PlexMediaServer\nWeb_Port = 8088\nWeb_SSL_Port = 9443\nEnable = TRUE\n"
+        "[Other]\nName = Other\nWeb_Port = 7777\nEnable = TRUE\n")
+    (root / "proc/4711").mkdir()
+    (root / "proc/4711/cmdline").write_bytes(b"\0".join([b"/usr/bin/docker-proxy", b"-proto", b"tcp", b"-host-ip",
+                                                         b"0.0.0.0", b"-host-port", b"8096", b"-container-ip",
+                                                         b"172.17.0.2", b"-container-port", b"8096"]) + b"\0")
+    targets, dropped = reach_facts.plan_targets(ctx)
+    doors = {t.external: (t.service, t.probe, t.tls) for t in targets if t.category == "service"}
+    assert doors[2323] == ("Telnet", "banner", False)  # listens although the config says off
+    assert doors[445] == ("SMB", "banner", False) and 139 not in doors  # 139 does not listen
+    assert doors[548] == ("AFP", "banner", False)
+    assert doors[8088] == ("PlexMediaServer web page", "http", False) and doors[9443][2] is True
+    assert 7777 not in doors  # an app whose page does not listen is not asked
+    assert doors[8096] == ("container 172.17.0.2 port 8096", "http", None)
+    assert not dropped
+    by = {t.external: t for t in targets}
+    assert by[445].sources == ["listens here (/proc/net/tcp, /proc/net/tcp6)"]
+    assert by[8096].sources == ["published by a container (docker-proxy process)"]
 
 
 def test_router_table_unknown_says_so(tmp_path, services, prober):
@@ -157,6 +210,35 @@ def test_nat_notes(tmp_path, services, prober, router_ip, expected):
         assert expected in notes and expected in outcome.summary
     else:
         assert "NAT" not in notes
+
+
+@pytest.mark.parametrize("router_ip, expected", [
+    ("100.64.3.4", "CGNAT"), ("192.168.0.2", "double NAT"), ("203.0.113.9", "another NAT")])
+def test_nothing_answering_behind_another_nat_is_unknown_not_pass(tmp_path, services, prober, router_ip, expected):
+    for port in (services.http_port, services.https_port):
+        prober.override[port] = {"state": "closed"}
+    ctx = make_ctx(tmp_path, services, prober.url)
+    ctx.provide_router(router_facts([], external_ip=router_ip))
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "unknown", outcome.summary
+    assert expected in outcome.summary and "may not mean" in outcome.summary
+    ctx2 = make_ctx(tmp_path / "same", services, prober.url)
+    ctx2.provide_router(router_facts([], external_ip="127.0.0.1"))  # the prober saw the router's own address
+    assert reachability.reachability_admin(ctx2).status == "pass"
+
+
+def test_router_answering_on_a_port_it_forwards_here_is_unknown(tmp_path, services, prober):
+    ext = free_port()
+    ctx = make_ctx(tmp_path, services, prober.url)
+    ctx.provide_router(router_facts([tcp_mapping(ext, services.http_port, description="QNAP web")]))
+    for port in (services.http_port, services.https_port):
+        prober.override[port] = {"state": "closed"}
+    prober.override[ext] = {"state": "open", "http": {"status": 200, "server": "router-httpd", "location": "",
+                                                      "title": "Router login"}}
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "unknown", outcome.summary
+    assert "forwards port(s) %d to this NAS" % ext in outcome.summary
+    assert by_port(outcome, ext)[0]["state"] == UNVERIFIED
 
 
 def test_token_is_sent(tmp_path, services, prober):

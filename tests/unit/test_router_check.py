@@ -286,6 +286,20 @@ def test_every_mapping_says_who_opened_it_and_what_it_leads_to(tmp_path):
     assert all("opened_by" not in row for row in out.evidence["mappings_to_other_hosts"])
 
 
+def test_a_mapping_to_a_port_a_container_publishes_names_the_container(tmp_path):
+    with FakeIgd("igd2", [Mapping(18096, NAS, 8096, desc="libminiupnpc")]) as igd:
+        ctx = make_ctx(tmp_path, igd.location)
+        folder = ctx.root.path("var/lib/docker/containers/abc")
+        folder.mkdir(parents=True)
+        (folder / "hostconfig.json").write_text('{"PortBindings": {"8096/tcp": [{"HostIp": "", "HostPort": "8096"}]}}')
+        (folder / "config.v2.json").write_text('{"Name": "/jellyfin", "State": {"Running": true}}')
+        out = evaluate(ctx)
+    row = out.evidence["mappings_to_this_nas"][0]
+    assert row["opened_by"] == {"kind": "container", "label": "container jellyfin (or software in it)",
+                                "why": "internal port 8096 is published by container jellyfin"}
+    assert row["leads_to"] == "container jellyfin"
+
+
 def test_arc_on_labels_its_mappings_without_left_over(tmp_path):
     ulinux = "[System]\nWeb Access Port = 8080\n[Stunnel]\nPort = 443\nExtSSLPort = 10443\n"
     with FakeIgd("igd2", [Mapping(10443, NAS, 443, desc="https")]) as igd:

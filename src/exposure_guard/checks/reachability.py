@@ -30,6 +30,12 @@ def _forward_kind(verdict: Dict[str, Any], run: ReachabilityRun, targets: Dict[i
     return "through a router port forward (the router's UPnP table was not read, so its kind is unknown)"
 
 
+def _forwarded_to_nas(target: Optional[Target]) -> bool:
+    """True when the router is known to forward this port to the NAS (a UPnP mapping, or a port ARC recorded)."""
+    return target is not None and (bool(target.mappings) or any(s.startswith("myQNAPcloud router port")
+                                                                 for s in target.sources))
+
+
 def _evaluate(ctx: CheckContext, category: str) -> Outcome:
     if not ctx.prober_configured:
         return skipped(NO_PROBER)
@@ -46,7 +52,9 @@ def _evaluate(ctx: CheckContext, category: str) -> Outcome:
     if run.notes:
         evidence["notes"] = run.notes
     verified = [v for v in verdicts if v["state"] == VERIFIED]
-    unverified = [v for v in verdicts if v["state"] == UNVERIFIED]
+    forwarded_here = [v for v in verdicts if v["state"] == UNVERIFIED and v["family"] == "ipv4"
+                      and _forwarded_to_nas(by_port.get(v["port"]))]
+    unverified = [v for v in verdicts if v["state"] == UNVERIFIED and v not in forwarded_here]
     nas_ipv4 = next((a for a in ctx.lan_addresses() if ":" not in a), None)
     for v in verified:
         v["forwarded"] = _forward_kind(v, run, by_port, nas_ipv4)
@@ -64,12 +72,22 @@ def _evaluate(ctx: CheckContext, category: str) -> Outcome:
                       % ("" if run.local_skipped else "else ", names,
                          ", ".join(sorted({v["service"] for v in unverified})), doubt, note),
                       evidence, severity="high" if category == "admin" else "medium")
+    if forwarded_here:  # the router forwards these ports here, yet what answers is not this NAS
+        names = ", ".join("%d" % v["port"] for v in forwarded_here)
+        return unknown("cannot tell whether the internet reaches this NAS's %s: the router forwards port(s) %s to "
+                       "this NAS, but what answers there from outside is not this NAS's service (the router's own "
+                       "service on that port, or a hairpin rule)" % (
+                           "admin service" if category == "admin" else "services", names), evidence)
     v4 = [f for f in run.families if f.family == "ipv4"]
     failed_families = [f for f in run.families if f.answer is None and not (f.unreachable and f.family == "ipv6")]
     if failed_families or not v4 or v4[0].answer is None:
         reasons = "; ".join("%s: %s" % (f.family, f.error) for f in failed_families or v4)
         return unknown("the callback prober could not tell: %s" % reasons, {"reason": reasons, **evidence})
     asked = ", ".join(sorted({"%d" % v["port"] for v in verdicts}, key=int)) or "none"
+    if run.nat_doubt:
+        return unknown("nothing answered from outside on ports %s, but that may not mean the %s is unreachable: %s"
+                       % (asked, "admin service" if category == "admin" else "other services", run.nat_doubt),
+                       evidence)
     return passed("the internet does not reach the %s (ports %s closed or filtered from outside)%s" % (
         "admin service" if category == "admin" else "other services", asked, note), evidence)
 
@@ -108,14 +126,17 @@ def reachability_admin(ctx: CheckContext) -> Outcome:
     severity="high",
     family="reachability",
     rationale="""
-SSH, FTP and web server ports reachable from the internet are brute-forced around the clock and are how
-QSnatch and several ransomware families got in. Whatever the router forwards to the NAS counts.""",
+SSH, FTP, SMB and web server ports reachable from the internet are brute-forced around the clock and are how
+QSnatch, Checkmate (SMB) and DeadBolt's Photo Station wave got in. Whatever the router forwards to the NAS
+counts, and so does every app page and container port that listens on it.""",
     remediation="""
 Remove the router's port forwards / UPnP mappings of those services; keep SSH and FTP LAN-only and use a
 VPN (QVPN, the router's VPN) for remote access.""",
-    reads=("callback prober: SSH/FTP banners and HTTP fingerprints of the NAS's service ports and of every port "
-           "the router maps to this NAS, over IPv4 and IPv6",
-           "/etc/config/uLinux.conf [LOGIN] SSH Port, [FTP] Port, [QWEB] Port/SSL_PORT/ExtPort/ExtSSLPort"),
+    reads=("callback prober: banners and HTTP fingerprints of the NAS's service ports and of every port the router "
+           "maps to this NAS, over IPv4 and IPv6, 16 ports per request and up to 4 requests per family",
+           "/etc/config/uLinux.conf [LOGIN] SSH Port, [FTP] Port, [QWEB] Port/SSL_PORT/ExtPort/ExtSSLPort",
+           "the other doors that listen here (/proc/net/tcp{,6}): Telnet, SMB 445/139, AFP 548, installed apps' "
+           "Web_Port/Web_SSL_Port (qpkg.conf), ports published by containers"),
     references=(ADVISORY_2022, SECURE_ACCESS),
     exposure=True,
     network=True,

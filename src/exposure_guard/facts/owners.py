@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from exposure_guard.context import CheckContext
     from exposure_guard.upnp.models import PortMapping
 
-ARC, APP, OTHER_HOST, UNKNOWN = "arc", "app", "other-host", "unknown"
+ARC, APP, CONTAINER, OTHER_HOST, UNKNOWN = "arc", "app", "container", "other-host", "unknown"
 
 # Description words of mappings made by QNAP's upnpcd (heuristic: the exact strings are not documented).
 ARC_DESCRIPTION_WORDS = ("myqnapcloud", "mycloudnas", "qnap", "qts")  # longest first: the one named
@@ -49,14 +49,15 @@ class MappingContext(Value):
     """What the labels rest on, read once per run: this NAS's addresses, the router ports ARC recorded
     (with the key each came from), whether ARC is on, and the NAS's service ports by name."""
 
-    __slots__ = ("nas_addresses", "arc_ports", "arc_on", "services")
+    __slots__ = ("nas_addresses", "arc_ports", "arc_on", "services", "containers")
 
     def __init__(self, nas_addresses: Sequence[str], arc_ports: Dict[int, str], arc_on: Optional[bool],
-                 services: Dict[int, str]) -> None:
+                 services: Dict[int, str], containers: Optional[Dict[int, str]] = None) -> None:
         self.nas_addresses = tuple(nas_addresses)
         self.arc_ports = arc_ports
         self.arc_on = arc_on
         self.services = services
+        self.containers = containers or {}  # host port → container name, of ports containers publish
 
 
 def mapping_context(ctx: CheckContext, nas_addresses: Sequence[str]) -> MappingContext:
@@ -72,7 +73,8 @@ def mapping_context(ctx: CheckContext, nas_addresses: Sequence[str]) -> MappingC
         arc_on: Optional[bool] = bool(ctx.read(inputs.ARC_ENABLE).as_bool()) or ctx.running("upnpcd")
     except Unknowable:
         arc_on = True if ctx.running("upnpcd") else None
-    return MappingContext(nas_addresses, arc_ports, arc_on, service_ports(ctx.config))
+    containers = {p.host_port: p.container for p in ctx.containers.tcp_ports()}
+    return MappingContext(nas_addresses, arc_ports, arc_on, service_ports(ctx.config), containers)
 
 
 def owner_of(mapping: PortMapping, known: MappingContext) -> Owner:
@@ -93,6 +95,10 @@ def owner_of(mapping: PortMapping, known: MappingContext) -> Owner:
     for word, name, _port in APP_SIGNATURES:
         if word in words:
             return Owner(APP, name, "its description names %r" % word)
+    container = known.containers.get(mapping.internal_port)
+    if container is not None:
+        return Owner(CONTAINER, "container %s (or software in it)" % container,
+                     "internal port %d is published by container %s" % (mapping.internal_port, container))
     for _word, name, port in APP_SIGNATURES:
         if port is not None and mapping.internal_port == port:
             return Owner(APP, name, "internal port %d is %s's usual port" % (port, name))
@@ -101,5 +107,9 @@ def owner_of(mapping: PortMapping, known: MappingContext) -> Owner:
 
 
 def leads_to(mapping: PortMapping, known: MappingContext) -> str:
-    """The NAS service on the mapping's internal port, by the NAS's settings ("" when none is known)."""
-    return known.services.get(mapping.internal_port or mapping.external_port, "")
+    """The NAS service on the mapping's internal port, by the NAS's settings or a container publishing it
+    ("" when none is known)."""
+    port = mapping.internal_port or mapping.external_port
+    if port in known.services:
+        return known.services[port]
+    return "container %s" % known.containers[port] if port in known.containers else ""

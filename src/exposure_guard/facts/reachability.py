@@ -15,6 +15,7 @@ from exposure_guard.contracts.fingerprint import compare, fingerprint_local
 from exposure_guard.errors import Unknowable
 from exposure_guard.facts import inputs
 from exposure_guard.facts.keys import Key, read_key
+from exposure_guard.facts.packages import read_packages
 from exposure_guard.facts.ports import DEFAULT_ADMIN_PORTS, admin_ports
 from exposure_guard.upnp.models import PortMapping
 
@@ -84,8 +85,9 @@ def nas_mappings(ctx: CheckContext) -> Optional[List[NasMapping]]:
 
 
 def plan_targets(ctx: CheckContext) -> Tuple[List[Target], List[Target]]:
-    """(targets asked, targets dropped by the 16-port cap), most important first."""
-    from exposure_guard.probeclient import MAX_PORTS
+    """(targets asked, targets dropped by the per-check cap: MAX_BATCHES requests of MAX_PORTS ports per
+    address family), most important first: admin, then SSH and mapped ports, then the other doors."""
+    from exposure_guard.probeclient import MAX_BATCHES, MAX_PORTS
 
     try:
         admin = admin_ports(ctx.config)
@@ -133,8 +135,61 @@ def plan_targets(ctx: CheckContext) -> Tuple[List[Target], List[Target]]:
                                          (inputs.WEB_EXT_HTTPS, web_ssl, "Web Server HTTPS", True)):
         ext, where = _port(ctx, key)
         add(ext, web_local, service, "service", tls, "myQNAPcloud router port " + where)
+    for port, service, door_tls, probe, why in _other_doors(ctx):
+        add(port, port, service, "service", door_tls, why, probe=probe)
     targets = list(found.values())
-    return targets[:MAX_PORTS], targets[MAX_PORTS:]
+    cap = MAX_PORTS * MAX_BATCHES
+    return targets[:cap], targets[cap:]
+
+
+def _other_doors(ctx: CheckContext) -> List[Tuple[int, str, Optional[bool], str, str]]:
+    """(port, service, tls, probe, why) of the other doors this NAS really has open: Telnet, SMB, AFP, the
+    web pages of installed apps and the ports containers publish. Each is asked only when it listens here
+    (or, where listeners cannot be read, when its setting says it is on)."""
+    listeners = ctx.listeners
+    out: List[Tuple[int, str, Optional[bool], str, str]] = []
+
+    def door(port: Optional[int], service: str, tls: Optional[bool], probe: str, setting_on: Optional[bool],
+             setting: str) -> None:
+        if not port:
+            return
+        listening = listeners.listening(port)
+        if listening:
+            out.append((port, service, tls, probe, "listens here (%s)" % listeners.source))
+        elif listening is None and setting_on:
+            out.append((port, service, tls, probe, setting + " (listeners unknown)"))
+
+    def setting(key: Key) -> Optional[bool]:
+        try:
+            return read_key(ctx.config, key).as_bool()
+        except Unknowable:
+            return None
+
+    telnet, _where = _port(ctx, inputs.TELNET_PORT)
+    door(telnet, "Telnet", False, "banner", setting(inputs.TELNET_ENABLE), "[LOGIN] TELNET Enable")
+    smb_on = setting(inputs.SMB_ENABLE)
+    door(445, "SMB", False, "banner", smb_on, "[Samba] Enable")
+    door(139, "SMB (NetBIOS)", False, "banner", smb_on, "[Samba] Enable")
+    door(548, "AFP", False, "banner", setting(inputs.AFP_ENABLE), "[Appletalk] Enable")
+    try:
+        packages = read_packages(ctx.config)
+    except Unknowable:
+        packages = []
+    for package in packages:
+        for field_name, tls in (("Web_Port", False), ("Web_SSL_Port", True)):
+            try:
+                port = int((package.get(field_name) or "").strip())
+            except ValueError:
+                continue
+            if 0 < port < 65536:
+                door(port, "%s web page" % package.name, tls, "http", package.enabled,
+                     "qpkg.conf [%s] %s" % (package.section, field_name))
+    for published in ctx.containers.tcp_ports():
+        if published.all_addresses:
+            out.append((published.host_port, "container %s port %s" % (published.container,
+                                                                        published.container_port or "?"),
+                        None, "http", "published by a container (%s)" % published.source))
+    return out
 
 
 # ---------------------------------------------------------------- local fingerprints
@@ -200,6 +255,7 @@ class FamilyRun:
     error: Optional[str] = None
     unreachable: bool = False
     verdicts: List[Dict[str, Any]] = field(default_factory=list)
+    requests: int = 0  # callback requests made (ports are asked MAX_PORTS at a time)
 
 
 @dataclass
@@ -211,6 +267,7 @@ class ReachabilityRun:
     notes: List[str] = field(default_factory=list)
     mappings_known: bool = False
     local_skipped: str = ""  # why this NAS's own ports were not fingerprinted (nothing to compare answers with)
+    nat_doubt: str = ""  # why "nothing reaches the NAS" cannot be trusted (double NAT, CGNAT, another path out)
 
 
 def _judge(target: Target, remote: Dict[str, Any], local: List[Dict[str, Any]], family: str,
@@ -243,15 +300,16 @@ def _brief(fp: Dict[str, Any]) -> Dict[str, Any]:
 
 def reachability_run(ctx: CheckContext) -> ReachabilityRun:
     """Ask the prober once per address family (``CheckContext.reachability`` caches it for the run)."""
-    from exposure_guard.probeclient import MAX_PORTS, PortAsk, ProberError, ProberUnreachable, ask
+    from exposure_guard.probeclient import MAX_BATCHES, MAX_PORTS, PortAsk, ProberError, ProberUnreachable, ask
 
     settings = ctx.settings
     url = settings.get("reachability", "prober_url")
     targets, dropped = plan_targets(ctx)
     run = ReachabilityRun(targets, dropped, [], {}, mappings_known=nas_mappings(ctx) is not None)
     if dropped:
-        run.notes.append("only %d ports can be asked per callback; not asked: %s"
-                         % (MAX_PORTS, ", ".join("%d (%s)" % (t.external, t.service) for t in dropped)))
+        run.notes.append("only %d ports are asked per check (%d requests of %d); not asked: %s"
+                         % (MAX_PORTS * MAX_BATCHES, MAX_BATCHES, MAX_PORTS,
+                            ", ".join("%d (%s)" % (t.external, t.service) for t in dropped)))
     families = ["ipv4"]
     if any(is_global_ipv6(a) for a in ctx.lan_addresses()):
         families.append("ipv6")
@@ -270,24 +328,47 @@ def reachability_run(ctx: CheckContext) -> ReachabilityRun:
         ports = [PortAsk(port, _detected_tls(t, local), t.probe) for port, t in asked.items()]
         result = FamilyRun(family)
         run.families.append(result)
-        try:
-            result.answer = ask(url, ports, family=family, token=settings.get("reachability", "token"),
-                                timeout=settings.get("reachability", "timeout"),
-                                ca_file=settings.get("reachability", "ca_file"), upnp=True)
-        except ProberUnreachable as exc:
-            result.error, result.unreachable = str(exc), True
-            continue
-        except ProberError as exc:
-            result.error = str(exc)
+        for index in range(0, len(ports), MAX_PORTS):
+            batch = ports[index:index + MAX_PORTS]
+            try:
+                # The router's WAN-side UPnP test runs once, with the first (most important) ports.
+                answer = ask(url, batch, family=family, token=settings.get("reachability", "token"),
+                             timeout=settings.get("reachability", "timeout"),
+                             ca_file=settings.get("reachability", "ca_file"), upnp=index == 0)
+            except (ProberUnreachable, ProberError) as exc:
+                if result.answer is None:
+                    result.error, result.unreachable = str(exc), isinstance(exc, ProberUnreachable)
+                else:
+                    run.notes.append("%s: ports %s not asked: the prober's answer to the next request: %s" % (
+                        family, ", ".join(str(p.port) for p in ports[index:]), exc))
+                break
+            result.requests += 1
+            if result.answer is None:
+                result.answer = answer
+                continue
+            if answer.observed_address != result.answer.observed_address:
+                run.notes.append("%s: the prober saw this NAS as %s, then as %s: its public address changed "
+                                 "during the check" % (family, result.answer.observed_address,
+                                                       answer.observed_address))
+            result.answer.ports.update(answer.ports)
+        if result.answer is None:
             continue
         for port, target in asked.items():
-            result.verdicts.append(_judge(target, result.answer.ports[port], local.get(target.local, []),
-                                          family, port))
+            if port in result.answer.ports:
+                result.verdicts.append(_judge(target, result.answer.ports[port], local.get(target.local, []),
+                                              family, port))
     run.notes += _nat_notes(ctx, run)
+    run.nat_doubt = "; ".join(n for n in run.notes if n.startswith(NAT_NOTE_PREFIXES))
     return run
 
 
+NAT_NOTE_PREFIXES = ("CGNAT:", "double NAT:", "the router says its external address")
+
+
 def _nat_notes(ctx: CheckContext, run: ReachabilityRun) -> List[str]:
+    """Where the address the prober probed is not the router's own WAN address: carrier-grade NAT, another
+    router in front (double NAT), or another way out (VPN, proxy). Then "nothing answered" says nothing
+    about what the router forwards, and the checks say unknown instead of pass."""
     external = ctx.router.external_ip if ctx.router is not None else None
     seen = [f.answer.observed_address for f in run.families if f.answer and f.family == "ipv4"]
     if not external or not seen:

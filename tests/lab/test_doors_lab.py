@@ -1,0 +1,124 @@
+"""Every door, with real services in ns nas behind the real miniupnpd router: a real Samba (smbd, accepting SMB1),
+a real FTP server (vsftpd), a web server on 80 and on 8081 with TLS, a port published by a process running as
+docker-proxy (as Docker starts one per published port), and a UPnP mapping made "as Plex" by miniupnpc.
+The agent (its CLI, on a QTS tree whose /proc is the namespace's own) names each door, says who opened each
+router port and what it leads to, and the callback prober (lab mode, in ns wan) verifies them from outside."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+from tests.support.netlab import Lab
+from tests.support.qts import LAB_ULINUX, ini_text, merged
+from tests.support.reachlab import fake_nas, start_prober, verdicts
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("smbd") is None, reason="Samba is not installed (Debian package samba)"),
+    pytest.mark.skipif(shutil.which("vsftpd") is None, reason="vsftpd is not installed (Debian package vsftpd)"),
+]
+
+DOORS = {"Samba": {"Enable": "TRUE"}, "FTP": {"Enable": "TRUE", "Port": 21},
+         "QWEB": {"Enable": 1, "Port": 80, "SSL_PORT": 8081}}
+
+
+def smb_conf(state: Path) -> str:
+    dirs = {name: state / name for name in ("lock", "state", "cache", "private", "pid", "ncalrpc", "share")}
+    for folder in dirs.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    return ("[global]\n\tworkgroup = LAB\n\tserver min protocol = NT1\n\tdisable netbios = yes\n\tsmb ports = 445\n"
+            "\tlock directory = {lock}\n\tstate directory = {state}\n\tcache directory = {cache}\n"
+            "\tprivate dir = {private}\n\tpid directory = {pid}\n\tncalrpc dir = {ncalrpc}\n"
+            "\tpassdb backend = tdbsam:{private}/passdb.tdb\n\tload printers = no\n\tprinting = bsd\n"
+            "\tprintcap name = /dev/null\n\n[Public]\n\tpath = {share}\n").format(**dirs)
+
+
+def start_doors(lab: Lab, root: Path, work: Path) -> None:
+    conf = root / "etc/config/smb.conf"  # the file the agent reads is the one smbd runs with
+    conf.write_text(smb_conf(work / "samba"))
+    lab.spawn("nas", ["smbd", "--foreground", "--no-process-group", "--debug-stdout", "-s", str(conf)], "smbd")
+    empty = work / "ftp-empty"
+    empty.mkdir()
+    ftp_conf = work / "vsftpd.conf"
+    ftp_conf.write_text("listen=YES\nlisten_ipv6=NO\nlisten_port=21\nanonymous_enable=YES\nno_anon_password=YES\n"
+                        "anon_root=%s\nlocal_enable=NO\nsecure_chroot_dir=%s\nftpd_banner=lab FTP\nbackground=NO\n"
+                        "seccomp_sandbox=NO\n" % (empty, empty))
+    lab.spawn("nas", ["vsftpd", str(ftp_conf)], "vsftpd")
+    lab.start_http("nas", 80, body="the Web Server")
+    lab.start_http("nas", 8081, body="the Web Server over TLS", tls=True)
+    lab.start_http("nas", 32400, body="Plex Web")
+    # Docker starts one docker-proxy per published port; this one is a web server under that name.
+    script = lab.dir / "server.py"
+    lab.spawn("nas", ["bash", "-c", 'exec -a docker-proxy "$0" -u "$1" 8096 0.0.0.0 jellyfin "" "" -proto tcp '
+                      "-host-ip 0.0.0.0 -host-port 8096 -container-ip 172.17.0.2 -container-port 8096",
+                      sys.executable, str(script)], "docker-proxy")
+    for port in (445, 21, 8096):
+        lab.wait_port("nas", port)
+
+
+def check(lab: Lab, root: Path, ini: Path) -> Dict[str, Any]:
+    out = lab.python("nas", "exposure_guard", "check", "--root", str(root), "--settings", str(ini), "--json",
+                     timeout=240)
+    assert out.returncode in (0, 1), out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    return {f["id"]: f for f in report["findings"]}
+
+
+def test_every_door_is_named_owned_and_verified(make_lab, tmp_path):
+    lab = make_lab()
+    prober = start_prober(lab)
+    nas = fake_nas(tmp_path, lab, prober.url)
+    root = nas["root"]
+    (root / "etc/config/uLinux.conf").write_text(ini_text(merged(LAB_ULINUX, DOORS)))
+    os.symlink("/proc", str(root / "proc"))  # the agent runs in ns nas: its listeners and processes are real
+    start_doors(lab, root, tmp_path)
+    lab.upnpc("nas", "-e", "Plex Media Server", "-a", Lab.NAS, "32400", "32400", "TCP")
+    for external, internal in ((10445, 445), (10021, 21), (10080, 80), (18096, 8096)):
+        lab.upnpc("nas", "-e", "libminiupnpc", "-a", Lab.NAS, str(internal), str(external), "TCP")
+
+    found = check(lab, root, nas["ini"])
+
+    # the doors, from the NAS's own settings and what really listens
+    smb = found["service.smb"]
+    assert smb["status"] == "fail" and "accepts SMB1: the lowest version is NT1" in smb["summary"], smb
+    assert smb["evidence"]["listener"]["listening"] is True
+    assert found["service.ftp"]["status"] == "fail" and found["service.ftp"]["evidence"]["listener"]["listening"]
+    assert found["service.webserver"]["status"] == "fail"
+    published = found["containers.published"]
+    assert published["status"] == "fail" and "8096/tcp → 172.17.0.2:8096" in published["summary"], published
+
+    # who opened each router port, and what it leads to
+    mappings = found["router.upnp-mappings"]
+    rows = {r["external"]: r for r in mappings["evidence"]["mappings_to_this_nas"]}
+    assert set(rows) == {"TCP 32400", "TCP 10445", "TCP 10021", "TCP 10080", "TCP 18096"}
+    assert rows["TCP 32400"]["opened_by"]["label"] == "Plex Media Server"
+    assert rows["TCP 32400"]["opened_by"]["why"] == "its description names 'plex'"
+    assert rows["TCP 18096"]["opened_by"]["kind"] == "container"
+    assert {rows[k]["opened_by"]["kind"] for k in ("TCP 10445", "TCP 10021", "TCP 10080")} == {"unknown"}
+    assert (rows["TCP 10445"]["leads_to"], rows["TCP 10021"]["leads_to"], rows["TCP 10080"]["leads_to"]) == (
+        "SMB", "FTP", "Web Server HTTP")
+    assert "TCP 10021 → %s:21 'libminiupnpc' (FTP, opened by unknown software)" % Lab.NAS in mappings["summary"]
+    assert "TCP 18096 → %s:8096 'libminiupnpc' (container 172.17.0.2, opened by container 172.17.0.2" % Lab.NAS \
+        in mappings["summary"]
+
+    # the callback: every door asked, each verified from outside where it can be told apart
+    services = found["reachability.services"]
+    assert services["status"] == "fail", services["summary"]
+    seen = verdicts(services)
+    assert seen["ipv4:10021"]["state"] == "verified" and seen["ipv4:10021"]["matched_by"] == "banner"
+    assert seen["ipv4:10080"]["state"] == "verified" and seen["ipv4:10080"]["matched_by"] == "http"
+    assert seen["ipv4:18096"]["state"] == "verified"
+    assert seen["ipv4:32400"]["state"] == "verified"
+    # SMB says nothing until the client speaks: open from outside, but not provable as this NAS
+    assert seen["ipv4:10445"]["state"] == "open-unverified"
+    asked = {v["port"] for v in services["evidence"]["ports"]}
+    assert {445, 8081, 8096, 21, 80} <= asked  # the doors themselves, asked on the public address too
+    assert all(target == Lab.ROUTER_WAN for target in prober.connect_targets())  # only ever the caller
+    requests = prober.requests_logged(1)
+    assert 1 <= len(requests) <= 4, requests

@@ -107,6 +107,15 @@ def test_every_door_is_named_owned_and_verified(make_lab, tmp_path):
     assert "TCP 18096 → %s:8096 'libminiupnpc' (container 172.17.0.2, opened by container 172.17.0.2" % Lab.NAS \
         in mappings["summary"]
 
+    # IPv6 pinholes: the real miniupnpd offers WANIPv6FirewallControl and says whether LAN hosts may open
+    # pinholes; IGD:2 has no action to list them, and the finding says so
+    pinholes = mappings["evidence"]["ipv6_pinholes"]
+    state = pinholes["services"][0]
+    assert pinholes["offered"] is True and "error" not in state, pinholes
+    assert isinstance(state["firewall_enabled"], bool) and isinstance(state["inbound_pinhole_allowed"], bool)
+    if state["inbound_pinhole_allowed"]:
+        assert "cannot be listed" in pinholes["note"]
+
     # the callback: every door asked, each verified from outside where it can be told apart
     services = found["reachability.services"]
     assert services["status"] == "fail", services["summary"]

@@ -300,6 +300,30 @@ def test_a_mapping_to_a_port_a_container_publishes_names_the_container(tmp_path)
     assert row["leads_to"] == "container jellyfin"
 
 
+def test_ipv6_pinholes_are_described_and_said_to_be_unlistable(tmp_path):
+    with FakeIgd("igd2", table()) as igd:
+        out = evaluate(make_ctx(tmp_path / "a", igd.location))
+        assert igd.calls.count("GetFirewallStatus") == 1
+    pinholes = out.evidence["ipv6_pinholes"]
+    assert pinholes["offered"] is True and "cannot be listed" in pinholes["note"]
+    assert pinholes["services"][0]["control_url"].endswith("/ctl/IP6FCtl")
+    assert (pinholes["services"][0]["firewall_enabled"], pinholes["services"][0]["inbound_pinhole_allowed"]) == (
+        True, True)
+    with FakeIgd("igd2", table()) as igd:
+        igd.inbound_pinholes = "0"
+        shut = evaluate(make_ctx(tmp_path / "b", igd.location)).evidence["ipv6_pinholes"]
+    assert shut["note"] == "the router does not let LAN hosts open inbound IPv6 pinholes by UPnP"
+    fault = ENVELOPE % FAULT % (606, "Action not authorized")
+    with FakeIgd("igd2", table(), soap_override={"GetFirewallStatus": (500, fault.encode())}) as igd:
+        refused = evaluate(make_ctx(tmp_path / "c", igd.location))
+    assert refused.status == "fail"  # the IPv4 audit is unaffected
+    assert "could not be read" in refused.evidence["ipv6_pinholes"]["note"]
+    assert "606" in refused.evidence["ipv6_pinholes"]["services"][0]["error"]
+    with FakeIgd("igd1", table()) as igd:
+        none = evaluate(make_ctx(tmp_path / "d", igd.location)).evidence["ipv6_pinholes"]
+    assert none["offered"] is False and "cannot open IPv6 pinholes" in none["note"]
+
+
 def test_arc_on_labels_its_mappings_without_left_over(tmp_path):
     ulinux = "[System]\nWeb Access Port = 8080\n[Stunnel]\nPort = 443\nExtSSLPort = 10443\n"
     with FakeIgd("igd2", [Mapping(10443, NAS, 443, desc="https")]) as igd:

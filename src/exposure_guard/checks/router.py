@@ -122,10 +122,31 @@ def _row(service: ServiceAudit, mapping: PortMapping, mgmt: Optional[List[int]],
     return row
 
 
+def _ipv6_pinholes(router: RouterFacts) -> Dict[str, Any]:
+    """What the router's UPnP says about IPv6 pinholes. IGD:2 has no action that lists them, so whether one
+    leads to this NAS only the IPv6 callback (reachability.*) can tell."""
+    states = router.audit.ipv6_firewall
+    if not states:
+        return {"offered": False, "note": "the router offers no WANIPv6FirewallControl: LAN hosts cannot open "
+                                          "IPv6 pinholes in it by UPnP"}
+    allowed = [s for s in states if s.get("inbound_pinhole_allowed")]
+    unknown_state = [s for s in states if s.get("inbound_pinhole_allowed") is None]
+    if allowed:
+        note = ("the router lets LAN hosts open inbound IPv6 pinholes by UPnP; IGD:2 has no action to list them, "
+                "so they cannot be listed here: the IPv6 callback is what tells whether this NAS is reachable")
+    elif unknown_state:
+        note = "whether the router lets LAN hosts open IPv6 pinholes could not be read"
+    else:
+        note = "the router does not let LAN hosts open inbound IPv6 pinholes by UPnP"
+    return {"offered": True, "services": states, "note": note}
+
+
 def _audit_evidence(router: RouterFacts) -> Dict[str, Any]:
     audit = router.audit
     out: Dict[str, Any] = {"found_by": audit.source, "igd_external_ip": audit.external_ip,
                            "gateways": [s.to_dict() for s in audit.services]}
+    if audit.igd_found:
+        out["ipv6_pinholes"] = _ipv6_pinholes(router)
     if audit.discovery is not None:
         out["discovery"] = audit.discovery.to_dict()
     if audit.problems:

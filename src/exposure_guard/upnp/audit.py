@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from exposure_guard.hostilehttp import DEFAULT_DEADLINE
 from exposure_guard.upnp import soap
@@ -27,6 +27,7 @@ class RouterAudit:
     services: List[ServiceAudit] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)  # answers we could not use, with the reason
     seconds: float = 0.0
+    ipv6_firewall: List[Dict[str, Any]] = field(default_factory=list)  # GetFirewallStatus per IPv6 FC service
 
     @property
     def igd_found(self) -> bool:
@@ -129,5 +130,21 @@ def read_tables(audit: RouterAudit, deadline: float = DEFAULT_DEADLINE, budget: 
                 client.close()
             item.seconds = time.monotonic() - t0
             audit.services.append(item)
+        for firewall in gateway.ipv6_firewall:
+            audit.ipv6_firewall.append(_firewall_status(gateway, firewall, shared, deadline))
     audit.seconds += time.monotonic() - started
     return audit
+
+
+def _firewall_status(gateway: Gateway, service: WanService, shared: _Budget, deadline: float) -> Dict[str, Any]:
+    """Whether the router's IPv6 firewall is on and lets LAN hosts open pinholes by UPnP."""
+    out: Dict[str, Any] = {"location": gateway.location, "control_url": service.control_url,
+                           "firewall_enabled": None, "inbound_pinhole_allowed": None}
+    client = BudgetedClient(service, shared, deadline)
+    try:
+        out["firewall_enabled"], out["inbound_pinhole_allowed"] = soap.firewall_status(client)
+    except UpnpError as exc:
+        out["error"] = str(exc)
+    finally:
+        client.close()
+    return out

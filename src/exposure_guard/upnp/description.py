@@ -9,7 +9,7 @@ from xml.etree.ElementTree import Element
 
 from exposure_guard.hostilehttp import DEFAULT_DEADLINE, check_url, fetch
 from exposure_guard.upnp.errors import HostileResponse, UpnpError
-from exposure_guard.upnp.models import CONNECTION_SERVICES, Gateway, WanService
+from exposure_guard.upnp.models import CONNECTION_SERVICES, WANIPV6FC, Gateway, WanService
 from exposure_guard.upnp.xmlsafe import child, local, parse_xml, text_of
 
 MAX_DEVICES = 64
@@ -34,6 +34,7 @@ def parse_description(data: bytes, location: str, server: str = "") -> Gateway:
         raise UpnpError("the device description at %s has no <device>" % location)
     base = _base_url(text_of(root, "URLBase"), location)
     services: List[WanService] = []
+    firewalls: List[WanService] = []
     refused: List[str] = []
     for dev in _devices(device):
         device_type = text_of(dev, "deviceType")
@@ -42,11 +43,12 @@ def parse_description(data: bytes, location: str, server: str = "") -> Gateway:
             if local(service.tag) != "service":
                 continue
             service_type = text_of(service, "serviceType")
-            if service_type not in CONNECTION_SERVICES:
+            if service_type not in CONNECTION_SERVICES and service_type != WANIPV6FC:
                 continue
             raw = text_of(service, "controlURL", 2048)
             try:
-                services.append(WanService(service_type, resolve_control_url(base, raw, location), device_type))
+                found = WanService(service_type, resolve_control_url(base, raw, location), device_type)
+                (firewalls if service_type == WANIPV6FC else services).append(found)
             except HostileResponse as exc:
                 refused.append(str(exc))
     if not services and refused:
@@ -56,7 +58,7 @@ def parse_description(data: bytes, location: str, server: str = "") -> Gateway:
     return Gateway(location=location, device_type=text_of(device, "deviceType"),
                    friendly_name=text_of(device, "friendlyName", 200), manufacturer=text_of(device, "manufacturer", 200),
                    model_name=text_of(device, "modelName", 200), udn=text_of(device, "UDN", 200),
-                   services=tuple(services), server=server)
+                   services=tuple(services), server=server, ipv6_firewall=tuple(firewalls[:4]))
 
 
 def _devices(device: Element) -> List[Element]:

@@ -10,6 +10,9 @@ WANIP2 = "urn:schemas-upnp-org:service:WANIPConnection:2"
 WANIP1 = "urn:schemas-upnp-org:service:WANIPConnection:1"
 WANPPP1 = "urn:schemas-upnp-org:service:WANPPPConnection:1"
 CONNECTION_SERVICES: Tuple[str, ...] = (WANIP2, WANIP1, WANPPP1)
+# IGD:2's IPv6 firewall control: LAN hosts open inbound IPv6 pinholes with it. It has no action that lists
+# pinholes (only add, update, delete, and packet counts of a pinhole whose UniqueID one already knows).
+WANIPV6FC = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
 
 IGD1 = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 IGD2 = "urn:schemas-upnp-org:device:InternetGatewayDevice:2"
@@ -67,12 +70,14 @@ class Gateway:
     udn: str
     services: Tuple[WanService, ...]
     server: str = ""  # SSDP SERVER header, when found by discovery
+    ipv6_firewall: Tuple[WanService, ...] = ()  # WANIPv6FirewallControl services
 
     def to_dict(self) -> Dict[str, Any]:
         return {"location": self.location, "device_type": self.device_type, "friendly_name": self.friendly_name,
                 "manufacturer": self.manufacturer, "model_name": self.model_name, "udn": self.udn,
                 "server": self.server,
-                "services": [{"type": s.service_type, "control_url": s.control_url} for s in self.services]}
+                "services": [{"type": s.service_type, "control_url": s.control_url}
+                             for s in self.services + self.ipv6_firewall]}
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,18 @@ def external_ip(client: SoapClient) -> str:
     return client.call("GetExternalIPAddress").get("NewExternalIPAddress", "").strip()[:64]
 
 
+def firewall_status(client: SoapClient) -> Tuple[Optional[bool], Optional[bool]]:
+    """WANIPv6FirewallControl GetFirewallStatus: (FirewallEnabled, InboundPinholeAllowed); None where the
+    answer has no usable 0/1."""
+    answer = client.call("GetFirewallStatus")
+
+    def flag(name: str) -> Optional[bool]:
+        value = answer.get(name, "").strip()
+        return {"1": True, "0": False, "true": True, "false": False}.get(value.lower())
+
+    return flag("FirewallEnabled"), flag("InboundPinholeAllowed")
+
+
 def list_mappings(client: SoapClient, cap: int = MAX_MAPPINGS,
                   prefer_list: bool = True) -> Tuple[List[PortMapping], str, bool]:
     """Every mapping: GetListOfPortMappings on a :2 service (one call per page), else the

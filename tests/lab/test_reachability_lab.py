@@ -170,3 +170,20 @@ def test_abuse_is_refused_and_only_the_caller_is_probed(make_lab, tmp_path):
                                 "print(r.status_code, r.json()['error']['code'])", strict.url, timeout=60)
     assert refused.stdout.split() == ["403", "target_refused"], refused.stderr
     assert strict.connect_targets() == []
+
+
+def test_double_nat_is_unknown_never_pass(make_lab, tmp_path):
+    # Another NAT router in front of the one with UPnP: the router's WAN address is private, so its miniupnpd
+    # (no STUN) reports no external address, and the prober sees the outer router's address.
+    lab = make_lab(double_nat=True, stun=False)
+    prober = start_prober(lab)
+    lab.add_forward(8080, Lab.NAS, 8080)  # forwarded by the inner router only: the outer one stops it
+    result = run_checks(lab, fake_nas(tmp_path, lab, prober.url))
+    admin = result["reachability.admin"]
+    assert admin["status"] == "unknown", admin["summary"]
+    assert "reports no external address" in admin["summary"] and "may not mean" in admin["summary"]
+    assert {v["state"] for v in admin["evidence"]["ports"]} <= {"closed", "filtered"}
+    assert admin["evidence"]["observed_addresses"] == {"ipv4": Lab.ROUTER_WAN}
+    assert result["router.external_ip"] is None
+    assert result["reachability.services"]["status"] == "unknown"
+    only_caller(prober)

@@ -129,8 +129,12 @@ class Lab:
 
     def __init__(self, *, igd: bool = True, igd_v1: bool = False, ipv6: bool = False, ipv6_open: bool = True,
                  stun: bool = True, secure_mode: bool = True, nas_http: Optional[int] = 8080,
-                 nas_https: Optional[int] = 443, cert_cn: str = "NAS", miniupnpd_extra: Sequence[str] = ()) -> None:
+                 nas_https: Optional[int] = 443, cert_cn: str = "NAS", miniupnpd_extra: Sequence[str] = (),
+                 double_nat: bool = False) -> None:
         self.igd, self.igd_v1, self.ipv6, self.ipv6_open, self.stun = igd, igd_v1, ipv6, ipv6_open, stun
+        # double_nat: another NAT router ("outer") between wan and the router; the router's WAN address is then
+        # private (192.168.100.2) and the internet sees the outer one's (ROUTER_WAN).
+        self.double_nat = double_nat
         self.secure_mode, self.nas_http, self.nas_https, self.cert_cn = secure_mode, nas_http, nas_https, cert_cn
         self.miniupnpd_extra = list(miniupnpd_extra)
         tag = "eg%d%s" % (os.getpid(), "".join(random.choice(string.ascii_lowercase) for _ in range(4)))
@@ -305,19 +309,24 @@ class Lab:
         for role in ("wan", "router", "nas"):
             self._add_ns(role)
         sh = self._ip
-        sh("router", "link add r-wan type veth peer name w0 netns %s" % self.ns["wan"])
+        if self.double_nat:
+            self._outer_nat()
+        else:
+            sh("router", "link add r-wan type veth peer name w0 netns %s" % self.ns["wan"])
         sh("router", "link add br-lan type bridge")
         sh("router", "link set br-lan type bridge mcast_snooping 0")
         sh("router", "link add r-nas type veth peer name n0 netns %s" % self.ns["nas"])
         sh("router", "link set r-nas master br-lan")
         sh("wan", "addr add %s/24 dev w0" % self.WAN_HOST)
-        sh("router", "addr add %s/24 dev r-wan" % self.ROUTER_WAN)
+        sh("router", "addr add %s/24 dev r-wan" % (self.OUTER_LAN_ROUTER if self.double_nat else self.ROUTER_WAN))
         sh("router", "addr add %s/24 dev br-lan" % self.ROUTER_LAN)
         sh("nas", "addr add %s/24 dev n0" % self.NAS)
         for role, dev in (("wan", "w0"), ("router", "r-wan"), ("router", "br-lan"), ("router", "r-nas"), ("nas", "n0")):
             sh(role, "link set %s multicast on up" % dev)
         sh("nas", "route add default via %s" % self.ROUTER_LAN)
         self.run("router", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        if self.double_nat:
+            sh("router", "route add default via %s" % self.OUTER_LAN)
         if self.ipv6:
             for role, cmd in (("wan", "-6 addr add %s/64 dev w0 nodad" % self.WAN_HOST6),
                               ("router", "-6 addr add %s/64 dev r-wan nodad" % self.ROUTER_WAN6),
@@ -327,6 +336,34 @@ class Lab:
                               ("wan", "-6 route add %s via %s" % (self.LAN_NET6, self.ROUTER_WAN6))):
                 sh(role, cmd)
             self.run("router", ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+
+    OUTER_LAN, OUTER_LAN_ROUTER = "192.168.100.1", "192.168.100.2"
+
+    def _outer_nat(self) -> None:
+        """ns outer: WAN side ROUTER_WAN (what the internet sees), LAN side 192.168.100.1 towards the router's
+        r-wan; it masquerades everything going out and forwards nothing in (no port forwards)."""
+        self._add_ns("outer")
+        sh = self._ip
+        sh("outer", "link add o-wan type veth peer name w0 netns %s" % self.ns["wan"])
+        sh("router", "link add r-wan type veth peer name o-lan netns %s" % self.ns["outer"])
+        sh("outer", "addr add %s/24 dev o-wan" % self.ROUTER_WAN)
+        sh("outer", "addr add %s/24 dev o-lan" % self.OUTER_LAN)
+        for dev in ("o-wan", "o-lan"):
+            sh("outer", "link set %s up" % dev)
+        self.run("outer", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        self.run("outer", ["nft", "-f", "-"], input="""
+table inet outer {
+  chain forward {
+    type filter hook forward priority 0; policy drop;
+    ct state established,related accept
+    iifname "o-lan" oifname "o-wan" accept
+  }
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    oifname "o-wan" masquerade
+  }
+}
+""")
 
     def _ip(self, role: str, args: str) -> None:
         self.run(role, ["ip"] + args.split())

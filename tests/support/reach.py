@@ -178,8 +178,10 @@ def tcp_mapping(external: int, internal: int, client: str = NAS_ADDRESS, descrip
     return PortMapping("", external, protocol, internal, client, enabled, description, 0)
 
 
-def router_facts(mappings: Any = (), nas: Tuple[str, ...] = (NAS_ADDRESS,), external_ip: Optional[str] = None) -> Any:
-    """The router facts of a run whose audit read one IGD table holding ``mappings``."""
+def router_facts(mappings: Any = (), nas: Tuple[str, ...] = (NAS_ADDRESS,),
+                 external_ip: Optional[str] = "127.0.0.1") -> Any:
+    """The router facts of a run whose audit read one IGD table holding ``mappings``; the IGD reports
+    ``external_ip``, by default the address the stand-in prober sees (no other NAT in front)."""
     from exposure_guard.facts.router import RouterFacts
     from exposure_guard.upnp.audit import RouterAudit
     from exposure_guard.upnp.models import WANIP1, Gateway, ServiceAudit, WanService

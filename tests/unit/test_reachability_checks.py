@@ -227,6 +227,18 @@ def test_nothing_answering_behind_another_nat_is_unknown_not_pass(tmp_path, serv
     assert reachability.reachability_admin(ctx2).status == "pass"
 
 
+def test_an_igd_without_an_external_address_is_a_nat_in_front(tmp_path, services, prober):
+    for port in (services.http_port, services.https_port):
+        prober.override[port] = {"state": "closed"}
+    ctx = make_ctx(tmp_path, services, prober.url)
+    ctx.provide_router(router_facts([], external_ip=None))  # miniupnpd behind another NAT answers ""
+    outcome = reachability.reachability_admin(ctx)
+    assert outcome.status == "unknown" and "reports no external address" in outcome.summary
+    no_igd = make_ctx(tmp_path / "no-igd", services, prober.url)
+    no_igd.provide_router(None)  # nothing to compare with: the callback alone decides
+    assert reachability.reachability_admin(no_igd).status == "pass"
+
+
 def test_router_answering_on_a_port_it_forwards_here_is_unknown(tmp_path, services, prober):
     ext = free_port()
     ctx = make_ctx(tmp_path, services, prober.url)

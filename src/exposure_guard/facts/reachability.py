@@ -362,7 +362,8 @@ def reachability_run(ctx: CheckContext) -> ReachabilityRun:
     return run
 
 
-NAT_NOTE_PREFIXES = ("CGNAT:", "double NAT:", "the router says its external address")
+NAT_NOTE_PREFIXES = ("CGNAT:", "double NAT:", "the router says its external address",
+                     "the router's IGD reports no external address")
 
 
 def _nat_notes(ctx: CheckContext, run: ReachabilityRun) -> List[str]:
@@ -371,7 +372,12 @@ def _nat_notes(ctx: CheckContext, run: ReachabilityRun) -> List[str]:
     about what the router forwards, and the checks say unknown instead of pass."""
     external = ctx.router.external_ip if ctx.router is not None else None
     seen = [f.answer.observed_address for f in run.families if f.answer and f.family == "ipv4"]
-    if not external or not seen:
+    if not seen:
+        return []
+    if not external:
+        if ctx.router is not None and ctx.router.audit.readable:
+            return ["the router's IGD reports no external address (miniupnpd does so when its WAN address is private "
+                    "or reserved, i.e. another NAT is in front of it); the internet sees %s" % seen[0]]
         return []
     try:
         router_ip, observed = ipaddress.ip_address(str(external)), ipaddress.ip_address(seen[0])

@@ -17,6 +17,7 @@ from exposure_guard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from exposure_guard.facts.containers import ContainerPorts
+    from exposure_guard.facts.netfilter import ChainVerdict
     from exposure_guard.facts.reachability import ReachabilityRun
     from exposure_guard.facts.router import RouterFacts
 
@@ -38,6 +39,7 @@ class CheckContext:
         self._router: object = _UNREAD
         self._reachability: Optional[ReachabilityRun] = None
         self._containers: Optional[ContainerPorts] = None
+        self._qufirewall_chain: object = _UNREAD
 
     def read(self, key: Key) -> KeyRead:
         """A declared config key, like getcfg (raises Unknowable when its file cannot be read)."""
@@ -63,6 +65,30 @@ class CheckContext:
 
             self._containers = container_ports(self.root)
         return self._containers
+
+    @property
+    def qufirewall_chain(self) -> Optional[ChainVerdict]:
+        """QuFirewall's chain in the live netfilter rules (None when not the live NAS or not readable)."""
+        if self._qufirewall_chain is _UNREAD:
+            from exposure_guard.facts.netfilter import read_chain
+
+            self._qufirewall_chain = read_chain(self.root)
+        return self._qufirewall_chain  # type: ignore[return-value]
+
+    def firewall_guard(self) -> str:
+        """Why exposure through the router matters less here, or "": QuFirewall is on and its live rules
+        admit only LAN sources, so forwarded ports are dropped on the NAS itself."""
+        from exposure_guard.errors import Unknowable
+        from exposure_guard.facts.fileservices import firewall_state
+
+        chain = self.qufirewall_chain
+        if chain is None or chain.lan_only is not True:
+            return ""
+        try:
+            on = firewall_state(self.config).on
+        except Unknowable:
+            return ""
+        return "QuFirewall admits only LAN sources, so forwarded ports are dropped on the NAS itself" if on else ""
 
     @property
     def identity(self) -> DeviceIdentity:
@@ -115,3 +141,4 @@ class CheckContext:
         self._router = _UNREAD
         self._reachability = None
         self._containers = None
+        self._qufirewall_chain = _UNREAD

@@ -131,3 +131,55 @@ def test_every_door_is_named_owned_and_verified(make_lab, tmp_path):
     assert all(target == Lab.ROUTER_WAN for target in prober.connect_targets())  # only ever the caller
     requests = prober.requests_logged(1)
     assert 1 <= len(requests) <= 4, requests
+
+
+DRIVER = r"""
+import json, sys
+from pathlib import Path
+from exposure_guard.checks.runner import run_checks
+from exposure_guard.context import CheckContext
+from exposure_guard.qts.root import QtsRoot
+from exposure_guard.settings import load_settings
+# the tree stands for the live NAS: its own commands (here iptables-save) may run
+ctx = CheckContext(QtsRoot(sys.argv[1], use_tools=True), load_settings(Path(sys.argv[2])))
+report, _ = run_checks(ctx, only=sys.argv[3].split(","))
+print(json.dumps({f.id: {"status": f.status, "severity": f.severity, "summary": f.summary, "evidence": f.evidence}
+                  for f in report.findings}, default=str))
+"""
+
+QUFIREWALL_RULES = ["-N QUFIREWALL", "-A QUFIREWALL -i lo -j ACCEPT",
+                    "-A QUFIREWALL -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                    "-A QUFIREWALL -s 10.77.0.0/24 -j ACCEPT", "-A QUFIREWALL -j DROP", "-A INPUT -j QUFIREWALL"]
+
+
+@pytest.mark.skipif(shutil.which("iptables") is None or shutil.which("iptables-save") is None,
+                    reason="iptables is not installed")
+def test_a_lan_only_qufirewall_is_read_from_the_kernel_and_holds(make_lab, tmp_path):
+    lab = make_lab()
+    prober = start_prober(lab)
+    nas = fake_nas(tmp_path, lab, prober.url)
+    root = nas["root"]
+    (root / "etc/config/qpkg.conf").write_text(
+        "[qufirewall]\nName = qufirewall\nVersion = 2.6.1\nEnable = TRUE\nQPKG_File = qufirewall.qpkg\n"
+        "Install_Path = /share/CACHEDEV1_DATA/.qpkg/qufirewall\n")
+    (root / "etc/config/QuFirewall.conf").write_text("[Global]\nfirewall_status = 1\n")
+    (root / "sbin").mkdir()
+    os.symlink(shutil.which("iptables-save") or "", str(root / "sbin/iptables-save"))  # the real one, in ns nas
+    for rule in QUFIREWALL_RULES:  # QuFirewall's chain, as the kernel of the NAS holds it
+        lab.run("nas", ["iptables"] + rule.split())
+    lab.upnpc("nas", "-e", "QNAP web admin", "-a", Lab.NAS, "8080", "8080", "TCP")
+
+    out = lab.python("nas", DRIVER, str(root), str(nas["ini"]),
+                     "service.firewall,router.upnp-mappings,reachability.admin", timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    firewall = found["service.firewall"]
+    assert firewall["status"] == "pass" and "its rules admit only LAN sources" in firewall["summary"], firewall
+    assert firewall["evidence"]["live_rules"]["rules"] == 4
+    mappings = found["router.upnp-mappings"]
+    assert mappings["status"] == "fail" and mappings["severity"] == "high", mappings  # critical, one step lower
+    assert "QuFirewall admits only LAN sources" in mappings["summary"]
+    # and the callback agrees: what the router forwards from the internet is dropped on the NAS
+    admin = found["reachability.admin"]
+    assert admin["status"] == "pass", admin["summary"]
+    assert verdicts(admin)["ipv4:8080"]["state"] == "filtered"

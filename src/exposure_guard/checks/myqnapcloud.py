@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from exposure_guard.checks.references import ADVISORY_2022, QSNATCH, SECURE_ACCESS, SECURITY_GUIDE, UPNP_ADVISORY
-from exposure_guard.checks.registry import Outcome, Unknowable, check, failed, fixes, passed, unknown
+from exposure_guard.checks.registry import Outcome, Unknowable, check, failed, fixes, passed, tempered, unknown
 from exposure_guard.context import CheckContext
 from exposure_guard.facts import inputs
 from exposure_guard.qts.services import UPNPCD_COMMAND
@@ -41,7 +41,7 @@ def upnp_forwarding(ctx: CheckContext) -> Outcome:
         return unknown("[UPnP_Global] Enable has an unrecognised value %r" % enable.value, evidence)
     if on or running:
         why = "Enable UPnP Port Forwarding is on" if on else "the UPnP port forwarding daemon upnpcd runs"
-        return failed("%s: the NAS opens its ports on the router" % why, evidence)
+        return tempered(ctx, failed("%s: the NAS opens its ports on the router" % why, evidence), "high")
     return passed("UPnP port forwarding (Auto Router Configuration) is off", evidence)
 
 
@@ -140,8 +140,8 @@ def published_services(ctx: CheckContext) -> Outcome:
                           "live forwards; the router audit and the callback check show whether the router still "
                           "forwards them" % names, history)
         admin = any(p["service"].startswith("admin") for p in published)
-        return failed("router ports were opened for: " + names, {"published": published, "keys": reads},
-                      severity="high" if admin else "medium")
+        return tempered(ctx, failed("router ports were opened for: " + names, {"published": published, "keys": reads},
+                                    severity="high" if admin else "medium"), "high")
     return passed("no router ports are recorded as opened for NAS services", {"keys": reads})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from exposure_guard.contracts import Value
+from exposure_guard.contracts import Value, one_step_lower
 from exposure_guard.errors import Unknowable
 
 if TYPE_CHECKING:
@@ -47,6 +47,18 @@ def passed(summary: str, evidence: Optional[Evidence] = None) -> Outcome:
 def failed(summary: str, evidence: Optional[Evidence] = None, *, severity: Optional[str] = None,
            fix_data: Any = None) -> Outcome:
     return Outcome("fail", summary, dict(evidence or {}), severity, fix_data)
+
+
+def tempered(ctx: CheckContext, outcome: Outcome, default: str) -> Outcome:
+    """A failing exposure finding one step lower, saying why, when QuFirewall's live rules admit only LAN
+    sources (``CheckContext.firewall_guard``): the router forwards, but the NAS drops what comes in."""
+    guard = ctx.firewall_guard() if outcome.status == "fail" else ""
+    if not guard:
+        return outcome
+    outcome.severity = one_step_lower(outcome.severity or default)
+    outcome.summary += " (%s)" % guard
+    outcome.evidence["qufirewall"] = guard
+    return outcome
 
 
 def unknown(summary: str, evidence: Optional[Evidence] = None) -> Outcome:

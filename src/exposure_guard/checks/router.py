@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from exposure_guard.checks.references import ADVISORY_2022, UPNP_ADVISORY, UPNPROXY
-from exposure_guard.checks.registry import Outcome, check, failed, fixes, passed, skipped, unknown
+from exposure_guard.checks.registry import Outcome, check, failed, fixes, passed, skipped, tempered, unknown
 from exposure_guard.context import NO_PROBER, CheckContext
 from exposure_guard.facts.owners import ARC, MappingContext, leads_to, mapping_context, owner_of
 from exposure_guard.facts.ports import management_ports
@@ -93,7 +93,8 @@ def upnp_mappings(ctx: CheckContext) -> Outcome:
     summary += ": " + ", ".join(_described(m, known) for _s, m in shown[:4]) + (" …" if len(shown) > 4 else "")
     data = [{"control_url": s.service.control_url, "service_type": s.service.service_type, "mapping": m}
             for s, m in ours]
-    return failed(summary, evidence, severity="critical" if critical else "high", fix_data=data)
+    return tempered(ctx, failed(summary, evidence, severity="critical" if critical else "high", fix_data=data),
+                    "critical")
 
 
 def _count(n: int, word: str) -> str:

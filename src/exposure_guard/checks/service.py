@@ -329,12 +329,12 @@ whoever reaches it. It does not cover ports published by Container Station (Dock
     remediation="""
 App Center: install QuFirewall, open it and choose the "Basic protection" profile (LAN and your VPN
 subnets allowed), or a custom profile that allows only the subnets you use > Apply.""",
-    reads=("/etc/config/qpkg.conf [qufirewall] Enable, Version", inputs.QUFIREWALL_STATUS),
+    reads=("/etc/config/qpkg.conf [qufirewall] Enable, Version", inputs.QUFIREWALL_STATUS,
+           "on the NAS itself: the QUFIREWALL chain of the live netfilter rules (iptables-save -t filter)"),
 )
 def firewall(ctx: CheckContext) -> Outcome:
     state = firewall_state(ctx.config)
-    evidence: Dict[str, Any] = {"installed": state.installed, "enabled": state.enabled, "version": state.version,
-                                "rules": "not read: where QuFirewall keeps its rules on disk is not published"}
+    evidence: Dict[str, Any] = {"installed": state.installed, "enabled": state.enabled, "version": state.version}
     if state.running_switch is not None:
         evidence["firewall_status"] = state.running_switch.evidence()
     if not state.installed:  # defence in depth, not a risk by itself: it must not make a box AT RISK
@@ -346,4 +346,11 @@ def firewall(ctx: CheckContext) -> Outcome:
     if state.on is None:
         return unknown("QuFirewall is installed; cannot tell whether it filters: [Global] firewall_status is %r"
                        % (state.running_switch.value if state.running_switch else None), evidence)
-    return passed("QuFirewall is on (version %s)" % (state.version or "?"), evidence)
+    chain = ctx.qufirewall_chain
+    if chain is None:
+        evidence["live_rules"] = "not read (only on the NAS itself, with iptables-save)"
+        return passed("QuFirewall is on (version %s)" % (state.version or "?"), evidence)
+    evidence["live_rules"] = chain.to_dict()
+    what = ("what its rules admit could not be judged" if chain.lan_only is None else
+            "its rules admit only LAN sources" if chain.lan_only else "its rules also admit public sources")
+    return passed("QuFirewall is on (version %s): %s (%s)" % (state.version or "?", what, chain.reason), evidence)

@@ -22,6 +22,12 @@ SEVERITIES = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK: Dict[str, int] = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}
 
 
+def one_step_lower(severity: str) -> str:
+    """critical → high → medium → low; low and info stay."""
+    index = SEVERITIES.index(severity)
+    return SEVERITIES[min(index + 1, SEVERITIES.index("low"))] if severity != "info" else "info"
+
+
 # Reachability verdicts in report evidence: the internet reaches this NAS (proven by fingerprint), or
 # something answers on its public address that is not proven to be it.
 VERIFIED, UNVERIFIED = "verified", "open-unverified"

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from exposure_guard.contracts import SEVERITIES, Value
+from exposure_guard.contracts import SEVERITIES, Value, one_step_lower
 from exposure_guard.facts.packages import Package
 
 TABLE_FILE = Path(__file__).resolve().parent.parent / "data" / "app-advisories.json"
@@ -34,7 +34,6 @@ NOT_AFFECTED, FIXED, MISSING, UNKNOWN = "not-affected", "fixed", "missing", "unk
 
 # An exploited flaw in an installed, enabled app is critical whatever its CVSS; a disabled app is one step
 # less (it runs nothing until someone starts it again).
-_ONE_LOWER = {"critical": "high", "high": "medium", "medium": "low", "low": "low", "info": "info"}
 
 
 def parse_app_version(text: Optional[str]) -> Optional[Tuple[int, ...]]:
@@ -87,7 +86,7 @@ class AppFinding(Value):
     @property
     def severity(self) -> str:
         base = "critical" if self.advisory.get("exploited") else self.advisory["severity"]
-        return base if self.enabled is not False else _ONE_LOWER[base]
+        return base if self.enabled is not False else one_step_lower(base)
 
     def to_dict(self) -> Dict[str, Any]:
         advisory = self.advisory

@@ -3,7 +3,7 @@ names can carry a trailing space). Facts and sources: docs/qts-facts.md#qpkgconf
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from exposure_guard.contracts import Value
 from exposure_guard.errors import ConfigFileError, Unknowable
@@ -39,6 +39,19 @@ class Package(Value):
     @property
     def shell(self) -> str:
         return (self.get("Shell") or "").strip()
+
+    @property
+    def web_ports(self) -> List[Tuple[int, bool]]:
+        """(port, https) of the package's own web page (``Web_Port``, ``Web_SSL_Port``; -1 or absent: none)."""
+        found = []
+        for field, https in (("Web_Port", False), ("Web_SSL_Port", True)):
+            try:
+                port = int((self.get(field) or "").strip())
+            except ValueError:
+                continue
+            if 0 < port < 65536:
+                found.append((port, https))
+        return found
 
     @property
     def looks_installed(self) -> bool:

@@ -61,13 +61,8 @@ def service_ports(config: QtsConfig) -> Dict[int, str]:
     named[admin.http] = "admin HTTP"
     named[admin.https] = "admin HTTPS"
     for package in _packages(config):
-        for field, what in (("Web_Port", "web page"), ("Web_SSL_Port", "web page (HTTPS)")):
-            try:
-                port = int((package.get(field) or "").strip())
-            except ValueError:
-                continue
-            if 0 < port < 65536 and port not in named:
-                named[port] = "%s %s" % (package.name, what)
+        for port, https in package.web_ports:
+            named.setdefault(port, "%s web page%s" % (package.name, " (HTTPS)" if https else ""))
     return named
 
 

@@ -176,14 +176,9 @@ def _other_doors(ctx: CheckContext) -> List[Tuple[int, str, Optional[bool], str,
     except Unknowable:
         packages = []
     for package in packages:
-        for field_name, tls in (("Web_Port", False), ("Web_SSL_Port", True)):
-            try:
-                port = int((package.get(field_name) or "").strip())
-            except ValueError:
-                continue
-            if 0 < port < 65536:
-                door(port, "%s web page" % package.name, tls, "http", package.enabled,
-                     "qpkg.conf [%s] %s" % (package.section, field_name))
+        for port, tls in package.web_ports:
+            door(port, "%s web page" % package.name, tls, "http", package.enabled,
+                 "qpkg.conf [%s] %s" % (package.section, "Web_SSL_Port" if tls else "Web_Port"))
     for published in ctx.containers.tcp_ports():
         if published.all_addresses:
             out.append((published.host_port, "container %s port %s" % (published.container,

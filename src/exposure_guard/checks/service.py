@@ -15,7 +15,14 @@ from exposure_guard.checks.references import (
 from exposure_guard.checks.registry import Outcome, check, failed, fixes, passed, unknown
 from exposure_guard.context import CheckContext
 from exposure_guard.facts import inputs
-from exposure_guard.facts.fileservices import firewall_state, installed, smb_floor, snmp_communities
+from exposure_guard.facts.fileservices import (
+    PROFTPD_CONFS,
+    firewall_state,
+    ftp_tls,
+    installed,
+    smb_floor,
+    snmp_communities,
+)
 from exposure_guard.facts.firmware import parse_version
 from exposure_guard.facts.keys import KeyRead
 from exposure_guard.qts.services import TELNETD_COMMAND
@@ -182,7 +189,8 @@ Control Panel > Network & File Services > FTP (QTS 5: the QuFTP app): untick "En
 you do not need it; otherwise enable "FTP with SSL/TLS (Explicit)" only, set IP access protection for FTP
 (Control Panel > System > Security), and do not forward the FTP port or the passive range on the router.""",
     reads=(inputs.FTP_ENABLE, inputs.FTP_PORT, "/proc/net/tcp{,6} listeners on the FTP port",
-           "running process proftpd"),
+           "running process proftpd", "the proftpd config QTS generates, where found (/etc/config/proftpd.conf, "
+           "/etc/proftpd.conf): TLSEngine, TLSRequired, PassivePorts, <Anonymous>"),
     references=(QSNATCH,),
 )
 def ftp(ctx: CheckContext) -> Outcome:
@@ -191,13 +199,19 @@ def ftp(ctx: CheckContext) -> Outcome:
     port = port_read.as_port() or 21
     setting, running = _on(ctx, enable, "proftpd")
     listening = ctx.listeners.listening(port)
-    evidence = {"enable": enable.evidence(), "port": port_read.evidence(), "listener": ctx.listeners.evidence(port),
-                "proftpd_running": running,
-                "tls": "not read: where QTS keeps the FTPS setting is not published; assume plain FTP is allowed"}
+    evidence: Dict[str, Any] = {"enable": enable.evidence(), "port": port_read.evidence(),
+                                "listener": ctx.listeners.evidence(port), "proftpd_running": running}
+    tls = ftp_tls(ctx.root)
+    evidence["tls"] = tls if tls is not None else ("no proftpd config found (%s): where QTS keeps the FTPS "
+                                                   "setting is not published; plain FTP is assumed allowed"
+                                                   % ", ".join("/" + c for c in PROFTPD_CONFS))
     if setting or running or listening:
         why = "the config turns it on" if setting else "an FTP server runs although the config does not say on"
-        return failed("FTP is enabled on port %d (%s)" % (port, why), evidence,
-                      severity="medium" if port == 21 else "low")
+        forced = bool(tls and tls.get("tls_engine") and tls.get("tls_required"))
+        anonymous = bool(tls and tls.get("anonymous"))
+        severity = "high" if anonymous else "low" if forced or port != 21 else "medium"
+        detail = ", anonymous logins allowed" if anonymous else ", FTPS (TLS) required" if forced else ""
+        return failed("FTP is enabled on port %d (%s%s)" % (port, why, detail), evidence, severity=severity)
     if setting is None and listening is None and not running:
         return unknown("FTP: uLinux.conf has no [FTP] Enable and nothing shows whether an FTP server runs", evidence)
     return passed("FTP is off", evidence)

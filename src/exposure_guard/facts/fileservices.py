@@ -95,6 +95,48 @@ def snmp_communities(root: QtsRoot) -> Optional[List[Dict[str, Any]]]:
     return found
 
 
+# ---- the FTP server's generated configuration ----------------------------------------------------------------
+# QTS's proftpd writes its own config from uLinux.conf at start ([FTP] CreateConf); where it puts it is not
+# published: the usual places are tried, and the directives are proftpd's own.
+PROFTPD_CONFS = ("etc/config/proftpd.conf", "etc/proftpd.conf", "etc/proftpd/proftpd.conf")
+MAX_PROFTPD_BYTES = 256 * 1024
+
+
+def ftp_tls(root: QtsRoot) -> Optional[Dict[str, Any]]:
+    """TLSEngine / TLSRequired / PassivePorts / anonymous access from the proftpd config, when one is found;
+    None otherwise. Unreadable or oversized files are named, not guessed."""
+    for rel in PROFTPD_CONFS:
+        path = root.path(rel)
+        if not path.is_file():
+            continue
+        found: Dict[str, Any] = {"file": root.rel(rel), "tls_engine": None, "tls_required": None,
+                                 "passive_ports": None, "anonymous": False}
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_PROFTPD_BYTES + 1)
+        except OSError as exc:
+            found["error"] = "cannot read: %s" % (exc.strerror or exc)
+            return found
+        if len(raw) > MAX_PROFTPD_BYTES:
+            found["error"] = "larger than %d KiB: not read" % (MAX_PROFTPD_BYTES // 1024)
+            return found
+        for line in raw.decode("utf-8", "replace").splitlines():
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            name = words[0].lower()
+            if name == "tlsengine" and len(words) > 1:
+                found["tls_engine"] = words[1].lower() == "on"
+            elif name == "tlsrequired" and len(words) > 1:
+                found["tls_required"] = words[1].lower() in ("on", "ctrl", "both", "ctrl+data", "auth+data", "auth")
+            elif name == "passiveports" and len(words) > 2:
+                found["passive_ports"] = "%s-%s" % (words[1][:6], words[2][:6])
+            elif name.startswith("<anonymous"):
+                found["anonymous"] = True
+        return found
+    return None
+
+
 # ---- QuFirewall -------------------------------------------------------------------------------------------
 QUFIREWALL_SECTION = "qufirewall"
 

@@ -97,7 +97,17 @@ def _base_url(server_url: str) -> str:
     return url
 
 
+# What OpenSSL says when the other end answers a TLS ClientHello in plain HTTP.
+PLAIN_HTTP_SIGNS = ("WRONG_VERSION_NUMBER", "wrong version number", "http request", "record layer failure",
+                    "packet length too long", "unknown protocol")
+
+
 def _explain_exception(exc: Exception, url: str) -> CheckinError:
+    if isinstance(exc, requests.exceptions.SSLError) and any(s in str(exc) for s in PLAIN_HTTP_SIGNS):
+        plain = "http://" + url.split("://", 1)[-1]
+        return TLSVerificationError(
+            "the server at %s answers plain HTTP, not TLS: use %s (what `exposure-guard-server serve` speaks "
+            "without --tls-cert), or serve it with --tls-cert/--tls-key or behind a TLS proxy" % (url, plain))
     if isinstance(exc, requests.exceptions.SSLError):
         return TLSVerificationError(
             "TLS verification of %s failed (%s); if the server uses a private CA, set [server] ca_file to its "

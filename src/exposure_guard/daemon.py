@@ -6,6 +6,7 @@ import fcntl
 import os
 import random
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import IO, Any, Optional, Tuple
@@ -63,6 +64,7 @@ class Daemon:
         self.offline = offline
         self.stop_event = threading.Event()
         self.cycles = 0
+        self.last_checkin = ""
         self._settings_stamp = self._stamp()
 
     # -- settings changed on disk (the page, or the owner by hand) -------------------------------------
@@ -144,19 +146,24 @@ class Daemon:
 
         # `enroll --server URL` records the server, so settings need not repeat it.
         if not self.settings.get("server", "url") and not (self.state_dir / checkin.ENROLLMENT_FILE).exists():
+            self.last_checkin = "check-in: none (not enrolled with a server, and [server] url is empty)"
             return
         try:
             checkin.spool_report(self.state_dir, document, self.settings.get("server", "spool_max"))
             result = checkin.deliver_spool(self.settings, self.state_dir, deadline=60)
+            self.last_checkin = result.summary()
             if getattr(result, "error", None):
                 log_event(self.root, WARNING, "check-in: %s" % result.error)
         except ExposureGuardError as exc:
+            self.last_checkin = "check-in failed: %s" % exc
             log_event(self.root, WARNING, "check-in: %s" % exc)
 
     # -- entry points ---------------------------------------------------------------------------------
     def run_once_locked(self) -> int:
         with InstanceLock(self.state_dir / "agent.lock"):
             report = self.cycle()
+        # One run from a shell: say what happened to the report (the daemon only logs it).
+        sys.stdout.write("%s; %s\n" % (report.verdict(), self.last_checkin))
         return EXIT_FINDINGS if report.failing(self.settings.get("agent", "fail_on")) else EXIT_OK
 
     def _install_signal_handlers(self) -> None:

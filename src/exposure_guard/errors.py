@@ -106,4 +106,7 @@ class ServerUnreachableError(CheckinError):
 
 
 class TLSVerificationError(CheckinError):
-    """The server's certificate could not be verified."""
+    """The server's certificate could not be verified, or it does not speak TLS at all: a setting to change
+    (the URL's scheme, [server] ca_file), so exit 2 like any other usage error."""
+
+    exit_code = EXIT_USAGE

@@ -85,8 +85,9 @@ def _db_arg(parser: argparse.ArgumentParser) -> None:
     from exposure_guard_server.db import default_db_url
 
     parser.add_argument("--db", default=None, metavar="URL",
-                        help="sqlite:///PATH or postgresql://USER@HOST/DB (default: %s, or env "
-                             "EXPOSURE_GUARD_SERVER_DB)" % default_db_url())
+                        help="sqlite:///PATH or postgresql://USER@HOST/DB (default: env EXPOSURE_GUARD_SERVER_DB, "
+                             "else exposure-guard.db in env EXPOSURE_GUARD_SERVER_DATA (a folder), else %s)"
+                             % default_db_url())
 
 
 def _credential_parser(sub: Any, command: str) -> None:
@@ -245,7 +246,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not active:
         _id, secret = admin.enroll_secrets.create("first secret")
         out.write("first enrollment secret (shown once): %s\n" % secret)
-        out.write("  on each NAS: exposure-guard enroll --server https://THIS-SERVER:8443 --secret %s\n" % secret)
+        out.write("  on each NAS: exposure-guard enroll --server http://THIS-SERVER:8443 --secret %s\n" % secret)
+        out.write("  (https://THIS-SERVER:8443 once the server runs with --tls-cert/--tls-key or behind a TLS proxy; "
+                  "a private CA goes into the agents' [server] ca_file)\n")
     else:
         out.write("%d active enrollment secret(s); create another with `exposure-guard-server enroll-secret "
                   "create`\n" % len(active))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import requests
+from tests.support.paths import SRC
 from tests.support.server import device_identity, make_report
 from tests.support.serverproc import ServerProcess, cli, free_port
 
@@ -22,6 +26,38 @@ def test_init_is_idempotent_and_prints_how_to_start(tmp_path: Path) -> None:
     assert "exposure-guard-server serve" in first.stdout
     second = cli("init", "--db", url)
     assert "already exists" in second.stdout and "1 active enrollment secret" in second.stdout
+
+
+def test_following_inits_own_words_enrolls_and_checks_in(tmp_path: Path) -> None:
+    """init's enroll line names the scheme `serve` speaks; the agent follows it and run --once says the
+    check-in went through."""
+    url = "sqlite:///%s" % (tmp_path / "eg.db")
+    out = cli("init", "--db", url).stdout
+    line = re.search(r"on each NAS: exposure-guard enroll --server (\S+) --secret (\S+)", out)
+    assert line and line.group(1) == "http://THIS-SERVER:8443", out
+    assert "https://THIS-SERVER:8443 once the server runs with --tls-cert" in out
+    server = ServerProcess(url, free_port(), tmp_path / "server.log")
+    server.start()
+    try:
+        root, state = Path(__file__).resolve().parents[1] / "fixtures/qts/hardened", tmp_path / "state"
+        server_url = line.group(1).replace("THIS-SERVER:8443", "127.0.0.1:%d" % server.port)
+        enrolled = agent_cli("enroll", "--server", server_url, "--secret", line.group(2), "--root", str(root),
+                             "--state-dir", str(state))
+        assert enrolled.returncode == 0, enrolled.stderr
+        once = agent_cli("run", "--once", "--offline", "--root", str(root), "--state-dir", str(state))
+        assert once.returncode == 0, once.stderr
+        assert once.stdout.strip() == ("OK; check-in: 1 delivered, 0 already on the server, 0 rejected, "
+                                       "0 waiting in the spool"), once.stdout
+        https = agent_cli("enroll", "--server", server_url.replace("http://", "https://"), "--secret",
+                          line.group(2), "--root", str(root), "--state-dir", str(tmp_path / "other"))
+        assert https.returncode == 2 and "answers plain HTTP, not TLS: use %s" % server_url in https.stderr
+    finally:
+        server.stop()
+
+
+def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exposure_guard", *args], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(SRC)))
 
 
 def test_generated_admin_password_is_printed_once(tmp_path: Path) -> None:

@@ -156,6 +156,19 @@ def tls_files(tmp_path: Path) -> Tuple[str, str]:
     return make_cert(tmp_path, "server", "/CN=127.0.0.1", san="IP:127.0.0.1")
 
 
+def test_an_https_url_to_a_plain_http_server_says_so_and_is_a_usage_error(tmp_path: Path) -> None:
+    fake = FakeServer()  # plain HTTP, as `exposure-guard-server serve` without --tls-cert
+    try:
+        wrong = fake.url.replace("http://", "https://")
+        with pytest.raises(checkin.TLSVerificationError) as caught:
+            checkin.enroll(wrong, "ege_s", IDENTITY, tmp_path / "state")
+        assert "answers plain HTTP, not TLS: use %s" % fake.url in str(caught.value)
+        assert caught.value.exit_code == 2 and "ca_file" not in str(caught.value)
+        assert fake.requests == []  # nothing was sent in the clear
+    finally:
+        fake.close()
+
+
 def test_tls_verified_by_default_and_custom_ca(tmp_path: Path, tls_files: Tuple[str, str]) -> None:
     cert, key = tls_files
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -28,6 +28,8 @@ def test_run_once_in_report_mode_writes_last_report_and_changes_nothing(qts_tree
     assert report["schema"] == "exposure-guard/report/v1" and report["changes"] == []
     assert tree_bytes(root) == original
     assert "EXPOSED" in err or "AT RISK" in err  # no log_tool here: the event goes to stderr
+    # one run from a shell says what happened to the report
+    assert _.strip().endswith("check-in: none (not enrolled with a server, and [server] url is empty)"), _
 
 
 def test_run_once_in_fix_mode_fixes_per_policy_and_logs_to_qts_event_log(qts_tree, run_cli, tmp_path):

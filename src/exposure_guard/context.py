@@ -81,14 +81,15 @@ class CheckContext:
         from exposure_guard.errors import Unknowable
         from exposure_guard.facts.fileservices import firewall_state
 
+        try:
+            if not firewall_state(self.config).on:  # (before running iptables-save: most NAS have no QuFirewall)
+                return ""
+        except Unknowable:
+            return ""
         chain = self.qufirewall_chain
         if chain is None or chain.lan_only is not True:
             return ""
-        try:
-            on = firewall_state(self.config).on
-        except Unknowable:
-            return ""
-        return "QuFirewall admits only LAN sources, so forwarded ports are dropped on the NAS itself" if on else ""
+        return "QuFirewall admits only LAN sources, so forwarded ports are dropped on the NAS itself"
 
     @property
     def identity(self) -> DeviceIdentity:

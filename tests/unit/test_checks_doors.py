@@ -342,6 +342,9 @@ def test_damaged_container_state_is_named_and_bounded(tmp_path):
         big = root / "var/lib/docker/containers/y"
         big.mkdir()
         (big / "hostconfig.json").write_bytes(b"{" + b" " * (600 * 1024) + b"}")
+        bomb = root / "var/lib/docker/containers/w"
+        bomb.mkdir()
+        (bomb / "hostconfig.json").write_text("[" * 100000 + "]" * 100000)
         odd = root / "var/lib/docker/containers/z"
         odd.mkdir()
         (odd / "hostconfig.json").write_text(json.dumps({"PortBindings": {"80/tcp": "nonsense", "81/tcp": [
@@ -351,6 +354,7 @@ def test_damaged_container_state_is_named_and_bounded(tmp_path):
     assert out.status == "fail" and "8081/tcp → z:81" in out.summary  # the readable one still counts
     problems = " ".join(out.evidence["problems"])
     assert "/var/lib/docker/containers/x/hostconfig.json" in problems and "larger than 512 KiB" in problems
+    assert "/var/lib/docker/containers/w/hostconfig.json" in problems  # a nesting bomb is a problem, not a crash
     only_damaged = containers(tmp_path / "b", lambda root: (root / "var/lib/docker/containers/x").mkdir(parents=True)
                               or (root / "var/lib/docker/containers/x/hostconfig.json").write_text("[]"))
     assert only_damaged.status == "unknown" and "not a JSON object" in only_damaged.summary

@@ -30,10 +30,10 @@ class Published(Value):
 
     def __init__(self, host_ip: str, host_port: int, proto: str, container: str, container_port: Optional[int],
                  running: Optional[bool], source: str) -> None:
-        self.host_ip = host_ip or "0.0.0.0"
+        self.host_ip = (host_ip or "0.0.0.0")[:64]  # what a device or a state file says is capped
         self.host_port = host_port
         self.proto = proto
-        self.container = container
+        self.container = container[:64]
         self.container_port = container_port
         self.running = running
         self.source = source
@@ -149,8 +149,8 @@ def _container(root: QtsRoot, folder: str, found: ContainerPorts) -> None:
         host = _read_json(os.path.join(folder, "hostconfig.json"))
     except FileNotFoundError:
         return
-    except (OSError, ValueError) as exc:
-        found.problems.append("%s: %s" % (_shown(root, os.path.join(folder, "hostconfig.json")), exc))
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: a deeply nested "JSON" bomb
+        found.problems.append("%s: %s" % (_shown(root, os.path.join(folder, "hostconfig.json")), str(exc)[:200]))
         return
     name, running = os.path.basename(folder)[:12], None
     try:
@@ -158,7 +158,7 @@ def _container(root: QtsRoot, folder: str, found: ContainerPorts) -> None:
         name = str(config.get("Name") or name).lstrip("/")[:64]
         state = config.get("State")
         running = bool(state.get("Running")) if isinstance(state, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     bindings = host.get("PortBindings")
     if not isinstance(bindings, dict):

@@ -329,3 +329,90 @@ def test_settings_file_gives_a_clear_error_or_settings(lines: List[str], raw: ob
         load_settings(STATE_DIR / "exposure-guard.ini", environ={})
     except ExposureGuardError as exc:
         assert str(exc)
+
+
+# ------------------------------------------------------------------------------------ the other doors
+from exposure_guard.errors import Unknowable  # noqa: E402
+from exposure_guard.facts.apps import judge_app, load_table, parse_app_version  # noqa: E402
+from exposure_guard.facts.containers import ContainerPorts, _container, parse_docker_proxy  # noqa: E402
+from exposure_guard.facts.fileservices import ftp_tls, snmp_communities  # noqa: E402
+from exposure_guard.facts.netfilter import judge_chain  # noqa: E402
+from exposure_guard.qts.root import QtsRoot  # noqa: E402
+
+DOORS_ROOT = QtsRoot(STATE_DIR / "doors-root")
+RULE_WORDS = st.sampled_from(["-A", "QUFIREWALL", "-s", "-i", "lo", "-j", "ACCEPT", "DROP", "REJECT", "RETURN", "!",
+                              "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "set", "--match-set", "10.0.0.0/8",
+                              "192.168.1.0/24", "0.0.0.0/0", "::/0", "fe80::/10", "203.0.113.0/24", "-p", "tcp",
+                              "--dport", "8080", '"', "'", "\\", ":QUFIREWALL", "-N"])
+CONF_LINES = st.one_of(st.text(max_size=60), st.builds(" ".join, st.lists(st.sampled_from(
+    ["rocommunity", "rwcommunity6", "com2sec", "public", "private", "s3cret", "default", "TLSEngine", "TLSRequired",
+     "on", "off", "PassivePorts", "55536", "56559", "<Anonymous", "/share>", "#", "\t", "x" * 200]), max_size=6)))
+
+
+@given(lines=st.lists(st.one_of(st.builds(lambda w: "-A QUFIREWALL " + " ".join(w), st.lists(RULE_WORDS, max_size=8)),
+                                HOSTILE_TEXT), max_size=12))
+@fuzz("iptables-save QUFIREWALL chain")
+def test_firewall_chain_reader_never_crashes(lines: List[str]) -> None:
+    verdict = judge_chain("*filter\n:QUFIREWALL - [0:0]\n" + "\n".join(lines) + "\nCOMMIT\n")
+    assert verdict.lan_only in (True, False, None) and verdict.reason
+    if verdict.lan_only:  # never "LAN only" without a final DROP/REJECT of everything
+        assert any(line.split()[2:] in (["-j", "DROP"], ["-j", "REJECT"]) for line in lines if line.startswith("-A "))
+
+
+COMMUNITY_LINES = st.builds(lambda directive, community, tail: " ".join([directive, community] + tail),
+                            st.sampled_from(["rocommunity", "rwcommunity", "rocommunity6", "com2sec name default"]),
+                            st.builds(lambda t: "c0mm" + t, st.text(alphabet=string.ascii_letters, max_size=8)),
+                            st.lists(st.sampled_from(["default", "10.0.0.0/8", ".1.3.6", "-V", "all"]), max_size=2))
+
+
+@given(lines=st.lists(st.one_of(CONF_LINES, COMMUNITY_LINES), max_size=16),
+       raw=st.one_of(st.none(), st.binary(max_size=200)))
+@fuzz("snmpd.conf and proftpd.conf")
+def test_service_configs_never_crash_and_never_leak_a_community(lines: List[str], raw: object) -> None:
+    data = raw if isinstance(raw, bytes) else "\n".join(lines).encode("utf-8", "surrogatepass")
+    for rel in ("etc/config/snmpd.conf", "etc/config/proftpd.conf"):
+        target = DOORS_ROOT.path(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    try:
+        communities = snmp_communities(DOORS_ROOT) or []
+    except Unknowable:
+        communities = []
+    assert "c0mm" not in json.dumps(communities)  # a community is a password: never echoed
+    assert all(len(c["source"]) <= 64 for c in communities)
+    found = ftp_tls(DOORS_ROOT)
+    assert found is not None and found["tls_engine"] in (True, False, None)
+
+
+@given(argv=st.lists(st.one_of(st.sampled_from(["docker-proxy", "-proto", "tcp", "udp", "-host-ip", "0.0.0.0",
+                                                 "-host-port", "-container-port", "8080", "0", "99999", "-1",
+                                                 "-container-ip"]), HOSTILE_TEXT), max_size=12),
+       state=st.one_of(st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), HOSTILE_TEXT),
+                                    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                            st.dictionaries(HOSTILE_TEXT, inner, max_size=4)),
+                                    max_leaves=20),
+                       st.builds(lambda port, host: {"PortBindings": {port: [{"HostIp": host, "HostPort": port}]}},
+                                 HOSTILE_TEXT, HOSTILE_TEXT)))
+@fuzz("docker-proxy command lines and Docker state")
+def test_container_ports_never_crash_and_stay_in_range(argv: List[str], state: object) -> None:
+    item = parse_docker_proxy(["docker-proxy"] + argv)
+    assert item is None or 0 < item.host_port < 65536
+    folder = STATE_DIR / "container"
+    folder.mkdir(exist_ok=True)
+    (folder / "hostconfig.json").write_text(json.dumps(state))
+    found = ContainerPorts()
+    _container(DOORS_ROOT, str(folder), found)
+    assert all(0 < p.host_port < 65536 and len(p.host_ip) <= 64 for p in found.published)
+
+
+APP_ADVISORIES = load_table()["advisories"]
+
+
+@given(text=st.one_of(HOSTILE_TEXT, st.builds(".".join, st.lists(st.sampled_from(["0", "1", "6", "16", "0415", "x",
+                                                                                    "", "999999999"]), max_size=6))))
+@fuzz("app versions")
+def test_app_versions_never_crash(text: str) -> None:
+    version = parse_app_version(text)
+    for advisory in APP_ADVISORIES:
+        verdict, why = judge_app(version, advisory)
+        assert verdict in ("not-affected", "fixed", "missing", "unknown") and why

@@ -91,7 +91,7 @@ def snmp_communities(root: QtsRoot) -> Optional[List[Dict[str, Any]]]:
         source = match.group(3) if directive.startswith("com2sec") else match.group(3)
         found.append({"directive": directive, "writable": directive.startswith("rwcommunity"),
                       "well_known": (community or "").lower() in WELL_KNOWN_COMMUNITIES,
-                      "source": source or "any address"})
+                      "source": (source or "any address")[:64]})
     return found
 
 

@@ -80,10 +80,13 @@ def judge_chain(text: str, chain: str = CHAIN) -> ChainVerdict:
         return ChainVerdict(False, None, "no %s chain: QuFirewall's rules are not loaded" % chain, 0)
     for index, rule in enumerate(rules, start=1):
         target = _value(rule, "-j") or ""
-        matches = {part for i, part in enumerate(rule) if part.startswith("-") and part != "-j"
-                   and (i == 0 or rule[i - 1] != "-j")}
         if target in ("DROP", "REJECT"):
-            if matches - {"--reject-with"}:
+            rest = list(rule)
+            for flag in ("-j", "--reject-with"):
+                if flag in rest:
+                    at = rest.index(flag)
+                    del rest[at:at + 2]
+            if rest:
                 continue  # a drop of something specific: the rules after it still decide the rest
             return ChainVerdict(True, True, "every ACCEPT before rule %d (a final %s) admits only LAN, loopback or "
                                 "established traffic" % (index, target), len(rules))

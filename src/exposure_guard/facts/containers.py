@@ -62,7 +62,7 @@ class ContainerPorts:
     def add(self, item: Published) -> None:
         same = next((p for p in self.published if p.key() == item.key()), None)
         if same is not None:  # a docker-proxy knows the container's address, the engine state its name
-            if item.source == "engine state":
+            if item.source == "engine state" and same.source == "docker-proxy process":
                 same.container, same.source = item.container, same.source + " and engine state"
             return
         if len(self.published) >= MAX_PUBLISHED:

@@ -43,6 +43,36 @@ def test_no_upnp_never_runs_the_upnp_step(start_prober, validate):
     assert prober.requests_logged(1)[-1]["upnp"] is False
 
 
+class HeldSockets:
+    """Outbound sockets the prober holds: counted around its connector's ``tcp`` context (from connected to
+    closed), in the prober's own event loop."""
+
+    def __init__(self) -> None:
+        self.now = self.most = self.total = 0
+
+
+def count_outbound_sockets(prober) -> HeldSockets:
+    from contextlib import asynccontextmanager
+
+    held = HeldSockets()
+    connector = prober.server.connector
+    original = connector.tcp
+
+    @asynccontextmanager
+    async def counted(*args, **kwargs):
+        async with original(*args, **kwargs) as sock:
+            held.now += 1
+            held.total += 1
+            held.most = max(held.most, held.now)
+            try:
+                yield sock
+            finally:
+                held.now -= 1
+
+    connector.tcp = counted
+    return held
+
+
 class OpenCounter:
     """How many connections are open now over several listeners, and the most ever open at once."""
 
@@ -73,6 +103,7 @@ def test_max_outbound_caps_simultaneous_outbound_sockets(start_prober, validate)
     try:
         prober = start_prober(max_outbound=3, max_concurrent=8, per_client_inflight=8, io_timeout=0.5,
                               deadline=30.0)
+        held = count_outbound_sockets(prober)
         ports = [{"port": listener.port, "probe": "banner"} for listener in listeners]
         threads = [threading.Thread(target=lambda: answers.append(probe(prober.url(), {"nonce": NONCE,
                                                                                      "ports": ports})))
@@ -85,10 +116,14 @@ def test_max_outbound_caps_simultaneous_outbound_sockets(start_prober, validate)
         for listener in listeners:
             listener.close()
     opened = sum(listener.hits for listener in listeners)
-    print("\nmax_outbound=3: %d outbound connections from 4 concurrent probes, at most %d open at once"
-          % (opened, counter.most_open))
+    # The listeners' own count can run one ahead on a busy machine (a handler thread may not yet have seen
+    # the prober close a socket when the next one arrives): informative only. The cap is asserted where the
+    # sockets are opened, in the prober's event loop (single-threaded: exact).
+    print("\nmax_outbound=3: %d outbound connections from 4 concurrent probes, at most %d open at once "
+          "(the listeners saw at most %d)" % (opened, held.most, counter.most_open))
     assert len(answers) == 4
     for answer in answers:
         assert [p["state"] for p in validate(answer.json(), "probe_response")["ports"]] == ["open"] * 4
-    assert opened == 16
-    assert 1 <= counter.most_open <= 3
+    assert opened == 16 and held.total == 16
+    assert 1 <= held.most <= 3  # never past the cap
+    assert counter.most_open >= 1

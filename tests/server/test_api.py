@@ -253,3 +253,12 @@ def test_concurrent_duplicate_deliveries_store_once(api: Api) -> None:
     assert api.count("reports") == 5
     detail = api.client.get("/api/v1/devices/dev-race", headers=api.auth).json()
     assert detail["reports"] == 5 and detail["verdict"] == "ok"  # the newest report (i = 4) wins
+
+
+def test_failing_checks_are_listed_worst_first():
+    from exposure_guard_server.services.fleet import worst_first
+
+    stored = [["admin.default-ports", "medium"], ["router.upnp-mappings", "critical"], ["service.ssh", "medium"],
+              ["apps.exposed", "high"], ["upnp.nas-discovery", "low"], ["odd", "unheard-of"], "junk"]
+    assert worst_first(stored) == ["router.upnp-mappings", "apps.exposed", "admin.default-ports", "service.ssh",
+                                   "upnp.nas-discovery", "odd"]

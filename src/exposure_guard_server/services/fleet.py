@@ -69,6 +69,14 @@ class DeviceFilter:
         return {k: v for k, v in values.items() if v}
 
 
+def worst_first(failing: List[Any]) -> List[str]:
+    """Failing check ids, the most severe first (ties by id): the list shows the first few, so the check
+    that makes a box exposed must not hide behind alphabetically earlier ones."""
+    items = [item for item in failing if isinstance(item, list) and len(item) == 2]
+    return [str(check_id) for check_id, severity in sorted(items, key=lambda it: (-SEVERITY_RANK.get(it[1], -1),
+                                                                                   str(it[0])))]
+
+
 class Reader:
     def __init__(self, engine: Engine, *, stale_grace: float = 600, max_clock_skew: float = 300) -> None:
         self.engine = engine
@@ -159,7 +167,7 @@ class Reader:
         return {
             "device_id": r.device_id, "hostname": r.hostname, "model": r.model, "firmware": r.firmware,
             "build": r.build, "verdict": r.verdict, "state": "stale" if stale else r.verdict, "stale": stale,
-            "fail_count": r.fail_count, "failing": [item[0] for item in json.loads(r.failing)],
+            "fail_count": r.fail_count, "failing": worst_first(json.loads(r.failing)),
             "last_seen_at": format_time(r.last_seen_at), "last_seen_epoch": r.last_seen_at,
             "enrolled_at": format_time(r.enrolled_at), "interval_s": r.interval_s,
             "stale_after": format_time(r.stale_base + self.stale_grace),

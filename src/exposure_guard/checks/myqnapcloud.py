@@ -9,6 +9,7 @@ from exposure_guard.checks.references import ADVISORY_2022, QSNATCH, SECURE_ACCE
 from exposure_guard.checks.registry import Outcome, Unknowable, check, failed, fixes, passed, tempered, unknown
 from exposure_guard.context import CheckContext
 from exposure_guard.facts import inputs
+from exposure_guard.facts.owners import ARC, arc_recorded, mapping_context, owner_of
 from exposure_guard.qts.services import UPNPCD_COMMAND
 
 if TYPE_CHECKING:
@@ -73,7 +74,6 @@ def arc_mapping_removal(ctx: CheckContext, check_id: str = "myqnapcloud.upnp-for
         return []
     if router is None:
         return []
-    from exposure_guard.facts.owners import ARC, mapping_context, owner_of
     from exposure_guard.fixes.igd import IgdMappingDeleteAction
 
     known = mapping_context(ctx, router.nas_addresses)
@@ -87,15 +87,7 @@ def arc_mapping_removal(ctx: CheckContext, check_id: str = "myqnapcloud.upnp-for
 
 def arc_recorded_ports(ctx: CheckContext) -> List[Tuple[str, int]]:
     """(service, router port) of every port ARC recorded in uLinux.conf; unreadable keys are skipped."""
-    ports: List[Tuple[str, int]] = []
-    for key, label in inputs.EXT_PORTS:
-        try:
-            port = ctx.read(key).as_port()
-        except Unknowable:
-            continue
-        if port:
-            ports.append((label, port))
-    return ports
+    return [(label, port) for _key, label, port in arc_recorded(ctx)]
 
 
 def arc_active(ctx: CheckContext) -> Optional[bool]:

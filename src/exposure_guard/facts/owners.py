@@ -4,11 +4,12 @@ and says what it rests on (``why``); when nothing fits, the owner is ``unknown``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from exposure_guard.contracts import Value
 from exposure_guard.errors import Unknowable
 from exposure_guard.facts import inputs
+from exposure_guard.facts.keys import Key
 from exposure_guard.facts.ports import service_ports
 
 if TYPE_CHECKING:
@@ -60,15 +61,23 @@ class MappingContext(Value):
         self.containers = containers or {}  # host port → container name, of ports containers publish
 
 
-def mapping_context(ctx: CheckContext, nas_addresses: Sequence[str]) -> MappingContext:
-    arc_ports: Dict[int, str] = {}
-    for key, _label in inputs.EXT_PORTS:
+def arc_recorded(ctx: CheckContext) -> List[Tuple[Key, str, int]]:
+    """(key, service, router port) of every port ARC recorded in uLinux.conf; unreadable keys are skipped."""
+    found: List[Tuple[Key, str, int]] = []
+    for key, label in inputs.EXT_PORTS:
         try:
             port = ctx.read(key).as_port()
         except Unknowable:
             continue
         if port:
-            arc_ports.setdefault(port, "[%s] %s" % (key.section, key.key))
+            found.append((key, label, port))
+    return found
+
+
+def mapping_context(ctx: CheckContext, nas_addresses: Sequence[str]) -> MappingContext:
+    arc_ports: Dict[int, str] = {}
+    for key, _label, port in arc_recorded(ctx):
+        arc_ports.setdefault(port, "[%s] %s" % (key.section, key.key))
     try:
         arc_on: Optional[bool] = bool(ctx.read(inputs.ARC_ENABLE).as_bool()) or ctx.running("upnpcd")
     except Unknowable:

@@ -7,6 +7,7 @@ import getpass
 import os
 import re
 import secrets
+import shlex
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -100,6 +101,9 @@ def _credential_parser(sub: Any, command: str) -> None:
         _db_arg(q)
         if action == "create":
             q.add_argument("--name", default="")
+            if command == "enroll-secret":
+                q.add_argument("--group", default="", metavar="NAME",
+                               help="the group (customer or site) boxes enrolled with it land in")
         elif action == "revoke":
             q.add_argument("ident", type=spec.ident_type, metavar=spec.ident_metavar)
 
@@ -183,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     _transport_args(p)
 
     _credential_parser(sub, "enroll-secret")
+    actions = sub.add_parser("group", help="manage groups (customers or sites) that enrollment secrets put boxes in"
+                             ).add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    for action, help_text in (("create", "create a group"), ("list", "list groups with their device counts"),
+                              ("remove", "remove a group (its boxes and secrets stay, in no group)"),
+                              ("move", "put a device in a group")):
+        q = actions.add_parser(action, help=help_text)
+        _db_arg(q)
+        if action in ("create", "remove"):
+            q.add_argument("name", metavar="NAME" if action == "create" else "NAME|ID")
+        elif action == "move":
+            q.add_argument("device_id", metavar="DEVICE_ID")
+            q.add_argument("name", metavar="GROUP", help='a group name, or "" for no group')
     p = sub.add_parser("user", help="set an admin user's password (creates the user if needed)")
     _db_arg(p)
     p.add_argument("username")
@@ -324,7 +341,7 @@ def cmd_credential(args: argparse.Namespace) -> int:
     managed = getattr(Admin(engine), spec.attribute)
     out = sys.stdout
     if args.action == "create":
-        new_id, secret = managed.create(args.name)
+        new_id, secret = managed.create(args.name, **({"group": args.group} if getattr(args, "group", "") else {}))
         out.write(spec.created % (new_id, secret))
     elif args.action == "list":
         out.write(spec.list_header)
@@ -335,6 +352,34 @@ def cmd_credential(args: argparse.Namespace) -> int:
             raise CliError(spec.not_found % args.ident)
         out.write(spec.revoked)
     engine.dispose()
+    return EXIT_OK
+
+
+def cmd_group(args: argparse.Namespace) -> int:
+    from exposure_guard_server.services.admin import Admin
+
+    _url, engine = _engine(args)
+    groups = Admin(engine).groups
+    out = sys.stdout
+    try:
+        if args.action == "create":
+            new_id, name = groups.create(args.name)
+            out.write("group %d %r created; enroll its boxes with a secret of its own: exposure-guard-server "
+                      "enroll-secret create --group %s\n" % (new_id, name, shlex.quote(name)))
+        elif args.action == "list":
+            out.write("%-4s %-32s %-8s %s\n" % ("ID", "NAME", "DEVICES", "ACTIVE SECRETS"))
+            for row in groups.list():
+                out.write("%-4d %-32s %-8d %d\n" % (row["id"], row["name"][:32], row["devices"],
+                                                    row["active_secrets"]))
+        elif args.action == "remove":
+            if not groups.remove(args.name):
+                raise CliError("no group %r (see `group list`)" % args.name)
+            out.write("removed; its boxes and enrollment secrets are now in no group\n")
+        else:
+            name = groups.move(args.device_id, args.name)
+            out.write("%s is now in %s\n" % (args.device_id, repr(name) if name else "no group"))
+    finally:
+        engine.dispose()
     return EXIT_OK
 
 
@@ -383,7 +428,7 @@ def cmd_reenroll(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"init": cmd_init, "serve": cmd_serve, "enroll-secret": cmd_credential, "user": cmd_user,
+COMMANDS = {"init": cmd_init, "serve": cmd_serve, "enroll-secret": cmd_credential, "group": cmd_group, "user": cmd_user,
             "api-token": cmd_credential, "re-enroll": cmd_reenroll}
 
 

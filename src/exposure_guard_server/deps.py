@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import decode_json, parse_int
 from exposure_guard_server.server import Server
+from exposure_guard_server.services.events import MAX_EVENTS, EventFilter, parse_moment
 from exposure_guard_server.services.fleet import MAX_PAGE, MAX_PER_PAGE, DeviceFilter, parse_bool
 
 FORM_MAX_BODY = 64 * 1024
@@ -177,7 +178,22 @@ async def device_filter(request: Request) -> DeviceFilter:
     return DeviceFilter(
         state=qp.get("state", ""), exposed=parse_bool(qp.get("exposed"), "exposed"), check=qp.get("check", ""),
         stale=parse_bool(qp.get("stale"), "stale"), firmware=qp.get("firmware", ""), q=qp.get("q", ""),
+        group=qp.get("group", ""),
+        secret=parse_int(qp.get("secret"), "secret", minimum=1) if qp.get("secret") else None,
         sort=qp.get("sort") or "risk", order=qp.get("order", ""),
         page=parse_int(qp.get("page"), "page", default=1, minimum=1, maximum=MAX_PAGE),
         per_page=parse_int(qp.get("per_page"), "per_page", default=50, minimum=1, maximum=MAX_PER_PAGE),
+    ).validate()
+
+
+async def event_filter(request: Request) -> EventFilter:
+    """The event log's filter and page from the query string (400 for a bad value)."""
+    qp = request.query_params
+    kinds = tuple(k.strip() for k in qp.get("kind", "").split(",") if k.strip())
+    return EventFilter(
+        since=parse_moment(qp.get("since", ""), "since"), until=parse_moment(qp.get("until", ""), "until",
+                                                                             end_of_day=True),
+        kinds=kinds, group=qp.get("group", ""), device=qp.get("device", "").strip(),
+        before=parse_int(qp.get("before"), "before", minimum=1) if qp.get("before") else None,
+        limit=parse_int(qp.get("limit"), "limit", default=100, minimum=1, maximum=MAX_EVENTS),
     ).validate()

@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from exposure_guard import __version__
-from exposure_guard_server.reportlogic import STATES, VERDICT_LABEL, format_time
+from exposure_guard_server.reportlogic import KIND_LABEL, STATES, VERDICT_LABEL, format_time
 
 HERE = Path(__file__).parent
 
@@ -46,6 +46,7 @@ def _environment() -> jinja2.Environment:
     env.filters["q"] = lambda value: quote(str(value), safe="")
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
     env.filters["label"] = lambda value: VERDICT_LABEL.get(value, "STALE" if value == "stale" else str(value))
+    env.filters["kind"] = lambda value: KIND_LABEL.get(value, str(value).replace("_", " "))
     env.globals["version"] = __version__
     env.globals["states"] = STATES
     return env

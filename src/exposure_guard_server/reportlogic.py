@@ -10,9 +10,20 @@ from exposure_guard.contracts import SEVERITY_RANK
 VERDICTS = ("pending", "ok", "at_risk", "exposed")
 RISK = {name: rank for rank, name in enumerate(VERDICTS)}
 VERDICT_LABEL = {"pending": "no report yet", "ok": "OK", "at_risk": "AT RISK", "exposed": "EXPOSED"}
-STATES = ("exposed", "at_risk", "ok", "stale", "pending")  # mutually exclusive: stale overrides the verdict
-TRANSITION_KINDS = ("enrolled", "became_exposed", "became_at_risk", "fixed", "went_stale", "back", "re_enrolled",
-                    "re_enroll_pending")
+# Mutually exclusive: stale (silent past its interval and grace) overrides the verdict, except exposed: a box
+# whose last report said the internet reaches it stays counted as exposed when it goes silent.
+STATES = ("exposed", "at_risk", "ok", "stale", "pending")
+TRANSITION_KINDS = ("enrolled", "first_report", "became_exposed", "became_at_risk", "no_longer_exposed", "fixed",
+                    "went_stale", "back", "re_enrolled", "re_enroll_pending")
+# Onboarding a box is not news: webhooks that want every event ("*") get all kinds but these, which must be
+# asked for by name. A first report that says exposed is still ``became_exposed``.
+ONBOARDING_KINDS = ("enrolled", "first_report")
+KIND_LABEL = {
+    "enrolled": "enrolled", "first_report": "first report", "became_exposed": "became exposed",
+    "became_at_risk": "became at risk", "no_longer_exposed": "no longer exposed (still at risk)",
+    "fixed": "fixed (now OK)", "went_stale": "went silent", "back": "reporting again", "re_enrolled": "re-enrolled",
+    "re_enroll_pending": "re-enrollment waits for approval",
+}
 SEVERITY_ORDER = SEVERITY_RANK  # info=0 … critical=4: the one order the agent, the prober and the server share
 DEVICE_FIELDS = ("hostname", "model", "firmware", "build", "lan_addresses")
 
@@ -64,9 +75,13 @@ def derive_transitions(previous: str, previous_failing: Dict[str, str], verdict:
     detail = {"previous_verdict": previous, "verdict": verdict, "newly_failing": newly, "no_longer_failing": gone}
     if verdict == "exposed" and previous != "exposed":
         return [("became_exposed", detail)]
-    if verdict == "at_risk" and previous in ("pending", "ok"):
+    if previous == "pending":
+        return [("first_report", detail)]
+    if verdict == "at_risk" and previous == "ok":
         return [("became_at_risk", detail)]
-    if previous in ("exposed", "at_risk") and RISK[verdict] < RISK[previous]:
+    if previous == "exposed" and verdict == "at_risk":
+        return [("no_longer_exposed", detail)]
+    if previous in ("exposed", "at_risk") and verdict == "ok":
         return [("fixed", detail)]
     return []
 

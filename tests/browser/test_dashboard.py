@@ -4,6 +4,7 @@ artifacts/. Device strings carrying HTML/JS must show as text and never run."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -133,3 +134,73 @@ def test_dashboard_login_summary_filter_device(populated_server: ServerProcess) 
             browser.close()
     assert dialogs == []  # no injected script ever ran
     assert (artifacts / "dashboard-device.png").stat().st_size > 10000
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def _log_in(page: Any, url: str) -> None:
+    page.goto(url + "/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("[data-count=exposed]")
+
+
+def test_groups_in_the_browser_and_every_page_fits_a_phone(populated_server: ServerProcess) -> None:
+    """A customer's view: pick a group and every tile and the failing-checks panel count only its boxes; the
+    Groups page ranks it first. Then at 390 px (a phone) no page is wider than the screen and "Log out" and
+    every button are on it; screenshots saved under artifacts/ (docs/images/ keeps one)."""
+    from playwright.sync_api import sync_playwright
+
+    db = populated_server.db_url
+    cli("group", "create", "Reception", "--db", db)
+    cli("group", "create", "Back office", "--db", db)
+    for device_id, group in (("qnap-b-001", "Reception"), ("qnap-b-002", "Reception"), ("qnap-b-003", "Back office"),
+                             ("qnap-b-004", "Back office")):
+        cli("group", "move", device_id, group, "--db", db)
+    listed = cli("group", "list", "--db", db).stdout
+    assert re.search(r"Back office\s+2\s+0", listed) and re.search(r"Reception\s+2\s+0", listed), listed
+    url = populated_server.url
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            _log_in(page, url)
+            page.select_option("select[name=group]", "Reception")
+            page.click("form.filters button[type=submit]")
+            page.wait_for_selector("#scope")
+            counts = {s: page.inner_text("[data-count=%s]" % s) for s in ("exposed", "at_risk", "ok", "stale", "total")}
+            assert counts == {"exposed": "2", "at_risk": "0", "ok": "0", "stale": "0", "total": "2"}
+            panel = page.inner_text(".ranked")
+            assert "myqnapcloud.upnp-forwarding" in panel and "service.telnet" not in panel
+            page.click("a.count.state-exposed")  # a tile keeps the group
+            page.wait_for_url("**group=Reception**")
+            assert page.locator("#devices tbody tr").count() == 2
+            page.goto(url + "/groups")
+            first = page.locator("#groups tbody tr").first.inner_text()
+            assert first.startswith("Reception")
+
+            phone = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+            _log_in(phone, url)
+            for name, path in (("fleet", "/"), ("device", "/devices/qnap-b-001"), ("events", "/events"),
+                               ("groups", "/groups"), ("admin", "/admin"), ("report", None)):
+                if path is None:
+                    phone.goto(url + "/devices/qnap-b-001")
+                    path = phone.locator("a[href^='/reports/']").first.get_attribute("href")
+                phone.goto(url + path)
+                width = phone.evaluate("document.documentElement.scrollWidth")
+                assert width <= PHONE["width"], "%s is %d px wide at 390 px" % (name, width)
+                logout = phone.locator("header button.link").bounding_box()
+                assert logout and logout["x"] + logout["width"] <= PHONE["width"], name
+                for button in phone.locator("main button").all():
+                    box = button.bounding_box()
+                    if box is not None:  # inside a scrolling table a button may be scrolled out of view
+                        in_table = button.evaluate("b => !!b.closest('table')")
+                        assert in_table or box["x"] + box["width"] <= PHONE["width"] + 0.5, (name, box)
+                phone.screenshot(path=str(artifacts / ("phone-%s.png" % name)), full_page=True)
+        finally:
+            browser.close()
+    assert (artifacts / "phone-fleet.png").stat().st_size > 10000

@@ -60,7 +60,7 @@ def test_checkin_stores_once_and_derives_transitions(api: Api) -> None:
     at_risk = make_report(dev, failing=["service.telnet"], generated_at="2024-01-01T00:00:00Z")
     response = api.checkin(key, at_risk, gzip_body=True)
     assert response.status_code == 201, response.text
-    assert response.json()["transitions"] == ["became_at_risk"]
+    assert response.json()["transitions"] == ["first_report"]
     # Same report again (a retry after a lost answer): stored once.
     again = api.checkin(key, at_risk)
     assert again.status_code == 200 and again.json()["duplicate"] is True
@@ -70,7 +70,7 @@ def test_checkin_stores_once_and_derives_transitions(api: Api) -> None:
     assert api.checkin(key, fixed).json()["transitions"] == ["fixed"]
     assert api.count("reports") == 3
     kinds = [t["kind"] for t in api.client.get("/api/v1/transitions", headers=api.auth).json()["transitions"]]
-    assert kinds == ["fixed", "became_exposed", "became_at_risk", "enrolled"]
+    assert kinds == ["fixed", "became_exposed", "first_report", "enrolled"]
     detail = api.client.get("/api/v1/devices/dev-1", headers=api.auth).json()
     assert detail["verdict"] == "ok" and detail["reports"] == 3
     assert [h["verdict"] for h in detail["history"]] == ["ok", "exposed", "at_risk"]

@@ -132,8 +132,8 @@ def raw_receivers() -> Iterator[List[RawReceiver]]:
 
 
 def _queue_delivery(api: Api, url: str, device: str = "dev-h", allow: str = LOOPBACK) -> int:
-    """A webhook on ``url`` (all events) and one delivery queued for it (an enrollment)."""
-    hook_id, _secret = Admin(api.server.engine, webhook_allow=allow).webhooks.create("h", url, [])
+    """A webhook on ``url`` (every event, onboarding too) and one delivery queued for it (an enrollment)."""
+    hook_id, _secret = Admin(api.server.engine, webhook_allow=allow).webhooks.create("h", url, ["*", "enrolled"])
     api.enroll_key(device_identity(device))
     return hook_id
 
@@ -251,8 +251,8 @@ def test_a_silent_receiver_delays_neither_the_stale_sweep_nor_other_webhooks(db_
     try:
         with TestClient(app, base_url="http://127.0.0.1") as client:
             server = app.state.server
-            server.admin.webhooks.create("silent", silent.url, [])
-            server.admin.webhooks.create("fine", fine.url, [])
+            server.admin.webhooks.create("silent", silent.url, ["*", "enrolled"])
+            server.admin.webhooks.create("fine", fine.url, ["*", "enrolled"])
             api = Api(client, admin, secret, server)
             api.enroll_key(device_identity("dev-s"))  # an "enrolled" delivery for each webhook
             wait_for("the silent receiver to get its delivery", lambda: silent.connections)

@@ -113,9 +113,9 @@ def test_transition_webhook_is_signed_retried_and_logged(api: Api, receiver: Rec
 def test_webhook_gives_up_after_max_attempts(api: Api) -> None:
     from exposure_guard_server import webhooks
 
-    _hooks(api).create("dead", "http://127.0.0.1:9/nothing-listens", [])
+    _hooks(api).create("dead", "http://127.0.0.1:9/nothing-listens", ["enrolled"])
     dev = device_identity("dev-x")
-    api.enroll_key(dev)  # "*" includes enrolled
+    api.enroll_key(dev)
     sender = WebhookSender(api.server.engine, backoff_base=1.0, timeout=2, allow=LOOPBACK)
     now = time.time()
     for attempt in range(webhooks.MAX_ATTEMPTS):

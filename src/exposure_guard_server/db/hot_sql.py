@@ -18,7 +18,7 @@ class HotSql:
         d, r = m.devices.c, m.reports.c
         seen_cols = ("last_seen_at", "stale_base", "stale", "interval_s", "report_count")
         latest_cols = seen_cols + ("last_generated_at", "last_report_pk", "verdict", "risk", "fail_count", "failing",
-                                   "hostname", "model", "firmware", "build", "lan_addresses", "agent_version")
+                                   "hostname", "hostname_key", "model", "firmware", "build", "lan_addresses", "agent_version")
         statements = {
             "whoami": select(d.id, d.device_id).where(d.node_key_hash == bindparam("h")),
             # Only after whoami found nothing: is the key one that waits for an operator's approval?

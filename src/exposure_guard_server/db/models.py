@@ -52,6 +52,16 @@ sessions = Table(
 )
 
 
+# Customers (or sites): an enrollment secret belongs to at most one group and the boxes enrolled with it land
+# in that group; an operator can move a box. Removing a group leaves its boxes and secrets in none.
+groups = Table(
+    "groups", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+
 def _credential_table(name: str, hash_column: str, *more: Column) -> Table:
     """A random secret shown once and kept only as its hash (and a shown prefix): API tokens and
     enrollment secrets (services/admin.py manages both the same way)."""
@@ -69,7 +79,8 @@ def _credential_table(name: str, hash_column: str, *more: Column) -> Table:
 api_tokens = _credential_table("api_tokens", "token_hash", Column("last_used_at", Float), Column("revoked_at", Float))
 
 enroll_secrets = _credential_table("enroll_secrets", "secret_hash", Column("revoked_at", Float),
-                                   Column("enrolled_count", Integer, nullable=False, default=0))
+                                   Column("enrolled_count", Integer, nullable=False, default=0),
+                                   Column("group_id", Integer))  # groups.id; see devices.group_id
 
 devices = Table(
     "devices", metadata,
@@ -79,6 +90,12 @@ devices = Table(
     Column("enroll_secret_id", Integer, ForeignKey("enroll_secrets.id", ondelete="SET NULL")),
     Column("enrolled_at", Float, nullable=False),
     Column("hostname", String(255), nullable=False, default=""),
+    # hostname_key(hostname): sorts NAS2 before NAS10 (names.py)
+    Column("hostname_key", String(1024), nullable=False, default=""),
+    # groups.id. No foreign key: SQLite adds one only by rebuilding the table, and dropping the old table
+    # fires the ON DELETE actions of the tables that point at it (reports, enroll_requests). Removing a group
+    # clears it (services/admin.py).
+    Column("group_id", Integer),
     Column("model", String(128), nullable=False, default=""),
     Column("firmware", String(64), nullable=False, default=""),
     Column("build", String(64), nullable=False, default=""),
@@ -102,10 +119,13 @@ devices = Table(
     Index("ix_devices_last_seen_at", "last_seen_at"),
     Index("ix_devices_firmware", "firmware"),
     Index("ix_devices_stale_base", "stale_base", "verdict"),  # covering: stale counts per verdict
+    Index("ix_devices_hostname_key", "hostname_key", "id"),
 )
 
-# The default device list order (riskiest first, then by name) straight from an index.
-Index("ix_devices_risk_hostname", devices.c.risk.desc(), devices.c.hostname, devices.c.id)
+# The default device list order (riskiest first, then by name) straight from an index, for the whole fleet
+# and for one group.
+Index("ix_devices_risk_hostname", devices.c.risk.desc(), devices.c.hostname_key, devices.c.id)
+Index("ix_devices_group_risk", devices.c.group_id, devices.c.risk.desc(), devices.c.hostname_key, devices.c.id)
 
 device_failing = Table(
     "device_failing", metadata,
@@ -133,7 +153,7 @@ transitions = Table(
     "transitions", metadata,
     Column("id", BigId, primary_key=True),
     Column("device_pk", Integer, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
-    # enrolled | became_exposed | became_at_risk | fixed | went_stale | back | re_enrolled | re_enroll_pending
+    # reportlogic.TRANSITION_KINDS
     Column("kind", String(32), nullable=False),
     Column("at", Float, nullable=False),
     Column("report_pk", BigId),

@@ -31,6 +31,7 @@ class FormKind:
 
 
 FORM_KINDS = (
+    FormKind("groups", "groups", "delete", "new_group", "Group created."),
     FormKind("enroll-secrets", "enroll_secrets", "revoke", "new_secret", "Enrollment secret created."),
     FormKind("api-tokens", "api_tokens", "revoke", "new_token", "API token created."),
     FormKind("webhooks", "webhooks", "delete", "new_webhook_secret", "Webhook added."),
@@ -40,6 +41,7 @@ FORM_KINDS = (
 def admin_page(request: Request, server: Server, extra: Dict[str, Any]) -> Response:
     admin = server.admin
     context = {"reenrollments": server.enrollment.pending(), "secrets": admin.enroll_secrets.list(),
+               "groups": admin.groups.list(), "new_group": "",
                "tokens": admin.api_tokens.list(),
                "webhooks": admin.webhooks.list(), "deliveries": admin.webhooks.deliveries(50),
                "kinds": TRANSITION_KINDS, "new_secret": "", "new_token": "", "new_webhook_secret": "", "message": ""}
@@ -119,9 +121,10 @@ def list_enroll_secrets(server: Server = Depends(get_server)) -> Response:
 @router.post("/api/v1/enroll-secrets", dependencies=[Depends(api_write)])
 def create_enroll_secret(body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON", empty_is_object=True)),
                          server: Server = Depends(get_server)) -> Response:
-    name = body.get("name", "") if isinstance(body, dict) else ""
-    secret_id, secret = server.admin.enroll_secrets.create(str(name))
-    return JSONResponse({"id": secret_id, "secret": secret}, status_code=201)
+    fields = body if isinstance(body, dict) else {}
+    group = fields.get("group") or ""
+    secret_id, secret = server.admin.enroll_secrets.create(str(fields.get("name", "")), str(group))
+    return JSONResponse({"id": secret_id, "secret": secret, "group": str(group)}, status_code=201)
 
 
 @router.delete("/api/v1/enroll-secrets/{secret_id}", dependencies=[Depends(api_write)])
@@ -135,3 +138,34 @@ def revoke_enroll_secret(secret_id: str, server: Server = Depends(get_server)) -
 @router.get("/api/v1/webhooks", dependencies=[Depends(api_read)])
 def list_webhooks(server: Server = Depends(get_server)) -> Response:
     return JSONResponse({"webhooks": server.admin.webhooks.list(), "deliveries": server.admin.webhooks.deliveries(100)})
+
+
+@router.get("/api/v1/groups", dependencies=[Depends(api_read)])
+def list_groups(server: Server = Depends(get_server)) -> Response:
+    """Every group with its devices by state, riskiest first (the Groups page)."""
+    return JSONResponse({"groups": server.reader.groups()})
+
+
+@router.post("/api/v1/groups", dependencies=[Depends(api_write)])
+def create_group(body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
+                 server: Server = Depends(get_server)) -> Response:
+    name = body.get("name", "") if isinstance(body, dict) else ""
+    group_id, name = server.admin.groups.create(str(name))
+    return JSONResponse({"id": group_id, "name": name}, status_code=201)
+
+
+@router.delete("/api/v1/groups/{ident}", dependencies=[Depends(api_write)])
+def remove_group(ident: str, server: Server = Depends(get_server)) -> Response:
+    if not server.admin.groups.remove(ident):
+        raise ApiError(404, "no group %r" % ident[:100])
+    return JSONResponse({"removed": ident})
+
+
+@router.put("/api/v1/devices/{device_id:path}/group", dependencies=[Depends(api_write)])
+def move_device(device_id: str, body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
+                server: Server = Depends(get_server)) -> Response:
+    """Body ``{"group": NAME}`` (null or "" for no group)."""
+    group = body.get("group") if isinstance(body, dict) else None
+    if group is not None and not isinstance(group, str):
+        raise ApiError(400, "group must be a group's name, or null for none")
+    return JSONResponse({"device_id": device_id, "group": server.admin.groups.move(device_id, group or "")})

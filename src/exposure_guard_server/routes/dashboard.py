@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from typing import Dict
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -14,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from exposure_guard_server.deps import csrf_form as checked_form
 from exposure_guard_server.deps import (
     device_filter,
+    event_filter,
     form,
     get_server,
     require_user,
@@ -24,9 +26,11 @@ from exposure_guard_server.deps import (
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import parse_int
 from exposure_guard_server.pages import render
+from exposure_guard_server.reportlogic import TRANSITION_KINDS, format_time
 from exposure_guard_server.routes.read_api import devices_csv
 from exposure_guard_server.server import Server
-from exposure_guard_server.services.fleet import MAX_PAGE, SORTS, DeviceFilter
+from exposure_guard_server.services.events import EventFilter
+from exposure_guard_server.services.fleet import MAX_PAGE, NO_GROUP, PER_PAGE_CHOICES, SORTS, DeviceFilter
 
 LOGIN_COOKIE = "eg_login"  # the login form's CSRF token (the form comes before any session)
 USER = [Depends(require_user)]
@@ -81,10 +85,17 @@ def logout(request: Request, server: Server = Depends(get_server)) -> Response:
 @router.get("/", dependencies=USER)
 def fleet(request: Request, flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
     return render(request, "fleet.html", {
-        "summary": server.reader.summary(), "listing": server.reader.devices(flt), "flt": flt, "sorts": list(SORTS),
-        "firmwares": server.reader.firmware_versions(), "link": lambda **kw: "/?" + urlencode(flt.query_args(**kw)),
+        "summary": server.reader.summary(scope=flt), "listing": server.reader.devices(flt), "flt": flt,
+        "sorts": list(SORTS), "per_pages": PER_PAGE_CHOICES, "firmwares": server.reader.firmware_versions(scope=flt),
+        "groups": server.admin.groups.list(), "no_group": NO_GROUP,
+        "link": lambda **kw: "/?" + urlencode(flt.query_args(**kw)),
         "csv_link": "/devices.csv?" + urlencode(flt.query_args(page=None)),
     })
+
+
+@router.get("/groups", dependencies=USER)
+def groups_page(request: Request, server: Server = Depends(get_server)) -> Response:
+    return render(request, "groups.html", {"ranking": server.reader.groups(), "no_group": NO_GROUP})
 
 
 router.add_api_route("/devices.csv", devices_csv, dependencies=USER)
@@ -93,7 +104,15 @@ router.add_api_route("/devices.csv", devices_csv, dependencies=USER)
 @router.get("/devices/{device_id:path}", dependencies=USER)
 def device_page(request: Request, device_id: str, server: Server = Depends(get_server)) -> Response:
     page = parse_int(request.query_params.get("page"), "page", default=1, minimum=1, maximum=MAX_PAGE)
-    return render(request, "device.html", {"d": server.reader.device(device_id, history=25, history_page=page)})
+    return render(request, "device.html", {"d": server.reader.device(device_id, history=25, history_page=page),
+                                           "groups": server.admin.groups.list(), "no_group": NO_GROUP})
+
+
+@router.post("/devices/{device_id:path}/group")
+def move_device(device_id: str, fields: Dict[str, str] = Depends(checked_form),
+                server: Server = Depends(get_server)) -> Response:
+    server.admin.groups.move(device_id, fields.get("group", ""))
+    return RedirectResponse("/devices/" + quote(device_id, safe=""), status_code=303)
 
 
 @router.get("/reports/{report_id}", dependencies=USER)
@@ -102,5 +121,14 @@ def report_page(request: Request, report_id: str, server: Server = Depends(get_s
 
 
 @router.get("/events", dependencies=USER)
-def events_page(request: Request, server: Server = Depends(get_server)) -> Response:
-    return render(request, "events.html", {"events": server.reader.transitions(200)})
+def events_page(request: Request, flt: EventFilter = Depends(event_filter),
+                server: Server = Depends(get_server)) -> Response:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    return render(request, "events.html", {
+        "listing": server.events.list(flt), "flt": flt, "kinds": TRANSITION_KINDS, "groups": server.admin.groups.list(),
+        "no_group": NO_GROUP, "link": lambda **kw: "/events?" + urlencode(flt.query_args(**kw)),
+        "presets": [("Today", {"since": today, "until": today}), ("Yesterday", {"since": yesterday, "until": yesterday}),
+                    ("Last 7 days", {"since": time.strftime("%Y-%m-%d", time.gmtime(time.time() - 6 * 86400))})],
+        "since_day": format_time(flt.since)[:10], "until_day": format_time(flt.until - 1)[:10] if flt.until else "",
+    })

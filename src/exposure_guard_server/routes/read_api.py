@@ -9,11 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.responses import StreamingResponse
 
-from exposure_guard_server.deps import api_read, device_filter, get_server, metrics_access
-from exposure_guard_server.errors import ApiError
+from exposure_guard_server.deps import api_read, device_filter, event_filter, get_server, metrics_access
 from exposure_guard_server.inputs import parse_int
-from exposure_guard_server.reportlogic import TRANSITION_KINDS
 from exposure_guard_server.server import Server
+from exposure_guard_server.services.events import EventFilter
 from exposure_guard_server.services.fleet import MAX_PAGE, DeviceFilter
 from exposure_guard_server.services.metrics import prometheus_text
 
@@ -62,9 +61,7 @@ def report(report_id: str, server: Server = Depends(get_server)) -> Response:
 
 
 @router.get("/api/v1/transitions", dependencies=READ)
-def transitions(request: Request, server: Server = Depends(get_server)) -> Response:
-    kind = request.query_params.get("kind", "")
-    if kind and kind not in TRANSITION_KINDS:
-        raise ApiError(400, "kind must be one of: " + ", ".join(TRANSITION_KINDS))
-    limit = parse_int(request.query_params.get("limit"), "limit", default=100, minimum=1, maximum=1000)
-    return JSONResponse({"transitions": server.reader.transitions(limit, kind)})
+def transitions(flt: EventFilter = Depends(event_filter), server: Server = Depends(get_server)) -> Response:
+    """Events newest first: ``since``/``until`` (RFC 3339, YYYY-MM-DD or epoch), ``kind`` (comma separated),
+    ``group``, ``device``, ``limit``; the next page with ``before=<next_before>``."""
+    return JSONResponse(server.events.list(flt))

@@ -1,7 +1,8 @@
 """Administration: admin users and their sessions, and the three things an administrator creates, lists and
-removes — enrollment secrets, API tokens and webhooks. The JSON API, the dashboard and the CLI all manage
-them through the same three objects here (``Admin.enroll_secrets``, ``.api_tokens``, ``.webhooks``), which
-share one interface: ``what``, ``fields``, ``create(**fields)``, ``list()`` and ``remove(ident)``."""
+removes — groups, enrollment secrets, API tokens and webhooks. The JSON API, the dashboard and the CLI all
+manage them through the same objects here (``Admin.groups``, ``.enroll_secrets``, ``.api_tokens``,
+``.webhooks``), which share one interface: ``what``, ``fields``, ``create(**fields)``, ``list()`` and
+``remove(ident)``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from sqlalchemy import Engine, Table, case, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, case, delete, func, insert, select, update
 
 from exposure_guard_server.db import models as m
 from exposure_guard_server.db.engine import WRITE
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import CONTROL_CHARACTERS, MAX_ID
-from exposure_guard_server.reportlogic import TRANSITION_KINDS
+from exposure_guard_server.naturalsort import hostname_key
+from exposure_guard_server.reportlogic import ONBOARDING_KINDS, TRANSITION_KINDS
 from exposure_guard_server.security import (
     API_TOKEN_PREFIX,
     DUMMY_PASSWORD_HASH,
@@ -26,6 +28,7 @@ from exposure_guard_server.security import (
     token_hash,
     verify_password,
 )
+from exposure_guard_server.services.fleet import NO_GROUP
 from exposure_guard_server.webhook_target import BlockedTarget, check_url
 from exposure_guard_server.webhooks import status_text
 
@@ -118,6 +121,100 @@ class Credentials(_Managed):
                                      .values(revoked_at=time.time())).rowcount)
 
 
+class Groups(_Managed):
+    """Customers or sites. A group is named once (unique); enrollment secrets name the group their boxes land
+    in, and an operator can move a box. Removing a group leaves its boxes and secrets in none."""
+
+    what = "group"
+
+    def _name(self, name: str) -> str:
+        name = super()._name(name) if (name or "").strip() else ""
+        if not name:
+            raise ApiError(400, "a group needs a name")
+        if name.startswith("("):
+            raise ApiError(400, "a group name must not start with '(' (the filter's %s means no group)" % NO_GROUP)
+        return name
+
+    def create(self, name: str = "") -> Tuple[int, str]:
+        """A new group: (id, its name)."""
+        name = self._name(name)
+        with self.writer.begin() as conn:
+            if conn.execute(select(m.groups.c.id).where(m.groups.c.name == name)).first() is not None:
+                raise ApiError(409, "a group named %r exists already" % name)
+            new_id = conn.execute(insert(m.groups).values(name=name, created_at=time.time())
+                                  .returning(m.groups.c.id)).scalar_one()
+        return new_id, name
+
+    def list(self) -> List[Dict[str, Any]]:
+        g, d, e = m.groups.c, m.devices.c, m.enroll_secrets.c
+        devices = select(func.count()).where(d.group_id == g.id).scalar_subquery()
+        secrets_n = select(func.count()).where(e.group_id == g.id, e.revoked_at.is_(None)).scalar_subquery()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(g.id, g.name, g.created_at, devices.label("devices"),
+                                       secrets_n.label("active_secrets"))).all()
+        return sorted((dict(r._mapping) for r in rows), key=lambda r: hostname_key(r["name"]))
+
+    def find(self, conn: Connection, ident: Union[int, str]) -> int:
+        """The id of the group named (or numbered) ``ident``; 404 when there is none."""
+        text = str(ident).strip()
+        row_id = _row_id(text)
+        cond = m.groups.c.id == row_id if row_id is not None else m.groups.c.name == text
+        found = conn.execute(select(m.groups.c.id).where(cond)).scalar()
+        if found is None:
+            raise ApiError(404, "no group %r" % text[:100])
+        return int(found)
+
+    def remove(self, ident: Union[int, str]) -> bool:
+        with self.writer.begin() as conn:
+            try:
+                group_id = self.find(conn, ident)
+            except ApiError:
+                return False
+            # Explicitly, not only by the foreign key: SQLite enforces it only with PRAGMA foreign_keys.
+            conn.execute(update(m.devices).where(m.devices.c.group_id == group_id).values(group_id=None))
+            conn.execute(update(m.enroll_secrets).where(m.enroll_secrets.c.group_id == group_id).values(group_id=None))
+            return bool(conn.execute(delete(m.groups).where(m.groups.c.id == group_id)).rowcount)
+
+    def move(self, device_id: str, group: str) -> str:
+        """Put a device in ``group`` (a name or id; "" or NO_GROUP: in none); returns the group's name."""
+        wanted = (group or "").strip()
+        with self.writer.begin() as conn:
+            group_id = None if wanted in ("", NO_GROUP) else self.find(conn, wanted)
+            done = conn.execute(update(m.devices).where(m.devices.c.device_id == device_id)
+                                .values(group_id=group_id)).rowcount
+            if not done:
+                raise ApiError(404, "no device %r" % device_id[:128])
+            if group_id is None:
+                return ""
+            return str(conn.execute(select(m.groups.c.name).where(m.groups.c.id == group_id)).scalar_one())
+
+
+class EnrollSecrets(Credentials):
+    """Enrollment secrets: each may name the group its boxes land in."""
+
+    fields = ("name", "group")
+
+    def __init__(self, engine: Engine, groups: Groups) -> None:
+        super().__init__(engine, ENROLL_SECRETS)
+        self.groups = groups
+
+    def create(self, name: str = "", group: str = "") -> Tuple[int, str]:
+        new_id, secret = super().create(name)
+        if (group or "").strip() not in ("", NO_GROUP):
+            with self.writer.begin() as conn:
+                group_id = self.groups.find(conn, group)
+                conn.execute(update(m.enroll_secrets).where(m.enroll_secrets.c.id == new_id).values(group_id=group_id))
+        return new_id, secret
+
+    def list(self) -> List[Dict[str, Any]]:
+        e, g = m.enroll_secrets.c, m.groups.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*[e[name] for name in self.kind.listed], g.name.label("group"))
+                                .select_from(m.enroll_secrets.outerjoin(m.groups, e.group_id == g.id))
+                                .order_by(e.id)).all()
+        return [dict(r._mapping, group=r.group or "") for r in rows]
+
+
 class ApiTokens(Credentials):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, API_TOKENS)
@@ -150,7 +247,8 @@ class Webhooks(_Managed):
 
     def create(self, name: str = "", url: str = "", events: Union[str, Sequence[str]] = (),
                secret: str = "") -> Tuple[int, str]:
-        """A new webhook for ``events`` (transition kinds, a list or comma separated; none or "*": all):
+        """A new webhook for ``events`` (transition kinds, a list or comma separated; none or "*": all but the
+        onboarding kinds, which are sent only when named):
         (id, its signing secret)."""
         name = self._name(name)
         try:
@@ -163,7 +261,10 @@ class Webhooks(_Managed):
         unknown = [e for e in wanted if e not in TRANSITION_KINDS and e != "*"]
         if unknown:
             raise ApiError(400, "unknown webhook events %s; known: %s" % (", ".join(unknown), ", ".join(TRANSITION_KINDS)))
-        chosen = "*" if (not wanted or "*" in wanted) else ",".join(sorted(set(wanted)))
+        if not wanted or "*" in wanted:  # every kind but onboarding, plus the onboarding kinds named
+            chosen = ",".join(["*"] + sorted(set(wanted) & set(ONBOARDING_KINDS)))
+        else:
+            chosen = ",".join(sorted(set(wanted)))
         secret = secret.strip() or secrets.token_urlsafe(32)
         if len(secret) < 16 or len(secret) > 128:
             raise ApiError(400, "webhook secret must be 16 to 128 characters")
@@ -254,7 +355,8 @@ class Admin:
         self.writer = engine.execution_options(**WRITE)
         self.session_ttl = session_ttl
         self.throttle = LoginThrottle(engine)
-        self.enroll_secrets = Credentials(engine, ENROLL_SECRETS)
+        self.groups = Groups(engine)
+        self.enroll_secrets = EnrollSecrets(engine, self.groups)
         self.api_tokens = ApiTokens(engine)
         self.webhooks = Webhooks(engine, webhook_allow)
 

@@ -25,6 +25,7 @@ from exposure_guard_server.db import models as m
 from exposure_guard_server.db.lock import WriteLock
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import check_strings, printable
+from exposure_guard_server.naturalsort import hostname_key
 from exposure_guard_server.security import NODE_KEY_PREFIX, new_secret, token_hash
 from exposure_guard_server.services.counters import Counters
 from exposure_guard_server.services.transitions import add_transition
@@ -65,7 +66,8 @@ def parse_enroll_body(body: Any) -> EnrollRequest:
 
 
 def _identity(device: Dict[str, Any]) -> Dict[str, Any]:
-    return {"hostname": device["hostname"], "model": device["model"], "firmware": device["firmware"],
+    return {"hostname": device["hostname"], "hostname_key": hostname_key(device["hostname"]),
+            "model": device["model"], "firmware": device["firmware"],
             "build": device["build"], "lan_addresses": json.dumps(device["lan_addresses"])}
 
 
@@ -105,17 +107,19 @@ class Enrollment:
         """One enrollment transaction; True when it was a re-enrollment proven with the previous node key."""
         device = request.device
         with self.lock.begin() as conn:
-            row = conn.execute(select(m.enroll_secrets.c.id).where(*secret_ok)).first()
+            row = conn.execute(select(m.enroll_secrets.c.id, m.enroll_secrets.c.group_id).where(*secret_ok)).first()
             if row is None:
                 raise ApiError(401, "invalid or revoked enrollment secret")
             secret_id = row.id
+            # A box lands in its secret's group; enrolled again with a secret of no group, it stays where it is.
+            group = {"group_id": row.group_id} if row.group_id is not None else {}
             existing = conn.execute(select(m.devices.c.id, m.devices.c.node_key_hash).where(
                 m.devices.c.device_id == device["device_id"]).with_for_update()).first()
             proven = existing is not None and bool(request.previous_node_key) and hmac.compare_digest(
                 token_hash(request.previous_node_key), existing.node_key_hash)
             if existing is None:
                 device_pk = conn.execute(insert(m.devices).values(
-                    device_id=device["device_id"], node_key_hash=key_hash, enroll_secret_id=secret_id,
+                    device_id=device["device_id"], node_key_hash=key_hash, enroll_secret_id=secret_id, **group,
                     enrolled_at=now, agent_version=request.agent_version, interval_s=self.default_interval,
                     verdict="pending", risk=0, fail_count=0, failing="[]",
                     stale_base=now + 2 * self.default_interval, stale=False, report_count=0, **_identity(device),
@@ -126,7 +130,7 @@ class Enrollment:
                 # Requests filed without proof for this device are dropped: none can be approved by mistake.
                 conn.execute(update(m.devices).where(m.devices.c.id == existing.id).values(
                     node_key_hash=key_hash, enroll_secret_id=secret_id, agent_version=request.agent_version,
-                    **_identity(device)))
+                    **group, **_identity(device)))
                 dropped = conn.execute(delete(m.enroll_requests).where(
                     m.enroll_requests.c.device_pk == existing.id)).rowcount
                 add_transition(conn, existing.id, "re_enrolled", now, None, {
@@ -181,9 +185,11 @@ class Enrollment:
             if row is None:
                 raise ApiError(404, "no pending re-enrollment %d" % request_id)
             conn.execute(delete(m.enroll_requests).where(r.device_pk == row.device_pk))
+            group_id = conn.execute(select(m.enroll_secrets.c.group_id).where(
+                m.enroll_secrets.c.id == row.enroll_secret_id)).scalar() if row.enroll_secret_id is not None else None
             conn.execute(update(m.devices).where(d.id == row.device_pk).values(
                 node_key_hash=row.node_key_hash, enroll_secret_id=row.enroll_secret_id,
-                agent_version=row.agent_version))
+                agent_version=row.agent_version, **({"group_id": group_id} if group_id is not None else {})))
             add_transition(conn, row.device_pk, "re_enrolled", now, None, {
                 "proof": "approved", "by": by[:64], "request_id": request_id, "client": row.client})
         return str(row.device_id)

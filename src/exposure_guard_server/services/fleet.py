@@ -11,17 +11,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
-from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy import Engine, and_, case, func, or_, select
 
 from exposure_guard.contracts import SEVERITY_RANK
 from exposure_guard_server.db import models as m
 from exposure_guard_server.errors import ApiError
+from exposure_guard_server.naturalsort import hostname_key
 from exposure_guard_server.reportlogic import STATES, VERDICTS, diff_reports, format_time, parse_time
 from exposure_guard_server.services.ingest import load_body
 
 SORTS = {
     "risk": ("risk", "desc"),
-    "hostname": ("hostname", "asc"),
+    "hostname": ("hostname_key", "asc"),  # natural order: NAS2 before NAS10
     "last_seen": ("last_seen_at", "desc"),
     "firmware": ("firmware", "asc"),
     "failing": ("fail_count", "desc"),
@@ -29,6 +30,8 @@ SORTS = {
 }
 MAX_PER_PAGE = 500
 MAX_PAGE = 1_000_000  # keeps every OFFSET a small number however the page is asked for
+PER_PAGE_CHOICES = (25, 50, 100, 200, 500)
+NO_GROUP = "(none)"  # the group filter's value for boxes in no group (group names cannot start with "(")
 
 
 @dataclass
@@ -38,7 +41,9 @@ class DeviceFilter:
     check: str = ""  # failing check id
     stale: Optional[bool] = None
     firmware: str = ""
-    q: str = ""  # hostname contains
+    q: str = ""  # hostname, device id, model or a LAN address contains
+    group: str = ""  # group name, NO_GROUP for boxes in none, "" for all
+    secret: Optional[int] = None  # enrolled with this enrollment secret (id)
     sort: str = "risk"
     order: str = ""  # asc | desc | "" (the sort's natural order)
     page: int = 1
@@ -53,13 +58,14 @@ class DeviceFilter:
             raise ApiError(400, "order must be asc or desc")
         if not 1 <= self.page <= MAX_PAGE or not 1 <= self.per_page <= MAX_PER_PAGE:
             raise ApiError(400, "page must be 1 to %d and per_page 1 to %d" % (MAX_PAGE, MAX_PER_PAGE))
-        if len(self.check) > 80 or len(self.firmware) > 64 or len(self.q) > 255:
+        if len(self.check) > 80 or len(self.firmware) > 64 or len(self.q) > 255 or len(self.group) > 100:
             raise ApiError(400, "filter value too long")
         return self
 
     def query_args(self, **changes: Any) -> Dict[str, str]:
         """The non-default filters as URL query arguments (for links that keep the filter)."""
-        values = {"state": self.state, "check": self.check, "firmware": self.firmware, "q": self.q,
+        values = {"group": self.group, "state": self.state, "check": self.check, "firmware": self.firmware,
+                  "q": self.q, "secret": "" if self.secret is None else str(self.secret),
                   "sort": self.sort if self.sort != "risk" else "", "order": self.order,
                   "exposed": "" if self.exposed is None else ("true" if self.exposed else "false"),
                   "stale": "" if self.stale is None else ("true" if self.stale else "false"),
@@ -67,6 +73,19 @@ class DeviceFilter:
                   "per_page": str(self.per_page) if self.per_page != 50 else ""}
         values.update({k: ("" if v is None else str(v)) for k, v in changes.items()})
         return {k: v for k, v in values.items() if v}
+
+
+def _named_devices() -> Any:
+    """Devices joined to the names of their group and enrollment secret (either may be none)."""
+    d = m.devices.c
+    return m.devices.outerjoin(m.groups, d.group_id == m.groups.c.id).outerjoin(
+        m.enroll_secrets, d.enroll_secret_id == m.enroll_secrets.c.id)
+
+
+def _state(verdict: str, silent: bool) -> str:
+    """The one state a device is counted under: an exposed box stays exposed when it goes silent (its last
+    word was that the internet reaches it); any other silent box is stale."""
+    return "stale" if silent and verdict != "exposed" else verdict
 
 
 def worst_first(failing: List[Any]) -> List[str]:
@@ -87,41 +106,92 @@ class Reader:
         return (time.time() if now is None else now) - self.stale_grace
 
     # -- summary ---------------------------------------------------------------------------------------
-    def summary(self, now: Optional[float] = None, top: int = 20) -> Dict[str, Any]:
+    def summary(self, now: Optional[float] = None, top: int = 20, scope: Optional[DeviceFilter] = None) -> Dict[str, Any]:
+        """Counts by state, the most failing checks and pending re-enrollments, of the devices in ``scope``'s
+        group and enrollment secret (the whole fleet without one). An exposed box counts as exposed also
+        when it has stopped reporting (``exposed_silent`` of them): its last word was that it is exposed."""
         d = m.devices.c
         cutoff = self.cutoff(now)
+        conds = self._scope(scope) if scope is not None else []
         with self.engine.connect() as conn:
-            by_verdict = {v: int(n) for v, n in conn.execute(select(d.verdict, func.count()).group_by(d.verdict))}
+            by_verdict = {v: int(n) for v, n in conn.execute(
+                select(d.verdict, func.count()).where(and_(True, *conds)).group_by(d.verdict))}
             # One range scan of the covering (stale_base, verdict) index; a GROUP BY would make SQLite walk
             # the verdict index over every device instead.
             row = conn.execute(select(*[func.coalesce(func.sum(case((d.verdict == v, 1), else_=0)), 0)
-                                        for v in VERDICTS]).where(d.stale_base < cutoff)).one()
+                                        for v in VERDICTS]).where(d.stale_base < cutoff, *conds)).one()
             stale_by_verdict = {v: int(n) for v, n in zip(VERDICTS, row)}
             f = m.device_failing.c
-            ranked = conn.execute(select(f.check_id, func.count().label("n")).group_by(f.check_id)
-                                  .order_by(func.count().desc(), f.check_id).limit(top)).all()
+            failing = select(f.check_id, func.count().label("n"))
+            if conds:
+                failing = failing.where(f.device_pk.in_(select(d.id).where(*conds)))
+            ranked = conn.execute(failing.group_by(f.check_id).order_by(func.count().desc(), f.check_id)
+                                  .limit(top)).all()
             reports_total = conn.execute(select(func.max(m.reports.c.id))).scalar() or 0
-            waiting = conn.execute(select(func.count()).select_from(m.enroll_requests)).scalar_one()
+            waiting = select(func.count()).select_from(m.enroll_requests)
+            if conds:
+                waiting = waiting.where(m.enroll_requests.c.device_pk.in_(select(d.id).where(*conds)))
+            waiting_n = conn.execute(waiting).scalar_one()
         counts = {state: 0 for state in STATES}
         for verdict in VERDICTS:
             counts[verdict] = by_verdict.get(verdict, 0) - stale_by_verdict.get(verdict, 0)
-        counts["stale"] = sum(stale_by_verdict.values())
+        counts["exposed"] = by_verdict.get("exposed", 0)
+        counts["stale"] = sum(n for v, n in stale_by_verdict.items() if v != "exposed")
         return {
             "devices": sum(by_verdict.values()),
             "counts": counts,
+            "exposed_silent": stale_by_verdict.get("exposed", 0),
             "stale_last_verdict": {v: stale_by_verdict.get(v, 0) for v in VERDICTS},
             "failing_checks": [{"check_id": r.check_id, "devices": r.n} for r in ranked],
             "reports_stored": int(reports_total),
-            "reenrollments_pending": int(waiting),  # re-enrollments without proof, waiting for an operator
+            "reenrollments_pending": int(waiting_n),  # re-enrollments without proof, waiting for an operator
             "stale_grace_s": self.stale_grace,
         }
 
+    def groups(self, now: Optional[float] = None) -> List[Dict[str, Any]]:
+        """Every group (and the boxes in none) with its devices by state, riskiest first: most exposed, then
+        most at risk, then most silent."""
+        d, g = m.devices.c, m.groups.c
+        cutoff = self.cutoff(now)
+        silent = d.stale_base < cutoff
+        with self.engine.connect() as conn:
+            names = {r.id: r.name for r in conn.execute(select(g.id, g.name))}
+            rows = conn.execute(select(d.group_id, d.verdict, silent.label("silent"), func.count().label("n"))
+                                .group_by(d.group_id, d.verdict, silent)).all()
+        table: Dict[Optional[int], Dict[str, int]] = {gid: {s: 0 for s in STATES} for gid in names}
+        for row in rows:
+            counts = table.setdefault(row.group_id, {s: 0 for s in STATES})
+            counts[_state(row.verdict, bool(row.silent))] += int(row.n)
+        out: List[Dict[str, Any]] = []
+        for gid, counts in table.items():
+            if gid is None and not sum(counts.values()):
+                continue
+            name = names.get(gid, NO_GROUP) if gid is not None else NO_GROUP
+            out.append({"group": name, "group_id": gid, "devices": sum(counts.values()), "counts": counts})
+        out.sort(key=lambda e: (-e["counts"]["exposed"], -e["counts"]["at_risk"], -e["counts"]["stale"],
+                                hostname_key(e["group"])))
+        return out
+
     # -- device list -----------------------------------------------------------------------------------
-    def _where(self, flt: DeviceFilter, cutoff: float) -> List[Any]:
+    def _scope(self, flt: DeviceFilter) -> List[Any]:
+        """The conditions of ``flt``'s group and enrollment secret: whose devices a page is about."""
         d = m.devices.c
         conds: List[Any] = []
+        if flt.group == NO_GROUP:
+            conds.append(d.group_id.is_(None))
+        elif flt.group:
+            conds.append(d.group_id == select(m.groups.c.id).where(m.groups.c.name == flt.group).scalar_subquery())
+        if flt.secret is not None:
+            conds.append(d.enroll_secret_id == flt.secret)
+        return conds
+
+    def _where(self, flt: DeviceFilter, cutoff: float) -> List[Any]:
+        d = m.devices.c
+        conds = self._scope(flt)
         if flt.state == "stale":
-            conds.append(d.stale_base < cutoff)
+            conds.extend([d.stale_base < cutoff, d.verdict != "exposed"])
+        elif flt.state == "exposed":
+            conds.append(d.verdict == "exposed")
         elif flt.state:
             conds.extend([d.verdict == flt.state, d.stale_base >= cutoff])
         if flt.exposed is not None:
@@ -132,7 +202,9 @@ class Reader:
             conds.append(d.firmware == flt.firmware)
         if flt.q:
             escaped = flt.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conds.append(d.hostname.ilike("%" + escaped + "%", escape="\\"))
+            pattern = "%" + escaped + "%"
+            conds.append(or_(*[column.ilike(pattern, escape="\\") for column in
+                               (d.hostname, d.device_id, d.model, d.lan_addresses)]))
         if flt.check:
             f = m.device_failing.c
             conds.append(d.id.in_(select(f.device_pk).where(f.check_id == flt.check)))
@@ -142,21 +214,21 @@ class Reader:
         flt.validate()
         now = time.time() if now is None else now
         cutoff = self.cutoff(now)
-        d = m.devices.c
+        d, g, e = m.devices.c, m.groups.c, m.enroll_secrets.c
         conds = self._where(flt, cutoff)
         column, natural = SORTS[flt.sort]
         direction = flt.order or natural
         sort_col = getattr(d, column)
         order = [sort_col.desc() if direction == "desc" else sort_col.asc()]
-        if column != "hostname":
-            order.append(d.hostname.asc())
+        if column != "hostname_key":
+            order.append(d.hostname_key.asc())
         order.append(d.id.asc())
         cols = [d.device_id, d.hostname, d.model, d.firmware, d.build, d.verdict, d.fail_count, d.failing,
                 d.last_seen_at, d.enrolled_at, d.interval_s, d.stale_base, d.lan_addresses, d.agent_version,
-                d.report_count]
+                d.report_count, g.name.label("group"), e.name.label("enroll_secret")]
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(m.devices).where(and_(True, *conds))).scalar_one()
-            rows = conn.execute(select(*cols).where(and_(True, *conds)).order_by(*order)
+            rows = conn.execute(select(*cols).select_from(_named_devices()).where(and_(True, *conds)).order_by(*order)
                                 .limit(flt.per_page).offset((flt.page - 1) * flt.per_page)).all()
         return {"total": total, "page": flt.page, "per_page": flt.per_page,
                 "pages": max(1, -(-int(total) // flt.per_page)),
@@ -166,26 +238,28 @@ class Reader:
         stale = r.stale_base < cutoff
         return {
             "device_id": r.device_id, "hostname": r.hostname, "model": r.model, "firmware": r.firmware,
-            "build": r.build, "verdict": r.verdict, "state": "stale" if stale else r.verdict, "stale": stale,
+            "build": r.build, "verdict": r.verdict, "state": _state(r.verdict, stale), "stale": stale,
             "fail_count": r.fail_count, "failing": worst_first(json.loads(r.failing)),
             "last_seen_at": format_time(r.last_seen_at), "last_seen_epoch": r.last_seen_at,
             "enrolled_at": format_time(r.enrolled_at), "interval_s": r.interval_s,
             "stale_after": format_time(r.stale_base + self.stale_grace),
             "lan_addresses": json.loads(r.lan_addresses), "agent_version": r.agent_version,
-            "reports": r.report_count,
+            "reports": r.report_count, "group": r.group or "", "enroll_secret": r.enroll_secret or "",
         }
 
-    def firmware_versions(self, limit: int = 200) -> List[str]:
+    def firmware_versions(self, limit: int = 200, scope: Optional[DeviceFilter] = None) -> List[str]:
         d = m.devices.c
+        conds = self._scope(scope) if scope is not None else []
         with self.engine.connect() as conn:
-            return [r[0] for r in conn.execute(select(d.firmware).group_by(d.firmware).order_by(d.firmware)
-                                               .limit(limit)).all()]
+            return [r[0] for r in conn.execute(select(d.firmware).where(and_(True, *conds)).group_by(d.firmware)
+                                               .order_by(d.firmware).limit(limit)).all()]
 
     def iter_csv(self, flt: DeviceFilter, now: Optional[float] = None) -> Iterator[str]:
         """CSV of every device matching ``flt`` (all pages). Cells a spreadsheet would run as a formula are
         prefixed with ``'`` (device-supplied strings are untrusted)."""
         header = ["device_id", "hostname", "state", "verdict", "stale", "fail_count", "failing", "model",
-                  "firmware", "build", "last_seen_at", "enrolled_at", "lan_addresses", "agent_version"]
+                  "firmware", "build", "last_seen_at", "enrolled_at", "lan_addresses", "agent_version", "group",
+                  "enroll_secret"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(header)
@@ -197,7 +271,8 @@ class Reader:
                 writer.writerow([_cell(v) for v in (
                     dev["device_id"], dev["hostname"], dev["state"], dev["verdict"], str(dev["stale"]).lower(),
                     dev["fail_count"], " ".join(dev["failing"]), dev["model"], dev["firmware"], dev["build"],
-                    dev["last_seen_at"], dev["enrolled_at"], " ".join(dev["lan_addresses"]), dev["agent_version"])])
+                    dev["last_seen_at"], dev["enrolled_at"], " ".join(dev["lan_addresses"]), dev["agent_version"],
+                    dev["group"], dev["enroll_secret"])])
             yield _take(buffer)
             if page.page >= chunk["pages"]:
                 break
@@ -205,8 +280,9 @@ class Reader:
 
     # -- one device ------------------------------------------------------------------------------------
     def _device_row(self, conn: Any, device_id: str) -> Any:
-        d = m.devices.c
-        row = conn.execute(select(m.devices).where(d.device_id == device_id)).first()
+        d, g, e = m.devices.c, m.groups.c, m.enroll_secrets.c
+        row = conn.execute(select(m.devices, g.name.label("group"), e.name.label("enroll_secret"))
+                           .select_from(_named_devices()).where(d.device_id == device_id)).first()
         if row is None:
             raise ApiError(404, "no device %r" % device_id[:128])
         return row
@@ -274,17 +350,6 @@ class Reader:
         previous = load_body(before) if before is not None else None
         return {"device_id": row.device_id, "hostname": row.hostname, "received_at": format_time(row.received_at),
                 "report": doc, "diff": diff_reports(previous, doc)}
-
-    def transitions(self, limit: int = 100, kind: str = "") -> List[Dict[str, Any]]:
-        t, d = m.transitions.c, m.devices.c
-        query = select(t.id, t.kind, t.at, t.detail, d.device_id, d.hostname).join_from(
-            m.transitions, m.devices, t.device_pk == d.id)
-        if kind:
-            query = query.where(t.kind == kind)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.id.desc()).limit(limit)).all()
-        return [{"id": r.id, "kind": r.kind, "at": format_time(r.at), "device_id": r.device_id,
-                 "hostname": r.hostname, "detail": json.loads(r.detail)} for r in rows]
 
     def delivery_counts(self) -> Dict[str, int]:
         """Webhook deliveries by status."""

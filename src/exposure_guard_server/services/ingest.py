@@ -21,6 +21,7 @@ from exposure_guard_server.db.hot_sql import HotSql
 from exposure_guard_server.db.lock import WriteLock
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import check_strings, has_surrogate_escape, printable
+from exposure_guard_server.naturalsort import hostname_key
 from exposure_guard_server.reportlogic import RISK, derive_transitions, failing_checks, parse_time, verdict_of
 from exposure_guard_server.security import token_hash
 from exposure_guard_server.services.counters import Counters
@@ -200,6 +201,7 @@ class Ingest:
             sql.run(cursor, "update_latest", last_generated_at=ordered_at, last_report_pk=report_pk,
                     verdict=report.verdict, risk=RISK[report.verdict], fail_count=len(report.failing),
                     failing=json.dumps(sorted(report.failing.items())), hostname=device["hostname"],
+                    hostname_key=hostname_key(device["hostname"]),
                     model=device["model"], firmware=device["firmware"], build=device["build"],
                     lan_addresses=json.dumps(device["lan_addresses"]),
                     agent_version=printable(report.doc["agent"]["version"], 64), **seen)

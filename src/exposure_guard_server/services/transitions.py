@@ -1,4 +1,4 @@
-"""Transitions (enrolled, became_exposed, became_at_risk, fixed, went_stale, back) and the webhook outbox:
+"""Transitions (reportlogic.TRANSITION_KINDS) and the webhook outbox:
 each transition queues one delivery per enabled webhook that wants its kind, in the same transaction, so
 none is lost when a server process dies (``webhooks.WebhookSender`` delivers them)."""
 
@@ -11,7 +11,7 @@ from sqlalchemy import Connection, insert, select
 
 from exposure_guard import __version__
 from exposure_guard_server.db import models as m
-from exposure_guard_server.reportlogic import format_time
+from exposure_guard_server.reportlogic import ONBOARDING_KINDS, format_time
 
 
 def add_transition(conn: Connection, device_pk: int, kind: str, now: float, report_pk: Optional[int],
@@ -21,7 +21,7 @@ def add_transition(conn: Connection, device_pk: int, kind: str, now: float, repo
     transition_id = conn.execute(insert(m.transitions).values(
         device_pk=device_pk, kind=kind, at=now, report_pk=report_pk, detail=text).returning(m.transitions.c.id)).scalar_one()
     hooks = conn.execute(select(m.webhooks.c.id, m.webhooks.c.events).where(m.webhooks.c.enabled.is_(True))).all()
-    wanted = [hook.id for hook in hooks if hook.events == "*" or kind in hook.events.split(",")]
+    wanted = [hook.id for hook in hooks if wants(hook.events, kind)]
     if wanted:
         payload = build_payload(conn, transition_id)
         conn.execute(insert(m.webhook_deliveries), [
@@ -31,11 +31,20 @@ def add_transition(conn: Connection, device_pk: int, kind: str, now: float, repo
     return transition_id
 
 
+def wants(events: str, kind: str) -> bool:
+    """Whether a webhook subscribed to ``events`` (its stored list) gets ``kind``: "*" is every kind but the
+    onboarding ones, which are sent only when named."""
+    chosen = events.split(",")
+    return kind in chosen or ("*" in chosen and kind not in ONBOARDING_KINDS)
+
+
 def build_payload(conn: Connection, transition_id: int) -> str:
     """The JSON body every webhook receives for this transition."""
     t, d = m.transitions.c, m.devices.c
     row = conn.execute(select(t.id, t.kind, t.at, t.detail, d.device_id, d.hostname, d.model, d.firmware, d.verdict,
-                              d.last_seen_at).join_from(m.transitions, m.devices, t.device_pk == d.id)
+                              d.last_seen_at, m.groups.c.name.label("group"))
+                       .select_from(m.transitions.join(m.devices, t.device_pk == d.id)
+                                    .outerjoin(m.groups, d.group_id == m.groups.c.id))
                        .where(t.id == transition_id)).first()
     if row is None:
         return "{}"
@@ -44,7 +53,8 @@ def build_payload(conn: Connection, transition_id: int) -> str:
         "transition_id": row.id,
         "at": format_time(row.at),
         "device": {"device_id": row.device_id, "hostname": row.hostname, "model": row.model,
-                   "firmware": row.firmware, "verdict": row.verdict, "last_seen_at": format_time(row.last_seen_at)},
+                   "firmware": row.firmware, "verdict": row.verdict, "last_seen_at": format_time(row.last_seen_at),
+                   "group": row.group or ""},
         "detail": json.loads(row.detail or "{}"),
         "source": "exposure-guard-server/%s" % __version__,
     }, sort_keys=True)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from exposure_guard import __version__
 from exposure_guard_server.reportlogic import format_time
+from exposure_guard_server.roles import ROLES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -104,6 +105,11 @@ def _credential_parser(sub: Any, command: str) -> None:
             if command == "enroll-secret":
                 q.add_argument("--group", default="", metavar="NAME",
                                help="the group (customer or site) boxes enrolled with it land in")
+            else:
+                q.add_argument("--role", default="viewer", choices=ROLES,
+                               help="what the token may do (default viewer: reads only)")
+                q.add_argument("--groups", default="", metavar="NAMES",
+                               help="limit the token to these groups (comma separated; default: every group)")
         elif action == "revoke":
             q.add_argument("ident", type=spec.ident_type, metavar=spec.ident_metavar)
 
@@ -200,10 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         elif action == "move":
             q.add_argument("device_id", metavar="DEVICE_ID")
             q.add_argument("name", metavar="GROUP", help='a group name, or "" for no group')
-    p = sub.add_parser("user", help="set an admin user's password (creates the user if needed)")
+    p = sub.add_parser("user", help="set a dashboard user's password, role and groups (creates the user if needed)")
     _db_arg(p)
     p.add_argument("username")
     p.add_argument("--password-file", default="", metavar="FILE")
+    p.add_argument("--role", default=None, choices=ROLES,
+                   help="viewer, operator or admin (a new user: admin unless given; an existing one keeps its role)")
+    p.add_argument("--groups", default=None, metavar="NAMES",
+                   help='limit the user to these groups (comma separated; "" lifts the limit)')
     _credential_parser(sub, "api-token")
     actions = sub.add_parser("re-enroll", help="re-enrollments of known devices that wait for approval").add_subparsers(
         dest="action", metavar="ACTION")
@@ -341,7 +351,8 @@ def cmd_credential(args: argparse.Namespace) -> int:
     managed = getattr(Admin(engine), spec.attribute)
     out = sys.stdout
     if args.action == "create":
-        new_id, secret = managed.create(args.name, **({"group": args.group} if getattr(args, "group", "") else {}))
+        extra = {"group": args.group} if args.command == "enroll-secret" else {"role": args.role, "groups": args.groups}
+        new_id, secret = managed.create(args.name, **extra)
         out.write(spec.created % (new_id, secret))
     elif args.action == "list":
         out.write(spec.list_header)
@@ -394,7 +405,7 @@ def cmd_user(args: argparse.Namespace) -> int:
         password = getpass.getpass("new password for %s: " % args.username)
         if getpass.getpass("again: ") != password:
             raise CliError("the passwords differ")
-    created = Admin(engine).set_password(args.username, password)
+    created = Admin(engine).set_password(args.username, password, args.role, args.groups)
     sys.stdout.write("user %s %s\n" % (args.username, "created" if created else "password changed; sessions ended"))
     engine.dispose()
     return EXIT_OK

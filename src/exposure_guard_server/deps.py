@@ -7,7 +7,7 @@ only look at the request, or read its body, are ``async def``."""
 from __future__ import annotations
 
 import hmac
-from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional
+from typing import Any, Awaitable, Callable, Dict, FrozenSet, MutableMapping, Optional, Tuple
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import decode_json, parse_int
+from exposure_guard_server.roles import Caller
 from exposure_guard_server.server import Server
 from exposure_guard_server.services.events import MAX_EVENTS, EventFilter, parse_moment
 from exposure_guard_server.services.fleet import MAX_PAGE, MAX_PER_PAGE, DeviceFilter, parse_bool
@@ -111,22 +112,6 @@ def current_session(request: Request, server: Server) -> Optional[Dict[str, Any]
     return row
 
 
-def require_user(request: Request, server: Server = Depends(get_server)) -> Dict[str, Any]:
-    """A logged-in dashboard user (401: pages redirect to the login form)."""
-    row = current_session(request, server)
-    if row is None:
-        raise ApiError(401, "log in first")
-    return row
-
-
-async def csrf_form(request: Request, session: Dict[str, Any] = Depends(require_user)) -> Dict[str, str]:
-    """A dashboard form from a logged-in user, with the session's CSRF token in its ``csrf`` field."""
-    fields = await form(request)
-    if not hmac.compare_digest(fields.get("csrf", ""), session["csrf_token"]):
-        raise ApiError(403, "the form expired or did not come from this site (CSRF check failed); reload and retry")
-    return fields
-
-
 def _bearer(request: Request) -> Optional[str]:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
@@ -134,48 +119,94 @@ def _bearer(request: Request) -> Optional[str]:
     return value.strip()
 
 
-def _api_caller(request: Request, server: Server, *, write: bool) -> str:
-    """An API token (Bearer) or, for reads and with the X-CSRF-Token header for writes, a dashboard session."""
+def identify(request: Request, server: Server = Depends(get_server)) -> Optional[Caller]:
+    """Who is calling: an API token (``Authorization: Bearer``; a wrong one is a 401 at once), else the
+    dashboard session, else None. Looked up once per request."""
+    if "eg_caller" in request.scope:
+        return request.scope["eg_caller"]
     token = _bearer(request)
+    caller: Optional[Caller] = None
     if token is not None:
-        if server.admin.api_tokens.valid(token):
-            return "token"
-        raise ApiError(401, "invalid or revoked API token", {"WWW-Authenticate": "Bearer"})
-    row = current_session(request, server)
-    if row is None:
-        raise ApiError(401, "authentication required: Authorization: Bearer <API token>",
-                       {"WWW-Authenticate": "Bearer"})
-    if write and not hmac.compare_digest(request.headers.get("x-csrf-token", ""), row["csrf_token"]):
-        raise ApiError(403, "missing or wrong X-CSRF-Token header")
-    return "session"
+        caller = server.admin.api_tokens.caller(token)
+        if caller is None:
+            raise ApiError(401, "invalid or revoked API token", {"WWW-Authenticate": "Bearer"})
+    else:
+        row = current_session(request, server)
+        if row is not None:
+            caller = Caller("session", row["username"], row["role"], row["groups"], row["csrf_token"])
+    request.scope["eg_caller"] = caller
+    return caller
 
 
-def api_read(request: Request, server: Server = Depends(get_server)) -> str:
-    return _api_caller(request, server, write=False)
+def need(role: str, *, api_write: bool = False) -> Callable[..., Caller]:
+    """A dependency: the caller, who must have at least ``role`` (401 when nobody is logged in, 403 when the
+    role is too low). ``api_write``: a dashboard session writing through the API must send its CSRF token
+    in ``X-CSRF-Token`` (API tokens need none: a browser never sends them by itself)."""
+
+    def check(request: Request, caller: Optional[Caller] = Depends(identify)) -> Caller:
+        if caller is None:
+            raise ApiError(401, "log in first, or send Authorization: Bearer <API token>",
+                           {"WWW-Authenticate": "Bearer"})
+        if not caller.allows(role):
+            raise ApiError(403, "this needs the %s role; %s is %s" % (role, caller.name, caller.role))
+        if api_write and caller.kind == "session" and not hmac.compare_digest(
+                request.headers.get("x-csrf-token", ""), caller.csrf_token):
+            raise ApiError(403, "missing or wrong X-CSRF-Token header")
+        return caller
+
+    check.role = role  # type: ignore[attr-defined]  # read by the route × role table test
+    return check
 
 
-def api_write(request: Request, server: Server = Depends(get_server)) -> str:
-    return _api_caller(request, server, write=True)
+VIEWER, OPERATOR, ADMIN = need("viewer"), need("operator"), need("admin")
+OPERATOR_WRITE, ADMIN_WRITE = need("operator", api_write=True), need("admin", api_write=True)
+
+
+def form_for(role: str) -> Callable[..., Awaitable[Tuple[Caller, Dict[str, str]]]]:
+    """A dependency: (caller, fields) of a dashboard form sent by a logged-in user with at least ``role``,
+    carrying the session's CSRF token in its ``csrf`` field."""
+    checked = need(role)
+
+    async def read(request: Request, caller: Caller = Depends(checked)) -> Tuple[Caller, Dict[str, str]]:
+        fields = await form(request)
+        if caller.kind != "session" or not hmac.compare_digest(fields.get("csrf", ""), caller.csrf_token):
+            raise ApiError(403, "the form expired or did not come from this site (CSRF check failed); reload and retry")
+        return caller, fields
+
+    read.role = role  # type: ignore[attr-defined]
+    return read
+
+
+VIEWER_FORM, OPERATOR_FORM, ADMIN_FORM = form_for("viewer"), form_for("operator"), form_for("admin")
 
 
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 
-def metrics_access(request: Request, server: Server = Depends(get_server)) -> None:
+def metrics_access(request: Request, server: Server = Depends(get_server)) -> Optional[Caller]:
     """/metrics: like an API read. ``--public-metrics`` waives the token only for clients that connect
     directly: a request a proxy forwarded (any forwarding header) may come from anywhere the proxy serves,
     e.g. the internet behind a reverse proxy on the same host."""
     forwarded = any(name in request.headers for name in FORWARDING_HEADERS)
+    caller = identify(request, server)
     if not server.config.public_metrics or forwarded:
-        _api_caller(request, server, write=False)
+        return need("viewer")(request, caller)
+    return caller
 
 
 # -- query parameters ----------------------------------------------------------------------------------
 
-async def device_filter(request: Request) -> DeviceFilter:
-    """The device list's filter, sort and page from the query string (400 for a bad value)."""
+def _allowed(caller: Optional[Caller]) -> Optional[FrozenSet[int]]:
+    """The groups whose boxes a caller may see (None: all). Nobody (the route refuses anyway) sees none."""
+    return caller.groups if caller is not None else frozenset()
+
+
+async def device_filter(request: Request, caller: Optional[Caller] = Depends(identify)) -> DeviceFilter:
+    """The device list's filter, sort and page from the query string (400 for a bad value), limited to the
+    caller's groups."""
     qp = request.query_params
     return DeviceFilter(
+        allowed=_allowed(caller),
         state=qp.get("state", ""), exposed=parse_bool(qp.get("exposed"), "exposed"), check=qp.get("check", ""),
         stale=parse_bool(qp.get("stale"), "stale"), firmware=qp.get("firmware", ""), q=qp.get("q", ""),
         group=qp.get("group", ""),
@@ -186,11 +217,13 @@ async def device_filter(request: Request) -> DeviceFilter:
     ).validate()
 
 
-async def event_filter(request: Request) -> EventFilter:
-    """The event log's filter and page from the query string (400 for a bad value)."""
+async def event_filter(request: Request, caller: Optional[Caller] = Depends(identify)) -> EventFilter:
+    """The event log's filter and page from the query string (400 for a bad value), limited to the caller's
+    groups."""
     qp = request.query_params
     kinds = tuple(k.strip() for k in qp.get("kind", "").split(",") if k.strip())
     return EventFilter(
+        allowed=_allowed(caller),
         since=parse_moment(qp.get("since", ""), "since"), until=parse_moment(qp.get("until", ""), "until",
                                                                              end_of_day=True),
         kinds=kinds, group=qp.get("group", ""), device=qp.get("device", "").strip(),

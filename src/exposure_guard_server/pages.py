@@ -58,7 +58,9 @@ TEMPLATES = _environment()
 def render(request: Request, name: str, context: Dict[str, Any], status: int = 200) -> HTMLResponse:
     """``templates/name`` with the logged-in user (if any), the CSRF token for its forms and ``context``."""
     session = request.scope.get("eg_session_row")
+    caller = request.scope.get("eg_caller")
     base = {"request_path": request.url.path, "user": session["username"] if session else None,
-            "csrf": session["csrf_token"] if session else "", "now": time.time()}
+            "csrf": session["csrf_token"] if session else "", "now": time.time(),
+            "role": caller.role if caller is not None else "", "limited": bool(caller and caller.groups is not None)}
     base.update(context)
     return HTMLResponse(TEMPLATES.get_template(name).render(**base), status_code=status)

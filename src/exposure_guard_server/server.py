@@ -11,6 +11,7 @@ from exposure_guard_server.db.engine import make_engine
 from exposure_guard_server.db.lock import WriteLock
 from exposure_guard_server.housekeeping import Housekeeping
 from exposure_guard_server.services.admin import Admin
+from exposure_guard_server.services.audit import AuditLog
 from exposure_guard_server.services.counters import Counters
 from exposure_guard_server.services.enroll import Enrollment
 from exposure_guard_server.services.events import EventLog
@@ -30,6 +31,7 @@ class Server:
         self.enrollment = Enrollment(self.engine, lock, self.counters, default_interval=config.default_interval)
         self.stale = StaleSweep(lock, grace=config.stale_grace)
         self.events = EventLog(self.engine)
+        self.audit = AuditLog(self.engine)
         self.reader = Reader(self.engine, stale_grace=config.stale_grace, max_clock_skew=config.max_clock_skew)
         self.admin = Admin(self.engine, session_ttl=config.session_ttl, webhook_allow=config.webhook_allow)
         self.webhooks = WebhookSender(self.engine, backoff_base=config.webhook_backoff, timeout=config.webhook_timeout,

@@ -89,7 +89,7 @@ class Api:
 
     def __init__(self, client: Any, admin: Admin, secret: str, server: Any) -> None:
         self.client, self.admin, self.secret, self.server = client, admin, secret, server
-        self.token = admin.api_tokens.create("tests")[1]
+        self.token = admin.api_tokens.create("tests", role="admin")[1]
 
     @property
     def auth(self) -> Dict[str, str]:

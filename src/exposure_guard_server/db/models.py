@@ -39,6 +39,8 @@ users = Table(
     Column("password_hash", String(255), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("last_login_at", Float),
+    Column("role", String(16), nullable=False, default="admin"),  # roles.py
+    Column("groups_limited", Boolean, nullable=False, default=False),  # True: only the groups in user_groups
 )
 
 sessions = Table(
@@ -76,7 +78,36 @@ def _credential_table(name: str, hash_column: str, *more: Column) -> Table:
     )
 
 
-api_tokens = _credential_table("api_tokens", "token_hash", Column("last_used_at", Float), Column("revoked_at", Float))
+api_tokens = _credential_table("api_tokens", "token_hash", Column("last_used_at", Float), Column("revoked_at", Float),
+                               Column("role", String(16), nullable=False, default="viewer"),
+                               Column("groups_limited", Boolean, nullable=False, default=False))
+
+
+def _limit_table(name: str, owner: str, column: str) -> Table:
+    """The groups a user or API token is limited to (when its ``groups_limited`` is set)."""
+    return Table(
+        name, metadata,
+        Column(column, Integer, ForeignKey(owner + ".id", ondelete="CASCADE"), primary_key=True),
+        Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    )
+
+
+user_groups = _limit_table("user_groups", "users", "user_id")
+token_groups = _limit_table("token_groups", "api_tokens", "token_id")
+
+# Who did what to which box, group, secret, token, user or webhook (the Audit page).
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(160), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("group_id", Integer),  # the group the target belongs to, for callers limited to groups
+    Column("detail", Text, nullable=False, default="{}"),
+    Index("ix_audit_log_at", "at"),
+    Index("ix_audit_log_target", "target", "id"),
+)
 
 enroll_secrets = _credential_table("enroll_secrets", "secret_hash", Column("revoked_at", Float),
                                    Column("enrolled_count", Integer, nullable=False, default=0),

@@ -6,19 +6,20 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from typing import Dict
+from typing import Dict, Tuple
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from exposure_guard_server.deps import csrf_form as checked_form
 from exposure_guard_server.deps import (
+    OPERATOR_FORM,
+    VIEWER,
+    VIEWER_FORM,
     device_filter,
     event_filter,
     form,
     get_server,
-    require_user,
     secure_cookies,
     session_cookie_name,
     session_token,
@@ -27,13 +28,14 @@ from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import parse_int
 from exposure_guard_server.pages import render
 from exposure_guard_server.reportlogic import TRANSITION_KINDS, format_time
+from exposure_guard_server.roles import Caller
 from exposure_guard_server.routes.read_api import devices_csv
 from exposure_guard_server.server import Server
 from exposure_guard_server.services.events import EventFilter
 from exposure_guard_server.services.fleet import MAX_PAGE, NO_GROUP, PER_PAGE_CHOICES, SORTS, DeviceFilter
 
 LOGIN_COOKIE = "eg_login"  # the login form's CSRF token (the form comes before any session)
-USER = [Depends(require_user)]
+USER = [Depends(VIEWER)]
 
 router = APIRouter()
 
@@ -74,7 +76,7 @@ def login(request: Request, fields: Dict[str, str] = Depends(form), server: Serv
     return response
 
 
-@router.post("/logout", dependencies=[Depends(checked_form)])
+@router.post("/logout", dependencies=[Depends(VIEWER_FORM)])
 def logout(request: Request, server: Server = Depends(get_server)) -> Response:
     server.admin.end_session(session_token(request, server))
     response = RedirectResponse("/login", status_code=303)
@@ -82,51 +84,57 @@ def logout(request: Request, server: Server = Depends(get_server)) -> Response:
     return response
 
 
-@router.get("/", dependencies=USER)
-def fleet(request: Request, flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
+@router.get("/")
+def fleet(request: Request, flt: DeviceFilter = Depends(device_filter), caller: Caller = Depends(VIEWER),
+          server: Server = Depends(get_server)) -> Response:
     return render(request, "fleet.html", {
         "summary": server.reader.summary(scope=flt), "listing": server.reader.devices(flt), "flt": flt,
         "sorts": list(SORTS), "per_pages": PER_PAGE_CHOICES, "firmwares": server.reader.firmware_versions(scope=flt),
-        "groups": server.admin.groups.list(), "no_group": NO_GROUP,
+        "groups": server.admin.groups.list(caller.groups), "no_group": NO_GROUP,
         "link": lambda **kw: "/?" + urlencode(flt.query_args(**kw)),
         "csv_link": "/devices.csv?" + urlencode(flt.query_args(page=None)),
     })
 
 
-@router.get("/groups", dependencies=USER)
-def groups_page(request: Request, server: Server = Depends(get_server)) -> Response:
-    return render(request, "groups.html", {"ranking": server.reader.groups(), "no_group": NO_GROUP})
+@router.get("/groups")
+def groups_page(request: Request, caller: Caller = Depends(VIEWER), server: Server = Depends(get_server)) -> Response:
+    return render(request, "groups.html", {"ranking": server.reader.groups(allowed=caller.groups), "no_group": NO_GROUP})
 
 
 router.add_api_route("/devices.csv", devices_csv, dependencies=USER)
 
 
-@router.get("/devices/{device_id:path}", dependencies=USER)
-def device_page(request: Request, device_id: str, server: Server = Depends(get_server)) -> Response:
+@router.get("/devices/{device_id:path}")
+def device_page(request: Request, device_id: str, caller: Caller = Depends(VIEWER),
+                server: Server = Depends(get_server)) -> Response:
     page = parse_int(request.query_params.get("page"), "page", default=1, minimum=1, maximum=MAX_PAGE)
-    return render(request, "device.html", {"d": server.reader.device(device_id, history=25, history_page=page),
-                                           "groups": server.admin.groups.list(), "no_group": NO_GROUP})
+    device = server.reader.device(device_id, history=25, history_page=page, allowed=caller.groups)
+    return render(request, "device.html", {"d": device, "groups": server.admin.groups.list(caller.groups),
+                                           "no_group": NO_GROUP})
 
 
 @router.post("/devices/{device_id:path}/group")
-def move_device(device_id: str, fields: Dict[str, str] = Depends(checked_form),
+def move_device(device_id: str, sent: Tuple[Caller, Dict[str, str]] = Depends(OPERATOR_FORM),
                 server: Server = Depends(get_server)) -> Response:
-    server.admin.groups.move(device_id, fields.get("group", ""))
+    caller, fields = sent
+    server.admin.groups.move(device_id, fields.get("group", ""), caller)
     return RedirectResponse("/devices/" + quote(device_id, safe=""), status_code=303)
 
 
-@router.get("/reports/{report_id}", dependencies=USER)
-def report_page(request: Request, report_id: str, server: Server = Depends(get_server)) -> Response:
-    return render(request, "report.html", {"r": server.reader.report(report_id)})
+@router.get("/reports/{report_id}")
+def report_page(request: Request, report_id: str, caller: Caller = Depends(VIEWER),
+                server: Server = Depends(get_server)) -> Response:
+    return render(request, "report.html", {"r": server.reader.report(report_id, caller.groups)})
 
 
-@router.get("/events", dependencies=USER)
-def events_page(request: Request, flt: EventFilter = Depends(event_filter),
+@router.get("/events")
+def events_page(request: Request, flt: EventFilter = Depends(event_filter), caller: Caller = Depends(VIEWER),
                 server: Server = Depends(get_server)) -> Response:
     today = time.strftime("%Y-%m-%d", time.gmtime())
     yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
     return render(request, "events.html", {
-        "listing": server.events.list(flt), "flt": flt, "kinds": TRANSITION_KINDS, "groups": server.admin.groups.list(),
+        "listing": server.events.list(flt), "flt": flt, "kinds": TRANSITION_KINDS,
+        "groups": server.admin.groups.list(caller.groups),
         "no_group": NO_GROUP, "link": lambda **kw: "/events?" + urlencode(flt.query_args(**kw)),
         "presets": [("Today", {"since": today, "until": today}), ("Yesterday", {"since": yesterday, "until": yesterday}),
                     ("Last 7 days", {"since": time.strftime("%Y-%m-%d", time.gmtime(time.time() - 6 * 86400))})],

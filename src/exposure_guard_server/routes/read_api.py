@@ -4,20 +4,22 @@ CSV), one device, one report, transitions; and /metrics."""
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.responses import StreamingResponse
 
-from exposure_guard_server.deps import api_read, device_filter, event_filter, get_server, metrics_access
+from exposure_guard_server.deps import VIEWER, device_filter, event_filter, get_server, metrics_access
 from exposure_guard_server.inputs import parse_int
+from exposure_guard_server.roles import Caller
 from exposure_guard_server.server import Server
 from exposure_guard_server.services.events import EventFilter
 from exposure_guard_server.services.fleet import MAX_PAGE, DeviceFilter
 from exposure_guard_server.services.metrics import prometheus_text
 
 router = APIRouter()
-READ = [Depends(api_read)]
+READ = [Depends(VIEWER)]
 
 
 def devices_csv(flt: DeviceFilter = Depends(device_filter), server: Server = Depends(get_server)) -> Response:
@@ -28,15 +30,19 @@ def devices_csv(flt: DeviceFilter = Depends(device_filter), server: Server = Dep
                              headers={"content-disposition": 'attachment; filename="devices-%s.csv"' % stamp})
 
 
-@router.get("/metrics", dependencies=[Depends(metrics_access)])
-def metrics(server: Server = Depends(get_server)) -> Response:
-    return PlainTextResponse(prometheus_text(server.reader, server.counters.totals()),
+@router.get("/metrics")
+def metrics(caller: Optional[Caller] = Depends(metrics_access), server: Server = Depends(get_server)) -> Response:
+    """A caller limited to groups gets its groups' numbers (``--public-metrics`` without a token: the fleet's)."""
+    scope = DeviceFilter(allowed=caller.groups) if caller is not None else None
+    return PlainTextResponse(prometheus_text(server.reader, server.counters.totals(), scope=scope),
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/api/v1/summary", dependencies=READ)
-def summary(server: Server = Depends(get_server)) -> Response:
-    return JSONResponse(server.reader.summary())
+@router.get("/api/v1/summary")
+def summary(flt: DeviceFilter = Depends(device_filter), caller: Caller = Depends(VIEWER),
+            server: Server = Depends(get_server)) -> Response:
+    """The summary of the caller's boxes, or of one ``group`` / enrollment ``secret`` of them."""
+    return JSONResponse(server.reader.summary(scope=flt))
 
 
 @router.get("/api/v1/devices", dependencies=READ)
@@ -47,17 +53,18 @@ def devices(flt: DeviceFilter = Depends(device_filter), server: Server = Depends
 router.add_api_route("/api/v1/devices.csv", devices_csv, dependencies=READ)
 
 
-@router.get("/api/v1/devices/{device_id:path}", dependencies=READ)
-def device(request: Request, device_id: str, server: Server = Depends(get_server)) -> Response:
+@router.get("/api/v1/devices/{device_id:path}")
+def device(request: Request, device_id: str, caller: Caller = Depends(VIEWER),
+           server: Server = Depends(get_server)) -> Response:
     qp = request.query_params
     history = parse_int(qp.get("history"), "history", default=50, minimum=1, maximum=500)
     page = parse_int(qp.get("history_page"), "history_page", default=1, minimum=1, maximum=MAX_PAGE)
-    return JSONResponse(server.reader.device(device_id, history=history, history_page=page))
+    return JSONResponse(server.reader.device(device_id, history=history, history_page=page, allowed=caller.groups))
 
 
-@router.get("/api/v1/reports/{report_id}", dependencies=READ)
-def report(report_id: str, server: Server = Depends(get_server)) -> Response:
-    return JSONResponse(server.reader.report(report_id))
+@router.get("/api/v1/reports/{report_id}")
+def report(report_id: str, caller: Caller = Depends(VIEWER), server: Server = Depends(get_server)) -> Response:
+    return JSONResponse(server.reader.report(report_id, caller.groups))
 
 
 @router.get("/api/v1/transitions", dependencies=READ)

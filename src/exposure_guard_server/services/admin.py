@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 from sqlalchemy import Connection, Engine, Table, case, delete, func, insert, select, update
 
@@ -19,6 +19,7 @@ from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import CONTROL_CHARACTERS, MAX_ID
 from exposure_guard_server.naturalsort import hostname_key
 from exposure_guard_server.reportlogic import ONBOARDING_KINDS, TRANSITION_KINDS
+from exposure_guard_server.roles import Caller, check_role
 from exposure_guard_server.security import (
     API_TOKEN_PREFIX,
     DUMMY_PASSWORD_HASH,
@@ -28,6 +29,7 @@ from exposure_guard_server.security import (
     token_hash,
     verify_password,
 )
+from exposure_guard_server.services.audit import actor_name, record
 from exposure_guard_server.services.fleet import NO_GROUP
 from exposure_guard_server.webhook_target import BlockedTarget, check_url
 from exposure_guard_server.webhooks import status_text
@@ -75,7 +77,7 @@ ENROLL_SECRETS = CredentialKind("enrollment secret", m.enroll_secrets, "secret_h
                                 ("id", "name", "prefix", "created_at", "revoked_at", "enrolled_count"),
                                 {"enrolled_count": 0})
 API_TOKENS = CredentialKind("API token", m.api_tokens, "token_hash", API_TOKEN_PREFIX,
-                            ("id", "name", "prefix", "created_at", "last_used_at", "revoked_at"))
+                            ("id", "name", "prefix", "created_at", "last_used_at", "revoked_at"), {"role": "viewer"})
 
 
 class Credentials(_Managed):
@@ -133,6 +135,8 @@ class Groups(_Managed):
             raise ApiError(400, "a group needs a name")
         if name.startswith("("):
             raise ApiError(400, "a group name must not start with '(' (the filter's %s means no group)" % NO_GROUP)
+        if "," in name:
+            raise ApiError(400, "a group name must not hold a comma (lists of groups are comma separated)")
         return name
 
     def create(self, name: str = "") -> Tuple[int, str]:
@@ -145,13 +149,16 @@ class Groups(_Managed):
                                   .returning(m.groups.c.id)).scalar_one()
         return new_id, name
 
-    def list(self) -> List[Dict[str, Any]]:
+    def list(self, allowed: Optional[FrozenSet[int]] = None) -> List[Dict[str, Any]]:
+        """Groups by name (natural order) with their device and active secret counts; ``allowed``: only these."""
         g, d, e = m.groups.c, m.devices.c, m.enroll_secrets.c
         devices = select(func.count()).where(d.group_id == g.id).scalar_subquery()
         secrets_n = select(func.count()).where(e.group_id == g.id, e.revoked_at.is_(None)).scalar_subquery()
+        query = select(g.id, g.name, g.created_at, devices.label("devices"), secrets_n.label("active_secrets"))
+        if allowed is not None:
+            query = query.where(g.id.in_(sorted(allowed)))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(g.id, g.name, g.created_at, devices.label("devices"),
-                                       secrets_n.label("active_secrets"))).all()
+            rows = conn.execute(query).all()
         return sorted((dict(r._mapping) for r in rows), key=lambda r: hostname_key(r["name"]))
 
     def find(self, conn: Connection, ident: Union[int, str]) -> int:
@@ -175,18 +182,24 @@ class Groups(_Managed):
             conn.execute(update(m.enroll_secrets).where(m.enroll_secrets.c.group_id == group_id).values(group_id=None))
             return bool(conn.execute(delete(m.groups).where(m.groups.c.id == group_id)).rowcount)
 
-    def move(self, device_id: str, group: str) -> str:
-        """Put a device in ``group`` (a name or id; "" or NO_GROUP: in none); returns the group's name."""
+    def move(self, device_id: str, group: str, caller: Optional[Caller] = None) -> str:
+        """Put a device in ``group`` (a name or id; "" or NO_GROUP: in none); returns the group's name. A
+        caller limited to groups moves only its own boxes, and only into its groups."""
         wanted = (group or "").strip()
+        d = m.devices.c
         with self.writer.begin() as conn:
-            group_id = None if wanted in ("", NO_GROUP) else self.find(conn, wanted)
-            done = conn.execute(update(m.devices).where(m.devices.c.device_id == device_id)
-                                .values(group_id=group_id)).rowcount
-            if not done:
+            row = conn.execute(select(d.id, d.group_id).where(d.device_id == device_id)).first()
+            if row is None or (caller is not None and not caller.sees_group(row.group_id)):
                 raise ApiError(404, "no device %r" % device_id[:128])
-            if group_id is None:
-                return ""
-            return str(conn.execute(select(m.groups.c.name).where(m.groups.c.id == group_id)).scalar_one())
+            group_id = None if wanted in ("", NO_GROUP) else self.find(conn, wanted)
+            if caller is not None and caller.groups is not None and group_id not in caller.groups:
+                raise ApiError(403, "%s may move boxes only into its own groups" % caller.name)
+            conn.execute(update(m.devices).where(d.id == row.id).values(group_id=group_id))
+            name = "" if group_id is None else str(
+                conn.execute(select(m.groups.c.name).where(m.groups.c.id == group_id)).scalar_one())
+            record(conn, actor_name(caller), "device.move", "device:" + device_id, group_id=group_id,
+                   from_group=row.group_id, to_group=name)
+            return name
 
 
 class EnrollSecrets(Credentials):
@@ -198,39 +211,90 @@ class EnrollSecrets(Credentials):
         super().__init__(engine, ENROLL_SECRETS)
         self.groups = groups
 
-    def create(self, name: str = "", group: str = "") -> Tuple[int, str]:
-        new_id, secret = super().create(name)
+    def create(self, name: str = "", group: str = "", caller: Optional[Caller] = None) -> Tuple[int, str]:
+        """A new secret for ``group`` (a name; "" for none). A caller limited to groups must name one of its own."""
+        group_id = None
         if (group or "").strip() not in ("", NO_GROUP):
-            with self.writer.begin() as conn:
+            with self.engine.connect() as conn:
                 group_id = self.groups.find(conn, group)
+        if caller is not None and caller.groups is not None and group_id not in caller.groups:
+            raise ApiError(403, "%s may create enrollment secrets only for its own groups" % caller.name)
+        new_id, secret = super().create(name)
+        with self.writer.begin() as conn:
+            if group_id is not None:
                 conn.execute(update(m.enroll_secrets).where(m.enroll_secrets.c.id == new_id).values(group_id=group_id))
+            record(conn, actor_name(caller), "secret.create", "secret:%d" % new_id, group_id=group_id,
+                   name=self._name(name) if name else "")
         return new_id, secret
 
-    def list(self) -> List[Dict[str, Any]]:
+    def list(self, allowed: Optional[FrozenSet[int]] = None) -> List[Dict[str, Any]]:
         e, g = m.enroll_secrets.c, m.groups.c
+        query = (select(*[e[name] for name in self.kind.listed], e.group_id, g.name.label("group"))
+                 .select_from(m.enroll_secrets.outerjoin(m.groups, e.group_id == g.id)).order_by(e.id))
+        if allowed is not None:
+            query = query.where(e.group_id.in_(sorted(allowed)))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*[e[name] for name in self.kind.listed], g.name.label("group"))
-                                .select_from(m.enroll_secrets.outerjoin(m.groups, e.group_id == g.id))
-                                .order_by(e.id)).all()
+            rows = conn.execute(query).all()
         return [dict(r._mapping, group=r.group or "") for r in rows]
+
+    def remove(self, ident: Union[int, str], caller: Optional[Caller] = None) -> bool:
+        if caller is not None and caller.groups is not None:
+            mine = {row["id"] for row in self.list(caller.groups)}
+            row_id = _row_id(str(ident).strip())
+            if row_id is None or row_id not in mine:
+                return False
+        done = super().remove(ident)
+        if done:
+            with self.writer.begin() as conn:
+                record(conn, actor_name(caller), "secret.revoke", "secret:%s" % str(ident)[:40])
+        return done
 
 
 class ApiTokens(Credentials):
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine, API_TOKENS)
+    """API tokens, each with a role (viewer unless chosen) and optionally limited to some groups."""
 
-    def valid(self, token: str) -> bool:
+    fields = ("name", "role", "groups")
+
+    def __init__(self, engine: Engine, groups: Groups) -> None:
+        super().__init__(engine, API_TOKENS)
+        self.groups = groups
+
+    def create(self, name: str = "", role: str = "viewer", groups: Union[str, Sequence[str]] = "") -> Tuple[int, str]:
+        role = _role(role or "viewer")
+        names = _names(groups)
+        with self.writer.begin() as conn:  # refuse an unknown group before the token exists
+            ids = [self.groups.find(conn, g) for g in names]
+        new_id, secret = super().create(name)
+        with self.writer.begin() as conn:
+            conn.execute(update(m.api_tokens).where(m.api_tokens.c.id == new_id)
+                         .values(role=role, groups_limited=bool(ids)))
+            if ids:
+                conn.execute(insert(m.token_groups), [{"token_id": new_id, "group_id": g} for g in sorted(set(ids))])
+        return new_id, secret
+
+    def list(self) -> List[Dict[str, Any]]:
         t = m.api_tokens.c
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.id, t.last_used_at).where(
+            rows = conn.execute(select(*[t[name] for name in self.kind.listed], t.role, t.groups_limited)
+                                .order_by(t.id)).all()
+            limits = _limit_names(conn, m.token_groups, "token_id")
+        return [dict(r._mapping, groups=limits.get(r.id, []) if r.groups_limited else []) for r in rows]
+
+    def caller(self, token: str) -> Optional[Caller]:
+        """The caller this token stands for, or None when it is unknown or revoked."""
+        t = m.api_tokens.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.id, t.name, t.last_used_at, t.role, t.groups_limited).where(
                 t.token_hash == token_hash(token), t.revoked_at.is_(None))).first()
+            limit = _limit_ids(conn, m.token_groups, "token_id", row.id) if row is not None and row.groups_limited \
+                else None
         if row is None:
-            return False
+            return None
         now = time.time()
         if row.last_used_at is None or now - row.last_used_at > 300:  # throttle the bookkeeping write
             with self.writer.begin() as conn:
                 conn.execute(update(m.api_tokens).where(t.id == row.id).values(last_used_at=now))
-        return True
+        return Caller("token", "token %s (#%d)" % (row.name, row.id), row.role, limit)
 
 
 class Webhooks(_Managed):
@@ -300,6 +364,33 @@ class Webhooks(_Managed):
         return shown
 
 
+def _role(text: str) -> str:
+    try:
+        return check_role(text)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _names(groups: Union[str, Sequence[str], None]) -> List[str]:
+    """Group names from a list or a comma-separated string (blank ones dropped)."""
+    items = groups.split(",") if isinstance(groups, str) else list(groups or [])
+    return [str(g).strip() for g in items if str(g).strip()]
+
+
+def _limit_ids(conn: Connection, table: Table, column: str, owner_id: int) -> FrozenSet[int]:
+    return frozenset(r[0] for r in conn.execute(select(table.c.group_id).where(table.c[column] == owner_id)))
+
+
+def _limit_names(conn: Connection, table: Table, column: str) -> Dict[int, List[str]]:
+    """owner id → the names of the groups it is limited to."""
+    out: Dict[int, List[str]] = {}
+    rows = conn.execute(select(table.c[column], m.groups.c.name).join_from(table, m.groups,
+                                                                          table.c.group_id == m.groups.c.id))
+    for owner, name in rows:
+        out.setdefault(owner, []).append(name)
+    return {k: sorted(v, key=hostname_key) for k, v in out.items()}
+
+
 def _row_id(text: str) -> Optional[int]:
     """A row id typed by someone (ASCII digits, within what the database stores), else None."""
     if text.isascii() and text.isdigit() and len(text) <= 16 and 0 < int(text) <= MAX_ID:
@@ -357,7 +448,7 @@ class Admin:
         self.throttle = LoginThrottle(engine)
         self.groups = Groups(engine)
         self.enroll_secrets = EnrollSecrets(engine, self.groups)
-        self.api_tokens = ApiTokens(engine)
+        self.api_tokens = ApiTokens(engine, self.groups)
         self.webhooks = Webhooks(engine, webhook_allow)
 
     # -- users -----------------------------------------------------------------------------------------
@@ -365,22 +456,62 @@ class Admin:
         with self.engine.connect() as conn:
             return conn.execute(select(m.users.c.id).limit(1)).first() is not None
 
-    def set_password(self, username: str, password: str) -> bool:
-        """Create the user or change its password (ending its sessions); True when created."""
+    def set_password(self, username: str, password: str, role: Optional[str] = None,
+                     groups: Union[str, Sequence[str], None] = None) -> bool:
+        """Create the user or change its password (ending its sessions); True when created. A new user is an
+        admin unless ``role`` says otherwise; ``groups`` (names) limits the user to them, an empty list
+        lifts the limit, None leaves it."""
         username = username.strip()
-        if not username or len(username) > 64:
-            raise ApiError(400, "user name must be 1 to 64 characters")
+        if not username or len(username) > 64 or CONTROL_CHARACTERS.search(username):
+            raise ApiError(400, "user name must be 1 to 64 characters, none of them control characters")
         if len(password) < MIN_PASSWORD:
             raise ApiError(400, "password must be at least %d characters" % MIN_PASSWORD)
         hashed = hash_password(password)
         with self.writer.begin() as conn:
             row = conn.execute(select(m.users.c.id).where(m.users.c.username == username)).first()
             if row is None:
-                conn.execute(insert(m.users).values(username=username, password_hash=hashed, created_at=time.time()))
-                return True
-            conn.execute(update(m.users).where(m.users.c.id == row.id).values(password_hash=hashed))
+                user_id = conn.execute(insert(m.users).values(
+                    username=username, password_hash=hashed, created_at=time.time(), role=_role(role or "admin"),
+                    groups_limited=False).returning(m.users.c.id)).scalar_one()
+            else:
+                user_id = row.id
+                values: Dict[str, Any] = {"password_hash": hashed}
+                if role:
+                    values["role"] = _role(role)
+                conn.execute(update(m.users).where(m.users.c.id == user_id).values(**values))
+                conn.execute(delete(m.sessions).where(m.sessions.c.user_id == user_id))
+            if groups is not None:
+                self._limit_user(conn, user_id, _names(groups))
+            return row is None
+
+    def _limit_user(self, conn: Connection, user_id: int, names: List[str]) -> None:
+        ids = sorted({self.groups.find(conn, name) for name in names})
+        conn.execute(delete(m.user_groups).where(m.user_groups.c.user_id == user_id))
+        if ids:
+            conn.execute(insert(m.user_groups), [{"user_id": user_id, "group_id": g} for g in ids])
+        conn.execute(update(m.users).where(m.users.c.id == user_id).values(groups_limited=bool(ids)))
+
+    def users(self) -> List[Dict[str, Any]]:
+        u = m.users.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(u.id, u.username, u.role, u.groups_limited, u.created_at, u.last_login_at)
+                                .order_by(u.username)).all()
+            limits = _limit_names(conn, m.user_groups, "user_id")
+        return [dict(r._mapping, groups=limits.get(r.id, []) if r.groups_limited else []) for r in rows]
+
+    def remove_user(self, username: str) -> bool:
+        """Delete a user (and its sessions); the last admin cannot be removed."""
+        u = m.users.c
+        with self.writer.begin() as conn:
+            row = conn.execute(select(u.id, u.role).where(u.username == username.strip()[:64])).first()
+            if row is None:
+                return False
+            admins = conn.execute(select(func.count()).select_from(m.users).where(u.role == "admin")).scalar_one()
+            if row.role == "admin" and admins <= 1:
+                raise ApiError(409, "%s is the last admin; make another admin first" % username[:64])
             conn.execute(delete(m.sessions).where(m.sessions.c.user_id == row.id))
-            return False
+            conn.execute(delete(m.user_groups).where(m.user_groups.c.user_id == row.id))
+            return bool(conn.execute(delete(m.users).where(u.id == row.id)).rowcount)
 
     def login(self, username: str, password: str, client: str) -> Optional[int]:
         """The user's id when the password is right, None when not; 429 after too many failures from
@@ -417,12 +548,14 @@ class Admin:
             return None
         s, u = m.sessions.c, m.users.c
         with self.engine.connect() as conn:
-            row = conn.execute(select(s.id, s.csrf_token, s.expires_at, u.id.label("user_id"), u.username)
+            row = conn.execute(select(s.id, s.csrf_token, s.expires_at, u.id.label("user_id"), u.username, u.role,
+                                      u.groups_limited)
                                .join_from(m.sessions, m.users, s.user_id == u.id)
                                .where(s.token_hash == token_hash(token))).first()
-        if row is None or row.expires_at < time.time():
-            return None
-        return dict(row._mapping)
+            if row is None or row.expires_at < time.time():
+                return None
+            limit = _limit_ids(conn, m.user_groups, "user_id", row.user_id) if row.groups_limited else None
+        return dict(row._mapping, groups=limit)
 
     def end_session(self, token: Optional[str]) -> None:
         if token:

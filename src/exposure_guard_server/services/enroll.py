@@ -16,7 +16,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -155,14 +155,16 @@ class Enrollment:
             "request_id": request_id, "hostname": request.device["hostname"], "client": client[:64]})
 
     # -- the operator's side -------------------------------------------------------------------------------
-    def pending(self) -> List[Dict[str, Any]]:
-        """Re-enrollments waiting for an operator, newest first."""
+    def pending(self, allowed: Optional[FrozenSet[int]] = None) -> List[Dict[str, Any]]:
+        """Re-enrollments waiting for an operator, newest first (``allowed``: of boxes in these groups only)."""
         r, d = m.enroll_requests.c, m.devices.c
+        query = (select(r.id, r.requested_at, r.client, r.identity, r.agent_version, d.device_id, d.hostname,
+                        d.last_seen_at).join_from(m.enroll_requests, m.devices, r.device_pk == d.id)
+                 .order_by(r.id.desc()))
+        if allowed is not None:
+            query = query.where(d.group_id.in_(sorted(allowed)))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(r.id, r.requested_at, r.client, r.identity, r.agent_version, d.device_id,
-                                       d.hostname, d.last_seen_at)
-                                .join_from(m.enroll_requests, m.devices, r.device_pk == d.id)
-                                .order_by(r.id.desc())).all()
+            rows = conn.execute(query).all()
         out = []
         for row in rows:
             identity = json.loads(row.identity or "{}")
@@ -173,12 +175,24 @@ class Enrollment:
                         "device_last_seen_at": row.last_seen_at})
         return out
 
-    def approve(self, request_id: int, by: str, now: Optional[float] = None) -> str:
+    def _visible(self, conn: Connection, request_id: int, allowed: Optional[FrozenSet[int]]) -> None:
+        """404 for a request about a box outside the caller's groups (as if there were none)."""
+        if allowed is None:
+            return
+        group_id = conn.execute(select(m.devices.c.group_id).join_from(
+            m.enroll_requests, m.devices, m.enroll_requests.c.device_pk == m.devices.c.id)
+            .where(m.enroll_requests.c.id == request_id)).scalar()
+        if group_id not in allowed:
+            raise ApiError(404, "no pending re-enrollment %d" % request_id)
+
+    def approve(self, request_id: int, by: str, now: Optional[float] = None,
+                allowed: Optional[FrozenSet[int]] = None) -> str:
         """Give the device the requested node key (its current one stops working); returns the device id.
         The device's other pending requests are dropped."""
         now = time.time() if now is None else now
         r, d = m.enroll_requests.c, m.devices.c
         with self.lock.begin() as conn:
+            self._visible(conn, request_id, allowed)
             row = conn.execute(select(r.device_pk, r.node_key_hash, r.enroll_secret_id, r.client, r.agent_version,
                                       d.device_id).join_from(m.enroll_requests, m.devices, r.device_pk == d.id)
                                .where(r.id == request_id)).first()
@@ -194,10 +208,11 @@ class Enrollment:
                 "proof": "approved", "by": by[:64], "request_id": request_id, "client": row.client})
         return str(row.device_id)
 
-    def reject(self, request_id: int) -> str:
+    def reject(self, request_id: int, allowed: Optional[FrozenSet[int]] = None) -> str:
         """Drop a pending request (its key never works); returns the device id."""
         r, d = m.enroll_requests.c, m.devices.c
         with self.lock.begin() as conn:
+            self._visible(conn, request_id, allowed)
             row = conn.execute(select(d.device_id).join_from(m.enroll_requests, m.devices, r.device_pk == d.id)
                                .where(r.id == request_id)).first()
             if row is None:

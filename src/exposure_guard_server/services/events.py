@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, false, select
 
 from exposure_guard_server.db import models as m
 from exposure_guard_server.errors import ApiError
@@ -52,6 +52,7 @@ class EventFilter:
     device: str = ""  # a device id
     before: Optional[int] = None  # only events older than this event id (the next page)
     limit: int = 100
+    allowed: Optional[FrozenSet[int]] = None  # the caller's groups (roles.py); None: every box
 
     def validate(self) -> EventFilter:
         unknown = [k for k in self.kinds if k not in TRANSITION_KINDS]
@@ -80,6 +81,8 @@ class EventLog:
         flt.validate()
         t, d, g = m.transitions.c, m.devices.c, m.groups.c
         conds: List[Any] = []
+        if flt.allowed is not None:
+            conds.append(d.group_id.in_(sorted(flt.allowed)) if flt.allowed else false())
         if flt.since is not None:
             conds.append(t.at >= flt.since)
         if flt.until is not None:

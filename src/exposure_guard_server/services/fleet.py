@@ -9,9 +9,9 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional
 
-from sqlalchemy import Engine, and_, case, func, or_, select
+from sqlalchemy import Engine, and_, case, false, func, or_, select, true
 
 from exposure_guard.contracts import SEVERITY_RANK
 from exposure_guard_server.db import models as m
@@ -44,6 +44,7 @@ class DeviceFilter:
     q: str = ""  # hostname, device id, model or a LAN address contains
     group: str = ""  # group name, NO_GROUP for boxes in none, "" for all
     secret: Optional[int] = None  # enrolled with this enrollment secret (id)
+    allowed: Optional[FrozenSet[int]] = None  # the caller's groups (roles.py); None: every box
     sort: str = "risk"
     order: str = ""  # asc | desc | "" (the sort's natural order)
     page: int = 1
@@ -148,16 +149,18 @@ class Reader:
             "stale_grace_s": self.stale_grace,
         }
 
-    def groups(self, now: Optional[float] = None) -> List[Dict[str, Any]]:
+    def groups(self, now: Optional[float] = None, allowed: Optional[FrozenSet[int]] = None) -> List[Dict[str, Any]]:
         """Every group (and the boxes in none) with its devices by state, riskiest first: most exposed, then
-        most at risk, then most silent."""
+        most at risk, then most silent. ``allowed``: only these groups (a caller limited to groups)."""
         d, g = m.devices.c, m.groups.c
         cutoff = self.cutoff(now)
         silent = d.stale_base < cutoff
+        scope = self._scope(DeviceFilter(allowed=allowed))
         with self.engine.connect() as conn:
-            names = {r.id: r.name for r in conn.execute(select(g.id, g.name))}
+            names = {r.id: r.name for r in conn.execute(select(g.id, g.name).where(
+                g.id.in_(sorted(allowed)) if allowed is not None else true()))}
             rows = conn.execute(select(d.group_id, d.verdict, silent.label("silent"), func.count().label("n"))
-                                .group_by(d.group_id, d.verdict, silent)).all()
+                                .where(and_(True, *scope)).group_by(d.group_id, d.verdict, silent)).all()
         table: Dict[Optional[int], Dict[str, int]] = {gid: {s: 0 for s in STATES} for gid in names}
         for row in rows:
             counts = table.setdefault(row.group_id, {s: 0 for s in STATES})
@@ -177,6 +180,8 @@ class Reader:
         """The conditions of ``flt``'s group and enrollment secret: whose devices a page is about."""
         d = m.devices.c
         conds: List[Any] = []
+        if flt.allowed is not None:
+            conds.append(d.group_id.in_(sorted(flt.allowed)) if flt.allowed else false())
         if flt.group == NO_GROUP:
             conds.append(d.group_id.is_(None))
         elif flt.group:
@@ -279,20 +284,21 @@ class Reader:
             page.page += 1
 
     # -- one device ------------------------------------------------------------------------------------
-    def _device_row(self, conn: Any, device_id: str) -> Any:
+    def _device_row(self, conn: Any, device_id: str, allowed: Optional[FrozenSet[int]] = None) -> Any:
+        """The device's row; 404 when there is none or the caller may not see it (the same answer)."""
         d, g, e = m.devices.c, m.groups.c, m.enroll_secrets.c
         row = conn.execute(select(m.devices, g.name.label("group"), e.name.label("enroll_secret"))
                            .select_from(_named_devices()).where(d.device_id == device_id)).first()
-        if row is None:
+        if row is None or (allowed is not None and row.group_id not in allowed):
             raise ApiError(404, "no device %r" % device_id[:128])
         return row
 
     def device(self, device_id: str, *, history: int = 50, history_page: int = 1,
-               now: Optional[float] = None) -> Dict[str, Any]:
+               now: Optional[float] = None, allowed: Optional[FrozenSet[int]] = None) -> Dict[str, Any]:
         cutoff = self.cutoff(now)
         r, t = m.reports.c, m.transitions.c
         with self.engine.connect() as conn:
-            row = self._device_row(conn, device_id)
+            row = self._device_row(conn, device_id, allowed)
             latest, received_at = None, None
             if row.last_report_pk is not None:
                 stored = conn.execute(select(r.body, r.received_at).where(r.id == row.last_report_pk)).first()
@@ -333,14 +339,14 @@ class Reader:
         return {"latest_generated_at": (latest or {}).get("generated_at"), "latest_received_at": format_time(received_at),
                 "clock_skew_s": skew, "clock_skew_allowed_s": self.max_clock_skew}
 
-    def report(self, report_id: str) -> Dict[str, Any]:
+    def report(self, report_id: str, allowed: Optional[FrozenSet[int]] = None) -> Dict[str, Any]:
         """One stored report with the diff from the device's report before it."""
         r, d = m.reports.c, m.devices.c
         with self.engine.connect() as conn:
-            row = conn.execute(select(r.id, r.device_pk, r.body, r.generated_at, r.received_at, d.device_id, d.hostname)
-                               .join_from(m.reports, m.devices, r.device_pk == d.id)
+            row = conn.execute(select(r.id, r.device_pk, r.body, r.generated_at, r.received_at, d.device_id, d.hostname,
+                                      d.group_id).join_from(m.reports, m.devices, r.device_pk == d.id)
                                .where(r.report_id == report_id.strip().lower()[:64])).first()
-            if row is None:
+            if row is None or (allowed is not None and row.group_id not in allowed):
                 raise ApiError(404, "no report %r" % report_id[:64])
             before = conn.execute(select(r.body).where(
                 r.device_pk == row.device_pk, r.id != row.id,

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from exposure_guard_server.reportlogic import STATES
-from exposure_guard_server.services.fleet import Reader
+from exposure_guard_server.services.fleet import DeviceFilter, Reader
 
 
-def prometheus_text(reader: Reader, counters: Dict[str, int], now: Optional[float] = None) -> str:
+def prometheus_text(reader: Reader, counters: Dict[str, int], now: Optional[float] = None,
+                    scope: Optional[DeviceFilter] = None) -> str:
     """Devices by state, reports stored, check-ins by result (``counters``: every process's totals),
     failing checks and webhook deliveries."""
-    summary = reader.summary(now, top=1000)
+    summary = reader.summary(now, top=1000, scope=scope)
     hooks = reader.delivery_counts()
     lines = [
         "# HELP exposure_guard_devices Enrolled devices by state (stale overrides the last verdict).",

@@ -59,6 +59,8 @@ def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: boo
     lines.append("")
     findings = sorted(report.findings, key=lambda f: (_ORDER.get(f.status, 9), -SEVERITY_RANK[f.severity], f.id))
     width = max([len(f.id) for f in findings] + [10])
+    accepted = [f for f in findings if f.status == "fail" and f.accepted is not None]
+    findings = [f for f in findings if f not in accepted]
     for finding in findings:
         if finding.status == "skipped" and not verbose:
             continue
@@ -66,6 +68,14 @@ def render_report(report: Report, stream: Optional[IO[str]] = None, verbose: boo
         severity = paint("%-8s" % finding.severity, finding.severity, colour) if finding.status == "fail" else " " * 8
         fix = " [fixable]" if finding.fixable and finding.status == "fail" else ""
         lines.append("%s %s %-*s  %s%s" % (status, severity, width, finding.id, clean(finding.summary), fix))
+    if accepted:
+        lines.append("")
+        lines.append("Accepted risks (failing, not counted in the verdict until the day shown):")
+        for finding in accepted:
+            info = finding.accepted or {}
+            lines.append("%s %s %-*s  until %s: %s" % (
+                paint("%-7s" % "ACCEPT", "unknown", colour), "%-8s" % finding.severity, width, finding.id,
+                clean(info.get("until", "")), clean(info.get("reason", ""))))
     hidden = counts["skipped"] if not verbose else 0
     if hidden:
         lines.append(paint("(%d skipped checks hidden; --verbose shows them)" % hidden, "skipped", colour))

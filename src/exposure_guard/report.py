@@ -101,12 +101,20 @@ class Finding:
         self.references: List[str] = references if references is not None else []
         self.family = family
         self.exposure = exposure  # a failing finding of this kind makes the NAS "exposed"
+        # {"reason", "until", "by"} while the owner accepts this failing finding ([checks] ID = accept …):
+        # it keeps status "fail" but counts toward neither the verdict nor --fail-on.
+        self.accepted: Optional[Dict[str, str]] = None
+
+    @property
+    def counts(self) -> bool:
+        """Whether it counts toward the verdict and --fail-on: failing and not accepted."""
+        return self.status == "fail" and self.accepted is None
 
     def __repr__(self) -> str:
         return "Finding(%r, %r, %r)" % (self.id, self.status, self.severity)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        doc: Dict[str, Any] = {
             "id": self.id,
             "title": self.title,
             "severity": self.severity,
@@ -117,6 +125,9 @@ class Finding:
             "fixed": self.fixed,
             "references": list(self.references),
         }
+        if self.accepted is not None:
+            doc["accepted"] = dict(self.accepted)
+        return doc
 
 
 class Report:
@@ -146,23 +157,26 @@ class Report:
     def exposed(self) -> bool:
         """The NAS is exposed when a reachability or router finding fails on a management port. Those checks
         fail as critical exactly then (admin/SSH verified from outside, a UPnP mapping of a management port)."""
-        return any(f.status == "fail" and f.exposure and f.severity == "critical" for f in self.findings)
+        return any(f.counts and f.exposure and f.severity == "critical" for f in self.findings)
 
     def verdict(self) -> str:
         """EXPOSED (the internet reaches it), AT RISK (risky settings), or OK."""
         if self.exposed:
             return "EXPOSED"
-        if any(f.status == "fail" and f.severity != "info" for f in self.findings):
+        if any(f.counts and f.severity != "info" for f in self.findings):
             return "AT RISK"
         return "OK"
 
     def failing(self, at_least: str = "low") -> List[Finding]:
         floor = SEVERITY_RANK[at_least]
-        return [f for f in self.findings if f.status == "fail" and SEVERITY_RANK[f.severity] >= floor]
+        return [f for f in self.findings if f.counts and SEVERITY_RANK[f.severity] >= floor]
 
     def to_dict(self) -> Dict[str, Any]:
         summary: Dict[str, Any] = self.counts()
         summary["exposed"] = self.exposed
+        accepted = sum(1 for f in self.findings if f.status == "fail" and f.accepted is not None)
+        if accepted:
+            summary["accepted"] = accepted  # failing findings the owner accepts (also counted in "fail")
         extra: Dict[str, Any] = {}
         if len(self.changes) > MAX_REPORT_CHANGES:
             extra["changes_omitted"] = len(self.changes) - MAX_REPORT_CHANGES  # `history` on the NAS lists all

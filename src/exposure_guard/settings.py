@@ -1,11 +1,13 @@
 """Agent settings: built-in defaults < ini file < ``EXPOSURE_GUARD_<SECTION>_<KEY>`` env < CLI flags.
 
 Every option is declared once in ``OPTIONS``; unknown keys and bad values are errors that name the file,
-line, key and the allowed values. Per-check policies live in ``[checks]`` as ``<check id> = report|fix|ignore``.
+line, key and the allowed values. Per-check policies live in ``[checks]`` as ``<check id> = report|fix|ignore``
+or ``<check id> = accept until YYYY-MM-DD: reason`` (an accepted risk).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import re
 from pathlib import Path
@@ -136,15 +138,58 @@ OPTIONS: Dict[Tuple[str, str], Option] = {
 }
 
 
+class Acceptance:
+    """``[checks] ID = accept until YYYY-MM-DD: reason``: the owner knows this finding fails and accepts it
+    until that day (UTC). The check still runs and reports ``fail``; until then it does not count toward
+    the verdict or ``--fail-on``, and it counts again by itself from the day after."""
+
+    def __init__(self, until: _dt.date, reason: str, source: str) -> None:
+        self.until, self.reason, self.source = until, reason, source
+
+    def active(self, today: _dt.date) -> bool:
+        return today <= self.until
+
+    def __repr__(self) -> str:
+        return "Acceptance(%s, %r)" % (self.until.isoformat(), self.reason)
+
+
+ACCEPT = re.compile(r"^accept\b\s*(?:until\s+(?P<until>\S+?))?\s*(?::\s*(?P<reason>.*))?$", re.IGNORECASE | re.DOTALL)
+MAX_REASON = 300
+
+
+def parse_acceptance(key: str, value: str, file: str, line: int) -> Acceptance:
+    """``accept until YYYY-MM-DD: reason``; a missing or wrong date, or no reason, is an error naming the line."""
+    form = "write it as `%s = accept until YYYY-MM-DD: why`" % key
+    match = ACCEPT.match(value.strip())
+    if match is None or not match.group("until"):
+        raise SettingsError("[checks] %s: an accepted risk needs the day it ends; %s" % (key, form),
+                            file=file, line=line, key=key)
+    try:
+        until = _dt.date.fromisoformat(match.group("until"))
+    except ValueError:
+        raise SettingsError("[checks] %s: %r is not a date (YYYY-MM-DD); %s" % (key, match.group("until")[:20], form),
+                            file=file, line=line, key=key) from None
+    reason = (match.group("reason") or "").strip()
+    if not reason:
+        raise SettingsError("[checks] %s: an accepted risk needs a reason after the date; %s" % (key, form),
+                            file=file, line=line, key=key)
+    if len(reason) > MAX_REASON or any(ord(c) < 32 or ord(c) == 127 for c in reason):
+        raise SettingsError("[checks] %s: the reason must be one line of at most %d characters; %s"
+                            % (key, MAX_REASON, form),
+                            file=file, line=line, key=key)
+    return Acceptance(until, reason, "%s:%d" % (file, line))
+
+
 class Settings:
     """Resolved settings. ``get(section, key)`` returns parsed values; ``sources`` says where each came from."""
 
     def __init__(self, values: Dict[Tuple[str, str], Any], policies: Dict[str, str], sources: Dict[str, str],
-                 path: Optional[Path]) -> None:
+                 path: Optional[Path], acceptances: Optional[Dict[str, Acceptance]] = None) -> None:
         self._values = values
         self.policies = policies
         self.sources = sources
         self.path = path
+        self.acceptances: Dict[str, Acceptance] = acceptances if acceptances is not None else {}
 
     def get(self, section: str, key: str) -> Any:
         return self._values[(section, key)]
@@ -163,7 +208,7 @@ class Settings:
         for (section, key), raw in overrides.items():
             values[(section, key)] = _parse_value(section, key, raw, "command line", 0)
             sources["%s.%s" % (section, key)] = "command line"
-        return Settings(values, dict(self.policies), sources, self.path)
+        return Settings(values, dict(self.policies), sources, self.path, dict(self.acceptances))
 
 
 def _parse_value(section: str, key: str, raw: str, file: str, line: int) -> Any:
@@ -202,17 +247,18 @@ def load_settings(path: Optional[Path] = None, environ: Optional[Mapping[str, st
     values: Dict[Tuple[str, str], Any] = {}
     sources: Dict[str, str] = {}
     policies: Dict[str, str] = {}
+    acceptances: Dict[str, Acceptance] = {}
     for (section, key), option in OPTIONS.items():
         values[(section, key)] = option.parse(option.default)
         sources["%s.%s" % (section, key)] = "default"
     if path is not None:
-        _read_file(Path(path), values, sources, policies, required)
+        _read_file(Path(path), values, sources, policies, required, acceptances)
     _read_environment(environ, values, sources, policies)
-    return Settings(values, policies, sources, Path(path) if path else None)
+    return Settings(values, policies, sources, Path(path) if path else None, acceptances)
 
 
 def _read_file(path: Path, values: Dict[Tuple[str, str], Any], sources: Dict[str, str],
-               policies: Dict[str, str], required: bool) -> None:
+               policies: Dict[str, str], required: bool, acceptances: Dict[str, Acceptance]) -> None:
     shown = str(path)
     try:
         raw = path.read_bytes()
@@ -248,9 +294,13 @@ def _read_file(path: Path, values: Dict[Tuple[str, str], Any], sources: Dict[str
             if sec == "checks":
                 # Whether the id exists and has a fix is checked against the catalogue by the check runner.
                 policy = value.strip().lower()
+                if policy.startswith("accept"):  # still checked and reported, never fixed by the daemon
+                    acceptances[norm] = parse_acceptance(key, value, shown, line)
+                    policy = "report"
                 if policy not in POLICIES:
                     raise SettingsError(
-                        "[checks] %s = %r is not valid; allowed: %s" % (key, value, ", ".join(POLICIES)),
+                        "[checks] %s = %r is not valid; allowed: %s, or accept until YYYY-MM-DD: reason"
+                        % (key, value, ", ".join(POLICIES)),
                         file=shown, line=line, key=key,
                     )
                 policies[norm] = policy

@@ -209,7 +209,7 @@ async def device_filter(request: Request, caller: Optional[Caller] = Depends(ide
         allowed=_allowed(caller),
         state=qp.get("state", ""), exposed=parse_bool(qp.get("exposed"), "exposed"), check=qp.get("check", ""),
         stale=parse_bool(qp.get("stale"), "stale"), firmware=qp.get("firmware", ""), q=qp.get("q", ""),
-        group=qp.get("group", ""),
+        group=qp.get("group", ""), tag=qp.get("tag", "").strip(), retired=bool(parse_bool(qp.get("retired"), "retired")),
         secret=parse_int(qp.get("secret"), "secret", minimum=1) if qp.get("secret") else None,
         sort=qp.get("sort") or "risk", order=qp.get("order", ""),
         page=parse_int(qp.get("page"), "page", default=1, minimum=1, maximum=MAX_PAGE),

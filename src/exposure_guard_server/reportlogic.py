@@ -28,21 +28,28 @@ SEVERITY_ORDER = SEVERITY_RANK  # info=0 … critical=4: the one order the agent
 DEVICE_FIELDS = ("hostname", "model", "firmware", "build", "lan_addresses")
 
 
+def counts(finding: Dict[str, Any]) -> bool:
+    """A failing finding the owner has not accepted (an accepted one keeps status "fail" and carries
+    ``accepted``): only these make the verdict and the failing list."""
+    return finding.get("status") == "fail" and not isinstance(finding.get("accepted"), dict)
+
+
 def verdict_of(doc: Dict[str, Any]) -> str:
-    """exposed (the report says the internet reaches it), at_risk (a failing non-info check), or ok."""
+    """exposed (the report says the internet reaches it), at_risk (a failing non-info check that is not
+    accepted), or ok. The agent leaves accepted findings out of ``summary.exposed``."""
     if doc.get("summary", {}).get("exposed"):
         return "exposed"
     for finding in doc.get("findings", []):
-        if finding.get("status") == "fail" and finding.get("severity") != "info":
+        if counts(finding) and finding.get("severity") != "info":
             return "at_risk"
     return "ok"
 
 
 def failing_checks(doc: Dict[str, Any]) -> Dict[str, str]:
-    """check id → severity of every failing finding."""
+    """check id → severity of every failing finding that is not accepted."""
     out: Dict[str, str] = {}
     for finding in doc.get("findings", []):
-        if finding.get("status") == "fail":
+        if counts(finding):
             out[str(finding.get("id"))] = str(finding.get("severity"))
     return out
 

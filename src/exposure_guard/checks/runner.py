@@ -3,6 +3,7 @@ comes from the context's cached facts, never from each other."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -11,7 +12,7 @@ from exposure_guard.checks.registry import Check, Outcome, skipped
 from exposure_guard.context import CheckContext
 from exposure_guard.errors import SettingsError, Unknowable, UsageError
 from exposure_guard.report import Finding, Report
-from exposure_guard.settings import Settings
+from exposure_guard.settings import Acceptance, Settings
 
 
 def validate_policies(settings: Settings) -> None:
@@ -74,6 +75,23 @@ def to_finding(check: Check, outcome: Outcome) -> Finding:
     )
 
 
+def apply_acceptances(findings: List[Finding], acceptances: Dict[str, Acceptance],
+                      today: Optional[_dt.date] = None) -> None:
+    """Mark the failing findings the owner accepts until a day not yet past (UTC); an acceptance that has
+    ended leaves its finding counting again, and says so in the evidence."""
+    today = today or _dt.datetime.now(_dt.timezone.utc).date()
+    for finding in findings:
+        acceptance = acceptances.get(finding.id)
+        if acceptance is None or finding.status != "fail":
+            continue
+        if acceptance.active(today):
+            finding.accepted = {"reason": acceptance.reason, "until": acceptance.until.isoformat(),
+                                "by": "settings " + acceptance.source}
+        else:
+            finding.evidence["acceptance_ended"] = "accepted until %s (%s); counts again" % (
+                acceptance.until.isoformat(), acceptance.reason)
+
+
 def run_checks(ctx: CheckContext, only: Optional[Iterable[str]] = None) -> Tuple[Report, Dict[str, Outcome]]:
     """Evaluate every selected check; returns the report and the raw outcomes (for planning fixes)."""
     validate_policies(ctx.settings)
@@ -89,6 +107,7 @@ def run_checks(ctx: CheckContext, only: Optional[Iterable[str]] = None) -> Tuple
     except Exception as exc:  # identity problems must not hide the findings
         device = {"device_id": "unknown", "hostname": "unknown", "model": "unknown", "firmware": "unknown",
                   "build": "", "lan_addresses": [], "error": str(exc)}
+    apply_acceptances(findings, ctx.settings.acceptances)
     report = Report(device=device, findings=findings, mode=ctx.settings.mode)
     report.duration_ms = int((time.monotonic() - started) * 1000)
     return report, outcomes

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, null, select, update
 
 from exposure_guard_server.db import models as m
 
 
 class HotSql:
-    """The statements by name (``whoami``, ``pending_key``, ``seen``, ``device_for_update``, ``insert_report``, ``update_seen``,
-    ``update_latest``); ``run`` executes one with named parameters."""
+    """The statements by name (``whoami``, ``pending_key``, ``seen``, ``device_for_update``, ``unretire``,
+    ``insert_report``, ``update_seen``, ``update_latest``); ``run`` executes one with named parameters."""
 
     def __init__(self, dialect: Any) -> None:
         d, r = m.devices.c, m.reports.c
@@ -27,7 +27,8 @@ class HotSql:
             .where(m.enroll_requests.c.node_key_hash == bindparam("h")),
             "seen": select(r.device_pk, r.body_sha256, r.verdict).where(r.report_id == bindparam("rid")),
             "device_for_update": select(d.id, d.interval_s, d.last_generated_at, d.verdict, d.failing, d.stale,
-                                        d.report_count).where(d.id == bindparam("pk")).with_for_update(),
+                                        d.report_count, d.retired_at).where(d.id == bindparam("pk")).with_for_update(),
+            "unretire": update(m.devices).where(d.id == bindparam("pk")).values(retired_at=null()),
             "insert_report": insert(m.reports).values(
                 {c: bindparam(c) for c in ("report_id", "device_pk", "generated_at", "received_at", "verdict",
                                            "fail_count", "body_sha256", "body")}).returning(r.id),

@@ -145,6 +145,8 @@ devices = Table(
     Column("stale_base", Float, nullable=False),
     Column("stale", Boolean, nullable=False, default=False),
     Column("report_count", Integer, nullable=False, default=0),
+    Column("retired_at", Float),  # retired: hidden from lists and counts, history kept (services/lifecycle.py)
+    Column("note", Text, nullable=False, default=""),
     Index("ix_devices_verdict", "verdict"),
     Index("ix_devices_hostname", "hostname"),
     Index("ix_devices_last_seen_at", "last_seen_at"),
@@ -164,6 +166,13 @@ device_failing = Table(
     Column("check_id", String(80), primary_key=True),
     Column("severity", String(16), nullable=False),
     Index("ix_device_failing_check", "check_id", "device_pk"),
+)
+
+device_tags = Table(
+    "device_tags", metadata,
+    Column("device_pk", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(32), primary_key=True),
+    Index("ix_device_tags_tag", "tag", "device_pk"),
 )
 
 reports = Table(

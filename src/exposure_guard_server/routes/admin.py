@@ -186,8 +186,9 @@ def list_enroll_secrets(caller: Caller = Depends(OPERATOR), server: Server = Dep
 
 
 @router.post("/api/v1/enroll-secrets")
-def create_enroll_secret(body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON", empty_is_object=True)),
-                         caller: Caller = Depends(OPERATOR_WRITE), server: Server = Depends(get_server)) -> Response:
+def create_enroll_secret(caller: Caller = Depends(OPERATOR_WRITE),
+                         body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON", empty_is_object=True)),
+                         server: Server = Depends(get_server)) -> Response:
     fields = body if isinstance(body, dict) else {}
     group = fields.get("group") or ""
     secret_id, secret = server.admin.enroll_secrets.create(str(fields.get("name", "")), str(group), caller=caller)
@@ -215,8 +216,8 @@ def list_groups(caller: Caller = Depends(VIEWER), server: Server = Depends(get_s
 
 
 @router.post("/api/v1/groups")
-def create_group(body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
-                 caller: Caller = Depends(ADMIN_WRITE), server: Server = Depends(get_server)) -> Response:
+def create_group(caller: Caller = Depends(ADMIN_WRITE), body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
+                 server: Server = Depends(get_server)) -> Response:
     name = body.get("name", "") if isinstance(body, dict) else ""
     group_id, name = server.admin.groups.create(str(name))
     _audit(server, caller, "group.create", "groups:%d" % group_id, name=name)
@@ -232,13 +233,34 @@ def remove_group(ident: str, caller: Caller = Depends(ADMIN_WRITE), server: Serv
 
 
 @router.put("/api/v1/devices/{device_id:path}/group")
-def move_device(device_id: str, body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
-                caller: Caller = Depends(OPERATOR_WRITE), server: Server = Depends(get_server)) -> Response:
+def move_device(device_id: str, caller: Caller = Depends(OPERATOR_WRITE),
+                body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
+                server: Server = Depends(get_server)) -> Response:
     """Body ``{"group": NAME}`` (null or "" for no group)."""
     group = body.get("group") if isinstance(body, dict) else None
     if group is not None and not isinstance(group, str):
         raise ApiError(400, "group must be a group's name, or null for none")
     return JSONResponse({"device_id": device_id, "group": server.admin.groups.move(device_id, group or "", caller)})
+
+
+@router.patch("/api/v1/devices/{device_id:path}")
+def update_device(device_id: str, caller: Caller = Depends(OPERATOR_WRITE),
+                  body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
+                  server: Server = Depends(get_server)) -> Response:
+    """Body with any of ``note`` (text), ``tags`` (a list), ``retired`` (true/false)."""
+    if not isinstance(body, dict) or not set(body) <= {"note", "tags", "retired"}:
+        raise ApiError(400, "body must be an object with note, tags and/or retired")
+    retired = body.get("retired")
+    if retired is not None and not isinstance(retired, bool):
+        raise ApiError(400, "retired must be true or false")
+    return JSONResponse(server.lifecycle.update(device_id, caller, note=body.get("note"), tags=body.get("tags"),
+                                                retired=retired))
+
+
+@router.delete("/api/v1/devices/{device_id:path}")
+def delete_device(device_id: str, caller: Caller = Depends(ADMIN_WRITE), server: Server = Depends(get_server)) -> Response:
+    """The box and its whole history; it must enroll again to report."""
+    return JSONResponse({"deleted": device_id, "reports_deleted": server.lifecycle.delete(device_id, caller)})
 
 
 @router.get("/api/v1/audit")

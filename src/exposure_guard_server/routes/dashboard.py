@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from exposure_guard_server.deps import (
+    ADMIN_FORM,
     OPERATOR_FORM,
     VIEWER,
     VIEWER_FORM,
@@ -119,6 +120,32 @@ def move_device(device_id: str, sent: Tuple[Caller, Dict[str, str]] = Depends(OP
     caller, fields = sent
     server.admin.groups.move(device_id, fields.get("group", ""), caller)
     return RedirectResponse("/devices/" + quote(device_id, safe=""), status_code=303)
+
+
+@router.post("/devices/{device_id:path}/details")
+def device_details(device_id: str, sent: Tuple[Caller, Dict[str, str]] = Depends(OPERATOR_FORM),
+                   server: Server = Depends(get_server)) -> Response:
+    caller, fields = sent
+    server.lifecycle.update(device_id, caller, note=fields.get("note", ""), tags=fields.get("tags", ""))
+    return RedirectResponse("/devices/" + quote(device_id, safe=""), status_code=303)
+
+
+@router.post("/devices/{device_id:path}/retire")
+def retire_device(device_id: str, sent: Tuple[Caller, Dict[str, str]] = Depends(OPERATOR_FORM),
+                  server: Server = Depends(get_server)) -> Response:
+    caller, fields = sent
+    server.lifecycle.update(device_id, caller, retired=fields.get("retired", "true") != "false")
+    return RedirectResponse("/devices/" + quote(device_id, safe=""), status_code=303)
+
+
+@router.post("/devices/{device_id:path}/delete")
+def delete_device(device_id: str, sent: Tuple[Caller, Dict[str, str]] = Depends(ADMIN_FORM),
+                  server: Server = Depends(get_server)) -> Response:
+    caller, fields = sent
+    if fields.get("confirm", "") != device_id:
+        raise ApiError(400, "type the device id to confirm: the box and its whole history are deleted")
+    server.lifecycle.delete(device_id, caller)
+    return RedirectResponse("/", status_code=303)
 
 
 @router.get("/reports/{report_id}")

@@ -45,6 +45,8 @@ class DeviceFilter:
     group: str = ""  # group name, NO_GROUP for boxes in none, "" for all
     secret: Optional[int] = None  # enrolled with this enrollment secret (id)
     allowed: Optional[FrozenSet[int]] = None  # the caller's groups (roles.py); None: every box
+    tag: str = ""
+    retired: bool = False  # False: the boxes in service; True: the retired ones only
     sort: str = "risk"
     order: str = ""  # asc | desc | "" (the sort's natural order)
     page: int = 1
@@ -59,14 +61,16 @@ class DeviceFilter:
             raise ApiError(400, "order must be asc or desc")
         if not 1 <= self.page <= MAX_PAGE or not 1 <= self.per_page <= MAX_PER_PAGE:
             raise ApiError(400, "page must be 1 to %d and per_page 1 to %d" % (MAX_PAGE, MAX_PER_PAGE))
-        if len(self.check) > 80 or len(self.firmware) > 64 or len(self.q) > 255 or len(self.group) > 100:
+        if len(self.check) > 80 or len(self.firmware) > 64 or len(self.q) > 255 or len(self.group) > 100 \
+                or len(self.tag) > 32:
             raise ApiError(400, "filter value too long")
         return self
 
     def query_args(self, **changes: Any) -> Dict[str, str]:
         """The non-default filters as URL query arguments (for links that keep the filter)."""
         values = {"group": self.group, "state": self.state, "check": self.check, "firmware": self.firmware,
-                  "q": self.q, "secret": "" if self.secret is None else str(self.secret),
+                  "q": self.q, "secret": "" if self.secret is None else str(self.secret), "tag": self.tag,
+                  "retired": "true" if self.retired else "",
                   "sort": self.sort if self.sort != "risk" else "", "order": self.order,
                   "exposed": "" if self.exposed is None else ("true" if self.exposed else "false"),
                   "stale": "" if self.stale is None else ("true" if self.stale else "false"),
@@ -81,6 +85,12 @@ def _named_devices() -> Any:
     d = m.devices.c
     return m.devices.outerjoin(m.groups, d.group_id == m.groups.c.id).outerjoin(
         m.enroll_secrets, d.enroll_secret_id == m.enroll_secrets.c.id)
+
+
+def _tags_of(device_pk: Any) -> Any:
+    """A device's tags joined with commas (a correlated subquery: one round trip for a page of devices)."""
+    t = m.device_tags.c
+    return select(func.aggregate_strings(t.tag, ",")).where(t.device_pk == device_pk).scalar_subquery().label("tags")
 
 
 def _state(verdict: str, silent: bool) -> str:
@@ -133,6 +143,9 @@ class Reader:
             if conds:
                 waiting = waiting.where(m.enroll_requests.c.device_pk.in_(select(d.id).where(*conds)))
             waiting_n = conn.execute(waiting).scalar_one()
+            retired_scope = DeviceFilter(**{**(scope.__dict__ if scope is not None else {}), "retired": True})
+            retired_n = conn.execute(select(func.count()).select_from(m.devices).where(
+                *self._scope(retired_scope))).scalar_one()
         counts = {state: 0 for state in STATES}
         for verdict in VERDICTS:
             counts[verdict] = by_verdict.get(verdict, 0) - stale_by_verdict.get(verdict, 0)
@@ -147,6 +160,7 @@ class Reader:
             "reports_stored": int(reports_total),
             "reenrollments_pending": int(waiting_n),  # re-enrollments without proof, waiting for an operator
             "stale_grace_s": self.stale_grace,
+            "retired": int(retired_n),  # not counted above
         }
 
     def groups(self, now: Optional[float] = None, allowed: Optional[FrozenSet[int]] = None) -> List[Dict[str, Any]]:
@@ -182,6 +196,9 @@ class Reader:
         conds: List[Any] = []
         if flt.allowed is not None:
             conds.append(d.group_id.in_(sorted(flt.allowed)) if flt.allowed else false())
+        conds.append(d.retired_at.is_not(None) if flt.retired else d.retired_at.is_(None))
+        if flt.tag:
+            conds.append(d.id.in_(select(m.device_tags.c.device_pk).where(m.device_tags.c.tag == flt.tag.lower())))
         if flt.group == NO_GROUP:
             conds.append(d.group_id.is_(None))
         elif flt.group:
@@ -230,7 +247,8 @@ class Reader:
         order.append(d.id.asc())
         cols = [d.device_id, d.hostname, d.model, d.firmware, d.build, d.verdict, d.fail_count, d.failing,
                 d.last_seen_at, d.enrolled_at, d.interval_s, d.stale_base, d.lan_addresses, d.agent_version,
-                d.report_count, g.name.label("group"), e.name.label("enroll_secret")]
+                d.report_count, d.retired_at, d.note, g.name.label("group"), e.name.label("enroll_secret"),
+                _tags_of(d.id)]
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(m.devices).where(and_(True, *conds))).scalar_one()
             rows = conn.execute(select(*cols).select_from(_named_devices()).where(and_(True, *conds)).order_by(*order)
@@ -250,6 +268,8 @@ class Reader:
             "stale_after": format_time(r.stale_base + self.stale_grace),
             "lan_addresses": json.loads(r.lan_addresses), "agent_version": r.agent_version,
             "reports": r.report_count, "group": r.group or "", "enroll_secret": r.enroll_secret or "",
+            "retired_at": format_time(r.retired_at), "note": r.note,
+            "tags": sorted((r.tags or "").split(",")) if r.tags else [],
         }
 
     def firmware_versions(self, limit: int = 200, scope: Optional[DeviceFilter] = None) -> List[str]:
@@ -287,7 +307,7 @@ class Reader:
     def _device_row(self, conn: Any, device_id: str, allowed: Optional[FrozenSet[int]] = None) -> Any:
         """The device's row; 404 when there is none or the caller may not see it (the same answer)."""
         d, g, e = m.devices.c, m.groups.c, m.enroll_secrets.c
-        row = conn.execute(select(m.devices, g.name.label("group"), e.name.label("enroll_secret"))
+        row = conn.execute(select(m.devices, g.name.label("group"), e.name.label("enroll_secret"), _tags_of(d.id))
                            .select_from(_named_devices()).where(d.device_id == device_id)).first()
         if row is None or (allowed is not None and row.group_id not in allowed):
             raise ApiError(404, "no device %r" % device_id[:128])

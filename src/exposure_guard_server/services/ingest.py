@@ -180,7 +180,7 @@ class Ingest:
         dev = sql.run(cursor, "device_for_update", pk=device_pk).fetchone()
         if dev is None:
             raise ApiError(401, "unknown node key: enroll this device again")
-        _id, interval_s, last_generated_at, verdict, failing, stale, report_count = dev
+        _id, interval_s, last_generated_at, verdict, failing, stale, report_count, retired_at = dev
         # A report cannot have been made after it arrived: one dated further ahead than the allowed skew (a
         # wrong clock, a forged date) is ordered by its arrival, else it would stay "latest" forever.
         ordered_at = report.generated_at if report.generated_at <= now + self.max_clock_skew else now
@@ -192,8 +192,10 @@ class Ingest:
         seen = {"pk": device_pk, "last_seen_at": now, "stale_base": now + 2 * interval, "stale": False,
                 "interval_s": interval, "report_count": report_count + 1}
         events: List[Tuple[str, Dict[str, Any]]] = []
-        if stale:
-            events.append(("back", {"last_report_id": report.report_id}))
+        if retired_at is not None:  # a box thought gone is reporting: back in every list, and said so
+            sql.run(cursor, "unretire", pk=device_pk)
+        if stale or retired_at is not None:
+            events.append(("back", {"last_report_id": report.report_id, "was_retired": retired_at is not None}))
         latest = last_generated_at is None or ordered_at >= last_generated_at
         if latest:
             previous_failing = {item[0]: item[1] for item in json.loads(failing)}

@@ -24,7 +24,7 @@ class StaleSweep:
         cutoff = now - self.grace
         d = m.devices.c
         with self.lock.begin() as conn:
-            rows = conn.execute(update(m.devices).where(d.stale.is_(False), d.stale_base < cutoff).values(
+            rows = conn.execute(update(m.devices).where(d.stale.is_(False), d.stale_base < cutoff, d.retired_at.is_(None)).values(
                 stale=True).returning(d.id, d.last_seen_at, d.interval_s)).fetchall()
             for row in rows:
                 add_transition(conn, row.id, "went_stale", now, None, {

@@ -39,13 +39,15 @@ def _duration(value: Any) -> str:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
+                             trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.do"])
     env.filters["ago"] = _ago
     env.filters["duration"] = _duration
     env.filters["ts"] = format_time
     env.filters["q"] = lambda value: quote(str(value), safe="")
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
     env.filters["label"] = lambda value: VERDICT_LABEL.get(value, "STALE" if value == "stale" else str(value))
+    # An evidence object's items by key, those about other hosts ("mappings_to_other_hosts") last.
+    env.filters["others_last"] = lambda value: sorted(value.items(), key=lambda kv: ("other" in str(kv[0]), str(kv[0])))
     env.filters["kind"] = lambda value: KIND_LABEL.get(value, str(value).replace("_", " "))
     env.globals["version"] = __version__
     env.globals["states"] = STATES

@@ -20,6 +20,7 @@ EXPECTED: Dict[Tuple[str, str], str] = {
     ("GET", "/qpkg/{name}"): PUBLIC, ("GET", "/qpkg/ExposureGuard.xml"): PUBLIC, ("POST", "/api/v1/enroll"): AGENT,
     ("POST", "/logout"): "viewer", ("GET", "/"): "viewer", ("GET", "/groups"): "viewer",
     ("GET", "/devices.csv"): "viewer", ("GET", "/devices/{device_id:path}"): "viewer",
+    ("GET", "/devices/{device_id:path}/printable"): "viewer", ("GET", "/api/v1/checks"): "viewer",
     ("GET", "/reports/{report_id}"): "viewer", ("GET", "/events"): "viewer",
     ("GET", "/metrics"): "viewer", ("GET", "/api/v1/summary"): "viewer", ("GET", "/api/v1/devices"): "viewer",
     ("GET", "/api/v1/devices.csv"): "viewer", ("GET", "/api/v1/devices/{device_id:path}"): "viewer",

@@ -126,6 +126,7 @@ class Check(Value):
             "reads": self.read_lines(),
             "references": list(self.references),
             "confirm": self.confirm,
+            "makes_exposed": self.exposure,  # failing as critical, it makes the NAS EXPOSED
         }
 
 

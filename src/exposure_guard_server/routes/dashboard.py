@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from exposure_guard_server.catalogue import VERSION as CATALOGUE_VERSION
 from exposure_guard_server.deps import (
     ADMIN_FORM,
     OPERATOR_FORM,
@@ -103,6 +104,16 @@ def groups_page(request: Request, caller: Caller = Depends(VIEWER), server: Serv
 
 
 router.add_api_route("/devices.csv", devices_csv, dependencies=USER)
+
+
+# Before the device page: its {device_id:path} would take ".../printable" as a device id.
+@router.get("/devices/{device_id:path}/printable")
+def printable_report(request: Request, device_id: str, caller: Caller = Depends(VIEWER),
+                     server: Server = Depends(get_server)) -> Response:
+    """One box's findings with what they mean and how to fix them, for an MSP to send its customer (print
+    it, or save it as PDF from the browser's print dialog)."""
+    device = server.reader.device(device_id, history=1, allowed=caller.groups)
+    return render(request, "printable.html", {"d": device, "catalogue_version": CATALOGUE_VERSION})
 
 
 @router.get("/devices/{device_id:path}")

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.responses import StreamingResponse
 
+from exposure_guard_server.catalogue import VERSION as CATALOGUE_VERSION
+from exposure_guard_server.catalogue import catalogue
 from exposure_guard_server.deps import VIEWER, device_filter, event_filter, get_server, metrics_access
 from exposure_guard_server.inputs import parse_int
 from exposure_guard_server.roles import Caller
@@ -72,3 +74,9 @@ def transitions(flt: EventFilter = Depends(event_filter), server: Server = Depen
     """Events newest first: ``since``/``until`` (RFC 3339, YYYY-MM-DD or epoch), ``kind`` (comma separated),
     ``group``, ``device``, ``limit``; the next page with ``before=<next_before>``."""
     return JSONResponse(server.events.list(flt))
+
+
+@router.get("/api/v1/checks", dependencies=READ)
+def checks() -> Response:
+    """The check catalogue this server explains findings with (the agent's, at ``version``)."""
+    return JSONResponse({"version": CATALOGUE_VERSION, "checks": list(catalogue().values())})

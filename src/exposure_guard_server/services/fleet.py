@@ -14,6 +14,7 @@ from typing import Any, Dict, FrozenSet, Iterator, List, Optional
 from sqlalchemy import Engine, and_, case, false, func, or_, select, true
 
 from exposure_guard.contracts import SEVERITY_RANK
+from exposure_guard_server.catalogue import explained
 from exposure_guard_server.db import models as m
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.naturalsort import hostname_key
@@ -338,8 +339,9 @@ class Reader:
         out = self._device_dict(row, cutoff)
         findings = (latest or {}).get("findings", [])
         order = {"fail": 0, "error": 1, "unknown": 2, "pass": 3, "skipped": 4}
-        out["findings"] = sorted(findings, key=lambda f: (order.get(f.get("status"), 9),
-                                                          -SEVERITY_RANK.get(f.get("severity"), -9), str(f.get("id"))))
+        out["findings"] = explained(sorted(findings, key=lambda f: (order.get(str(f.get("status")), 9),
+                                                                    -SEVERITY_RANK.get(str(f.get("severity")), -9),
+                                                                    str(f.get("id")))))
         out["latest_report"] = {k: v for k, v in (latest or {}).items() if k != "findings"} if latest else None
         out["history"] = [{"report_id": h.report_id, "generated_at": format_time(h.generated_at),
                            "received_at": format_time(h.received_at), "verdict": h.verdict,

@@ -18,6 +18,7 @@ from exposure_guard_server.services.events import EventLog
 from exposure_guard_server.services.fleet import Reader
 from exposure_guard_server.services.ingest import Ingest
 from exposure_guard_server.services.lifecycle import Lifecycle
+from exposure_guard_server.services.server_settings import ServerSettings
 from exposure_guard_server.services.stale import StaleSweep
 from exposure_guard_server.webhooks import WebhookSender
 
@@ -34,6 +35,7 @@ class Server:
         self.events = EventLog(self.engine)
         self.audit = AuditLog(self.engine)
         self.lifecycle = Lifecycle(self.engine)
+        self.settings = ServerSettings(self.engine)
         self.reader = Reader(self.engine, stale_grace=config.stale_grace, max_clock_skew=config.max_clock_skew)
         self.admin = Admin(self.engine, session_ttl=config.session_ttl, webhook_allow=config.webhook_allow)
         self.webhooks = WebhookSender(self.engine, backoff_base=config.webhook_backoff, timeout=config.webhook_timeout,

@@ -34,6 +34,7 @@ from exposure_guard_server.addresses import parse_networks
 from exposure_guard_server.db import models as m
 from exposure_guard_server.db.engine import WRITE
 from exposure_guard_server.security import sign_webhook
+from exposure_guard_server.webhook_formats import ntfy_target
 from exposure_guard_server.webhook_target import Address, BlockedTarget, Target, parse_target, resolve
 
 log = logging.getLogger("exposure_guard_server.webhooks")
@@ -259,7 +260,8 @@ class WebhookSender:
                 lease_until=now + self.lease, attempts=w.attempts + 1)).rowcount
             if not claimed:
                 return None
-            row = conn.execute(select(w.id, w.webhook_id, w.event, w.payload, w.attempts, h.url, h.secret, h.enabled)
+            row = conn.execute(select(w.id, w.webhook_id, w.event, w.payload, w.attempts, h.url, h.secret, h.enabled,
+                                      h.format)
                                .join_from(m.webhook_deliveries, m.webhooks, w.webhook_id == h.id)
                                .where(w.id == delivery_id)).first()
         return dict(row._mapping) if row is not None else None
@@ -268,7 +270,10 @@ class WebhookSender:
         if not claim["enabled"]:
             self._finish(claim, {"status": "failed", "last_error": "webhook disabled", "lease_until": None})
             return
-        body = claim["payload"].encode("utf-8")
+        url, payload = claim["url"], claim["payload"]
+        if claim["format"] == "ntfy":  # ntfy's JSON publish: to the server's root, the topic in the body
+            url, payload = ntfy_target(url, payload)
+        body = payload.encode("utf-8")
         stamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
@@ -281,7 +286,7 @@ class WebhookSender:
         status: Optional[int] = None
         error = ""
         try:
-            target = parse_target(claim["url"])
+            target = parse_target(url)
             addresses = resolve(target, self.allow)  # checked now, and only these are connected to
             status = post(target, addresses, body, headers, self.timeout, self._live)
             if not 200 <= status < 300:

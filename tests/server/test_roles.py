@@ -40,6 +40,8 @@ EXPECTED: Dict[Tuple[str, str], str] = {
     ("POST", "/admin/groups"): "admin", ("POST", "/admin/groups/{item_id}/delete"): "admin",
     ("POST", "/admin/api-tokens"): "admin", ("POST", "/admin/api-tokens/{item_id}/revoke"): "admin",
     ("POST", "/admin/webhooks"): "admin", ("POST", "/admin/webhooks/{item_id}/delete"): "admin",
+    ("POST", "/admin/webhooks/{item_id}/test"): "admin", ("POST", "/admin/settings"): "admin",
+    ("GET", "/api/v1/settings"): "admin", ("PUT", "/api/v1/settings"): "admin",
     ("POST", "/admin/users"): "admin", ("POST", "/admin/users/{username}/delete"): "admin",
     ("GET", "/api/v1/webhooks"): "admin", ("POST", "/api/v1/groups"): "admin",
     ("DELETE", "/api/v1/groups/{ident}"): "admin",

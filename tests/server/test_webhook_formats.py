@@ -127,7 +127,7 @@ def test_bad_formats_are_refused(api: Api, fields: Dict[str, str], message: str)
 def test_public_url_is_checked(api: Api) -> None:
     from exposure_guard_server.errors import ApiError
 
-    for bad in ("ftp://x", "eg.example.com", "https://x/?q=1", "https://x/\n"):
+    for bad in ("ftp://x", "eg.example.com", "https://x/?q=1", "https://x/a b", "https://x/#top"):
         with pytest.raises(ApiError):
             api.server.settings.set("public_url", bad)
     answer = api.client.put("/api/v1/settings", json={"public_url": "https://eg.example.com/"}, headers=api.auth)

@@ -235,6 +235,14 @@ webhooks = Table(
     Column("events", String(500), nullable=False, default="*"),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_at", Float, nullable=False),
+    Column("format", String(16), nullable=False, default="json"),  # webhook_formats.FORMATS
+)
+
+# Settings an admin changes at run time (services/server_settings.py), shared by every server process.
+server_settings = Table(
+    "server_settings", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )
 
 webhook_deliveries = Table(

@@ -30,6 +30,7 @@ from exposure_guard_server.reportlogic import TRANSITION_KINDS
 from exposure_guard_server.roles import ROLES, Caller
 from exposure_guard_server.server import Server
 from exposure_guard_server.services.audit import record
+from exposure_guard_server.webhook_formats import FORMATS
 
 router = APIRouter()
 Sent = Tuple[Caller, Dict[str, str]]
@@ -65,6 +66,7 @@ def admin_page(request: Request, server: Server, caller: Caller, extra: Dict[str
                "users": admin.users() if is_admin else [], "tokens": admin.api_tokens.list() if is_admin else [],
                "webhooks": admin.webhooks.list() if is_admin else [],
                "deliveries": admin.webhooks.deliveries(50) if is_admin else [],
+               "settings": server.settings.all() if is_admin else {}, "formats": FORMATS,
                "kinds": TRANSITION_KINDS, "new_group": "", "new_secret": "", "new_token": "", "new_webhook_secret": "",
                "message": ""}
     context.update(extra)
@@ -116,6 +118,37 @@ def _remove_route(kind: FormKind) -> Callable[..., Response]:
 for _kind in FORM_KINDS:
     router.add_api_route("/admin/" + _kind.path, _create_route(_kind), methods=["POST"])
     router.add_api_route("/admin/%s/{item_id}/%s" % (_kind.path, _kind.verb), _remove_route(_kind), methods=["POST"])
+
+
+@router.post("/admin/webhooks/{item_id}/test")
+def test_webhook(item_id: str, sent: Sent = Depends(ADMIN_FORM), server: Server = Depends(get_server)) -> Response:
+    """Queue a test event for this webhook; the delivery log shows how it went."""
+    delivery = server.admin.webhooks.send_test(parse_int(item_id, "id", minimum=1), server.settings.all()["public_url"])
+    _audit(server, sent[0], "webhook.test", "webhooks:%s" % item_id, delivery=delivery)
+    return RedirectResponse("/admin#deliveries", status_code=303)
+
+
+@router.post("/admin/settings")
+def change_settings(sent: Sent = Depends(ADMIN_FORM), server: Server = Depends(get_server)) -> Response:
+    caller, fields = sent
+    server.settings.set("public_url", fields.get("public_url", ""), caller)
+    return RedirectResponse("/admin#settings", status_code=303)
+
+
+@router.get("/api/v1/settings", dependencies=[Depends(ADMIN)])
+def read_settings(server: Server = Depends(get_server)) -> Response:
+    return JSONResponse(server.settings.all())
+
+
+@router.put("/api/v1/settings")
+def put_settings(caller: Caller = Depends(ADMIN_WRITE), body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
+                 server: Server = Depends(get_server)) -> Response:
+    """Body ``{"public_url": "https://…"}`` ("" clears it)."""
+    if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+        raise ApiError(400, "body must be an object of setting names and text values")
+    for name, value in body.items():
+        server.settings.set(name, value, caller)
+    return JSONResponse(server.settings.all())
 
 
 # -- users (admins only) -------------------------------------------------------------------------------------

@@ -10,15 +10,17 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, Table, case, delete, func, insert, select, update
 
+from exposure_guard import __version__
 from exposure_guard_server.db import models as m
 from exposure_guard_server.db.engine import WRITE
 from exposure_guard_server.errors import ApiError
 from exposure_guard_server.inputs import CONTROL_CHARACTERS, MAX_ID
 from exposure_guard_server.naturalsort import hostname_key
-from exposure_guard_server.reportlogic import ONBOARDING_KINDS, TRANSITION_KINDS
+from exposure_guard_server.reportlogic import ONBOARDING_KINDS, TRANSITION_KINDS, format_time
 from exposure_guard_server.roles import Caller, check_role
 from exposure_guard_server.security import (
     API_TOKEN_PREFIX,
@@ -31,6 +33,7 @@ from exposure_guard_server.security import (
 )
 from exposure_guard_server.services.audit import actor_name, record
 from exposure_guard_server.services.fleet import NO_GROUP
+from exposure_guard_server.webhook_formats import FORMATS, render
 from exposure_guard_server.webhook_target import BlockedTarget, check_url
 from exposure_guard_server.webhooks import status_text
 
@@ -302,7 +305,7 @@ class Webhooks(_Managed):
     is: the server needs it to sign. Removing one deletes it with its deliveries."""
 
     what = "webhook"
-    fields = ("name", "url", "events", "secret")
+    fields = ("name", "url", "events", "secret", "format")
 
     def __init__(self, engine: Engine, allow_internal: str = "") -> None:
         """``allow_internal``: internal networks a webhook URL may name anyway (see webhook_target)."""
@@ -310,7 +313,7 @@ class Webhooks(_Managed):
         self.allow_internal = allow_internal
 
     def create(self, name: str = "", url: str = "", events: Union[str, Sequence[str]] = (),
-               secret: str = "") -> Tuple[int, str]:
+               secret: str = "", format: str = "json") -> Tuple[int, str]:
         """A new webhook for ``events`` (transition kinds, a list or comma separated; none or "*": all but the
         onboarding kinds, which are sent only when named):
         (id, its signing secret)."""
@@ -329,17 +332,44 @@ class Webhooks(_Managed):
             chosen = ",".join(["*"] + sorted(set(wanted) & set(ONBOARDING_KINDS)))
         else:
             chosen = ",".join(sorted(set(wanted)))
+        format = (format or "json").strip().lower()
+        if format not in FORMATS:
+            raise ApiError(400, "webhook format must be one of: " + ", ".join(FORMATS))
+        if format == "ntfy" and urlsplit(url.strip()).path.strip("/") == "":
+            raise ApiError(400, "an ntfy webhook URL names its topic: https://ntfy.example/TOPIC")
         secret = secret.strip() or secrets.token_urlsafe(32)
         if len(secret) < 16 or len(secret) > 128:
             raise ApiError(400, "webhook secret must be 16 to 128 characters")
         with self.writer.begin() as conn:
             hook_id = conn.execute(insert(m.webhooks).values(
-                name=name, url=url.strip(), secret=secret, events=chosen, enabled=True,
+                name=name, url=url.strip(), secret=secret, events=chosen, enabled=True, format=format,
                 created_at=time.time()).returning(m.webhooks.c.id)).scalar_one()
         return hook_id, secret
 
     def list(self) -> List[Dict[str, Any]]:
-        return self._rows(m.webhooks, ("id", "name", "url", "events", "enabled", "created_at"))
+        return self._rows(m.webhooks, ("id", "name", "url", "events", "format", "enabled", "created_at"))
+
+    def send_test(self, ident: Union[int, str], public_url: str = "") -> int:
+        """Queue a made-up ``test`` event for this webhook now, in its format; returns the delivery id (its
+        result shows in the delivery log like any other)."""
+        row_id = _row_id(str(ident).strip())
+        now = time.time()
+        with self.writer.begin() as conn:
+            hook = conn.execute(select(m.webhooks.c.id, m.webhooks.c.format).where(m.webhooks.c.id == row_id)).first()
+            if hook is None:
+                raise ApiError(404, "no webhook %s" % str(ident)[:20])
+            doc = {"event": "test", "transition_id": 0, "at": format_time(now),
+                   "device": {"device_id": "test-device", "hostname": "test-nas", "model": "TS-453D",
+                              "firmware": "5.2.0.0000", "verdict": "exposed", "last_seen_at": format_time(now),
+                              "group": "test group"},
+                   "detail": {"previous_verdict": "ok", "verdict": "exposed",
+                              "newly_failing": ["router.upnp-mappings"], "no_longer_failing": []},
+                   "dashboard_url": public_url.rstrip("/") + "/" if public_url else "",
+                   "source": "exposure-guard-server/%s (test)" % __version__}
+            return int(conn.execute(insert(m.webhook_deliveries).values(
+                webhook_id=hook.id, transition_id=None, event="test", payload=render(hook.format, doc),
+                status="pending", attempts=0, next_attempt_at=now, last_error="", created_at=now)
+                .returning(m.webhook_deliveries.c.id)).scalar_one())
 
     def remove(self, ident: Union[int, str]) -> bool:
         row_id = _row_id(str(ident).strip())

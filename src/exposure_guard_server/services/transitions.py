@@ -12,22 +12,26 @@ from sqlalchemy import Connection, insert, select
 from exposure_guard import __version__
 from exposure_guard_server.db import models as m
 from exposure_guard_server.reportlogic import ONBOARDING_KINDS, format_time
+from exposure_guard_server.services.server_settings import read as read_setting
+from exposure_guard_server.webhook_formats import device_link, render
 
 
 def add_transition(conn: Connection, device_pk: int, kind: str, now: float, report_pk: Optional[int],
                    detail: Dict[str, Any]) -> int:
-    """Record a transition and queue it for every enabled webhook that wants this kind (same transaction)."""
+    """Record a transition and queue it for every enabled webhook that wants this kind (same transaction),
+    in each webhook's format."""
     text = json.dumps(detail, sort_keys=True)
     transition_id = conn.execute(insert(m.transitions).values(
         device_pk=device_pk, kind=kind, at=now, report_pk=report_pk, detail=text).returning(m.transitions.c.id)).scalar_one()
-    hooks = conn.execute(select(m.webhooks.c.id, m.webhooks.c.events).where(m.webhooks.c.enabled.is_(True))).all()
-    wanted = [hook.id for hook in hooks if wants(hook.events, kind)]
+    hooks = conn.execute(select(m.webhooks.c.id, m.webhooks.c.events, m.webhooks.c.format)
+                         .where(m.webhooks.c.enabled.is_(True))).all()
+    wanted = [hook for hook in hooks if wants(hook.events, kind)]
     if wanted:
-        payload = build_payload(conn, transition_id)
+        doc = build_payload(conn, transition_id)
         conn.execute(insert(m.webhook_deliveries), [
-            {"webhook_id": hook_id, "transition_id": transition_id, "event": kind, "payload": payload,
+            {"webhook_id": hook.id, "transition_id": transition_id, "event": kind, "payload": render(hook.format, doc),
              "status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": "", "created_at": now}
-            for hook_id in wanted])
+            for hook in wanted])
     return transition_id
 
 
@@ -38,8 +42,9 @@ def wants(events: str, kind: str) -> bool:
     return kind in chosen or ("*" in chosen and kind not in ONBOARDING_KINDS)
 
 
-def build_payload(conn: Connection, transition_id: int) -> str:
-    """The JSON body every webhook receives for this transition."""
+def build_payload(conn: Connection, transition_id: int) -> Dict[str, Any]:
+    """Our JSON document for this transition (webhook_formats renders it per webhook). Times are RFC 3339
+    UTC strings throughout."""
     t, d = m.transitions.c, m.devices.c
     row = conn.execute(select(t.id, t.kind, t.at, t.detail, d.device_id, d.hostname, d.model, d.firmware, d.verdict,
                               d.last_seen_at, m.groups.c.name.label("group"))
@@ -47,14 +52,18 @@ def build_payload(conn: Connection, transition_id: int) -> str:
                                     .outerjoin(m.groups, d.group_id == m.groups.c.id))
                        .where(t.id == transition_id)).first()
     if row is None:
-        return "{}"
-    return json.dumps({
+        return {}
+    detail = json.loads(row.detail or "{}")
+    if isinstance(detail.get("last_seen_at"), (int, float)):  # went_stale stores epoch seconds
+        detail["last_seen_at"] = format_time(detail["last_seen_at"])
+    return {
         "event": row.kind,
         "transition_id": row.id,
         "at": format_time(row.at),
         "device": {"device_id": row.device_id, "hostname": row.hostname, "model": row.model,
                    "firmware": row.firmware, "verdict": row.verdict, "last_seen_at": format_time(row.last_seen_at),
                    "group": row.group or ""},
-        "detail": json.loads(row.detail or "{}"),
+        "detail": detail,
+        "dashboard_url": device_link(read_setting(conn, "public_url"), row.device_id),
         "source": "exposure-guard-server/%s" % __version__,
-    }, sort_keys=True)
+    }

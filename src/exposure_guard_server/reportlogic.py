@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from exposure_guard.contracts import SEVERITY_RANK
 
@@ -14,7 +14,8 @@ VERDICT_LABEL = {"pending": "no report yet", "ok": "OK", "at_risk": "AT RISK", "
 # whose last report said the internet reaches it stays counted as exposed when it goes silent.
 STATES = ("exposed", "at_risk", "ok", "stale", "pending")
 TRANSITION_KINDS = ("enrolled", "first_report", "became_exposed", "became_at_risk", "no_longer_exposed", "fixed",
-                    "went_stale", "back", "re_enrolled", "re_enroll_pending")
+                    "went_stale", "back", "re_enrolled", "re_enroll_pending", "risk_accepted", "acceptance_expired",
+                    "acceptance_revoked")
 # Onboarding a box is not news: webhooks that want every event ("*") get all kinds but these, which must be
 # asked for by name. A first report that says exposed is still ``became_exposed``.
 ONBOARDING_KINDS = ("enrolled", "first_report")
@@ -22,7 +23,8 @@ KIND_LABEL = {
     "enrolled": "enrolled", "first_report": "first report", "became_exposed": "became exposed",
     "became_at_risk": "became at risk", "no_longer_exposed": "no longer exposed (still at risk)",
     "fixed": "fixed (now OK)", "went_stale": "went silent", "back": "reporting again", "re_enrolled": "re-enrolled",
-    "re_enroll_pending": "re-enrollment waits for approval",
+    "re_enroll_pending": "re-enrollment waits for approval", "risk_accepted": "risk accepted",
+    "acceptance_expired": "acceptance expired", "acceptance_revoked": "acceptance revoked",
 }
 SEVERITY_ORDER = SEVERITY_RANK  # info=0 … critical=4: the one order the agent, the prober and the server share
 DEVICE_FIELDS = ("hostname", "model", "firmware", "build", "lan_addresses")
@@ -34,13 +36,23 @@ def counts(finding: Dict[str, Any]) -> bool:
     return finding.get("status") == "fail" and not isinstance(finding.get("accepted"), dict)
 
 
-def verdict_of(doc: Dict[str, Any]) -> str:
+def verdict_of(doc: Dict[str, Any], accepted: FrozenSet[str] = frozenset()) -> str:
     """exposed (the report says the internet reaches it), at_risk (a failing non-info check that is not
-    accepted), or ok. The agent leaves accepted findings out of ``summary.exposed``."""
+    accepted), or ok. The agent leaves the findings its owner accepted out of ``summary.exposed``;
+    ``accepted`` are the checks accepted on the server: a box stays exposed unless every finding that makes
+    it so (per the check catalogue) is among them — one the catalogue does not know keeps it exposed."""
     if doc.get("summary", {}).get("exposed"):
-        return "exposed"
+        if not accepted:
+            return "exposed"
+        from exposure_guard_server.catalogue import catalogue
+
+        known = catalogue()
+        makers = [f for f in doc.get("findings", []) if counts(f) and f.get("severity") == "critical"
+                  and known.get(str(f.get("id")), {}).get("makes_exposed", True)]
+        if not makers or any(str(f.get("id")) not in accepted for f in makers):
+            return "exposed"
     for finding in doc.get("findings", []):
-        if counts(finding) and finding.get("severity") != "info":
+        if counts(finding) and str(finding.get("id")) not in accepted and finding.get("severity") != "info":
             return "at_risk"
     return "ok"
 

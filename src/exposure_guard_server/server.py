@@ -10,6 +10,7 @@ from exposure_guard_server.config import ServerConfig
 from exposure_guard_server.db.engine import make_engine
 from exposure_guard_server.db.lock import WriteLock
 from exposure_guard_server.housekeeping import Housekeeping
+from exposure_guard_server.services.acceptances import Acceptances
 from exposure_guard_server.services.admin import Admin
 from exposure_guard_server.services.audit import AuditLog
 from exposure_guard_server.services.counters import Counters
@@ -36,6 +37,7 @@ class Server:
         self.audit = AuditLog(self.engine)
         self.lifecycle = Lifecycle(self.engine)
         self.settings = ServerSettings(self.engine)
+        self.acceptances = Acceptances(self.engine, lock)
         self.reader = Reader(self.engine, stale_grace=config.stale_grace, max_clock_skew=config.max_clock_skew)
         self.admin = Admin(self.engine, session_ttl=config.session_ttl, webhook_allow=config.webhook_allow)
         self.webhooks = WebhookSender(self.engine, backoff_base=config.webhook_backoff, timeout=config.webhook_timeout,
@@ -51,6 +53,7 @@ class Server:
                 (self.config.sweep_every, self.stale.run),
                 (5, self.counters.flush),
                 (600, self.admin.purge_sessions),
+                (60, self.acceptances.expire),
             ], on_close=self.counters.flush)
             self._housekeeping.start()
 

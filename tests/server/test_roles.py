@@ -29,6 +29,10 @@ EXPECTED: Dict[Tuple[str, str], str] = {
     ("POST", "/devices/{device_id:path}/group"): "operator", ("GET", "/admin"): "operator",
     ("POST", "/devices/{device_id:path}/details"): "operator", ("POST", "/devices/{device_id:path}/retire"): "operator",
     ("PATCH", "/api/v1/devices/{device_id:path}"): "operator",
+    ("GET", "/api/v1/acceptances"): "viewer", ("POST", "/api/v1/acceptances"): "operator",
+    ("DELETE", "/api/v1/acceptances/{acceptance_id}"): "operator",
+    ("POST", "/devices/{device_id:path}/accept"): "operator",
+    ("POST", "/devices/{device_id:path}/revoke-acceptance"): "operator",
     ("POST", "/devices/{device_id:path}/delete"): "admin", ("DELETE", "/api/v1/devices/{device_id:path}"): "admin",
     ("POST", "/admin/enroll-secrets"): "operator", ("POST", "/admin/enroll-secrets/{item_id}/revoke"): "operator",
     ("POST", "/admin/re-enroll/{request_id}/{action}"): "operator",
@@ -124,7 +128,7 @@ def fleet(api: Api) -> Dict[str, Any]:
 def _concrete(path: str, reports: Dict[str, str]) -> str:
     return (path.replace("{device_id:path}", "a1").replace("{report_id}", reports["a1"]).replace("{item_id}", "999")
             .replace("{request_id}", "999").replace("{action}", "reject").replace("{ident}", "zzz")
-            .replace("{username}", "nobody").replace("{secret_id}", "999").replace("{name}", "nothing.qpkg"))
+            .replace("{username}", "nobody").replace("{secret_id}", "999").replace("{acceptance_id}", "999").replace("{name}", "nothing.qpkg"))
 
 
 def _session(api: Api, username: Optional[str]) -> Tuple[Any, str]:

@@ -28,6 +28,11 @@ class HotSql:
             "seen": select(r.device_pk, r.body_sha256, r.verdict).where(r.report_id == bindparam("rid")),
             "device_for_update": select(d.id, d.interval_s, d.last_generated_at, d.verdict, d.failing, d.stale,
                                         d.report_count, d.retired_at).where(d.id == bindparam("pk")).with_for_update(),
+            # Checks accepted on the server for this box or its group (services/acceptances.py).
+            "accepted": select(m.acceptances.c.check_id).where(
+                m.acceptances.c.ended_at.is_(None),
+                (m.acceptances.c.device_pk == bindparam("pk")) | (m.acceptances.c.group_id == select(d.group_id).where(
+                    d.id == bindparam("pk2")).scalar_subquery())),
             "unretire": update(m.devices).where(d.id == bindparam("pk")).values(retired_at=null()),
             "insert_report": insert(m.reports).values(
                 {c: bindparam(c) for c in ("report_id", "device_pk", "generated_at", "received_at", "verdict",

@@ -95,6 +95,24 @@ def _limit_table(name: str, owner: str, column: str) -> Table:
 user_groups = _limit_table("user_groups", "users", "user_id")
 token_groups = _limit_table("token_groups", "api_tokens", "token_id")
 
+# Accepted risks (services/acceptances.py): a check accepted for one box or for a group, until a time.
+acceptances = Table(
+    "acceptances", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("check_id", String(80), nullable=False),
+    Column("device_pk", Integer, ForeignKey("devices.id", ondelete="CASCADE")),
+    Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE")),
+    Column("reason", String(300), nullable=False),
+    Column("until", Float, nullable=False),  # the end of its last day (UTC)
+    Column("by", String(160), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float),  # set when it expired or was revoked
+    Column("end_reason", String(16), nullable=False, default=""),  # expired | revoked
+    Index("ix_acceptances_active_device", "ended_at", "device_pk"),
+    Index("ix_acceptances_active_group", "ended_at", "group_id"),
+    Index("ix_acceptances_until", "ended_at", "until"),
+)
+
 # Who did what to which box, group, secret, token, user or webhook (the Audit page).
 audit_log = Table(
     "audit_log", metadata,

@@ -296,6 +296,33 @@ def delete_device(device_id: str, caller: Caller = Depends(ADMIN_WRITE), server:
     return JSONResponse({"deleted": device_id, "reports_deleted": server.lifecycle.delete(device_id, caller)})
 
 
+@router.get("/api/v1/acceptances")
+def list_acceptances(request: Request, caller: Caller = Depends(VIEWER), server: Server = Depends(get_server)) -> Response:
+    """Accepted risks the caller may see: active ones, or every one with ``all=true``; ``device_id`` for one box."""
+    qp = request.query_params
+    return JSONResponse({"acceptances": server.acceptances.list(
+        caller, device_id=qp.get("device_id", "")[:128], active=qp.get("all", "") not in ("1", "true"))})
+
+
+@router.post("/api/v1/acceptances")
+def create_acceptance(caller: Caller = Depends(OPERATOR_WRITE),
+                      body: Any = Depends(json_body(FORM_MAX_BODY, "body must be JSON")),
+                      server: Server = Depends(get_server)) -> Response:
+    """Body ``{"check_id", "reason", "until": "YYYY-MM-DD", "device_id" | "group"}``."""
+    if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+        raise ApiError(400, "body must be an object of text values: check_id, reason, until, device_id or group")
+    new_id = server.acceptances.accept(body.get("check_id", ""), body.get("reason", ""), body.get("until", ""), caller,
+                                       device_id=body.get("device_id", ""), group=body.get("group", ""))
+    return JSONResponse({"id": new_id}, status_code=201)
+
+
+@router.delete("/api/v1/acceptances/{acceptance_id}")
+def revoke_acceptance(acceptance_id: str, caller: Caller = Depends(OPERATOR_WRITE),
+                      server: Server = Depends(get_server)) -> Response:
+    server.acceptances.revoke(parse_int(acceptance_id, "id", minimum=1), caller)
+    return JSONResponse({"revoked": int(acceptance_id)})
+
+
 @router.get("/api/v1/audit")
 def audit_api(request: Request, caller: Caller = Depends(OPERATOR), server: Server = Depends(get_server)) -> Response:
     """Who did what, newest first (a caller limited to groups: about its groups only)."""

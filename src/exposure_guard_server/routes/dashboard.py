@@ -90,6 +90,7 @@ def logout(request: Request, server: Server = Depends(get_server)) -> Response:
 def fleet(request: Request, flt: DeviceFilter = Depends(device_filter), caller: Caller = Depends(VIEWER),
           server: Server = Depends(get_server)) -> Response:
     return render(request, "fleet.html", {
+        "accepted": len(server.acceptances.list(caller)),
         "summary": server.reader.summary(scope=flt), "listing": server.reader.devices(flt), "flt": flt,
         "sorts": list(SORTS), "per_pages": PER_PAGE_CHOICES, "firmwares": server.reader.firmware_versions(scope=flt),
         "groups": server.admin.groups.list(caller.groups), "no_group": NO_GROUP,
@@ -121,8 +122,35 @@ def device_page(request: Request, device_id: str, caller: Caller = Depends(VIEWE
                 server: Server = Depends(get_server)) -> Response:
     page = parse_int(request.query_params.get("page"), "page", default=1, minimum=1, maximum=MAX_PAGE)
     device = server.reader.device(device_id, history=25, history_page=page, allowed=caller.groups)
+    accepted = server.acceptances.list(caller, device_id=device_id)
+    by_check = {a["check_id"]: a for a in accepted}
+    for finding in device["findings"]:  # accepted on the server: shown like the agent's own acceptances
+        if finding.get("status") == "fail" and str(finding.get("id")) in by_check and finding["effect"] != "accepted":
+            finding["effect"], finding["server_accepted"] = "accepted", by_check[str(finding.get("id"))]
     return render(request, "device.html", {"d": device, "groups": server.admin.groups.list(caller.groups),
-                                           "no_group": NO_GROUP})
+                                           "no_group": NO_GROUP, "acceptances": accepted,
+                                           "today": time.strftime("%Y-%m-%d", time.gmtime())})
+
+
+@router.post("/devices/{device_id:path}/accept")
+def accept_risk(device_id: str, sent: Tuple[Caller, Dict[str, str]] = Depends(OPERATOR_FORM),
+                server: Server = Depends(get_server)) -> Response:
+    caller, fields = sent
+    whole_group = fields.get("scope") == "group"
+    group = server.reader.device(device_id, history=1, allowed=caller.groups)["group"] if whole_group else ""
+    if whole_group and not group:
+        raise ApiError(400, "this box is in no group: accept it for the box alone")
+    server.acceptances.accept(fields.get("check_id", ""), fields.get("reason", ""), fields.get("until", ""), caller,
+                              device_id="" if whole_group else device_id, group=group)
+    return RedirectResponse("/devices/" + quote(device_id, safe=""), status_code=303)
+
+
+@router.post("/devices/{device_id:path}/revoke-acceptance")
+def revoke_acceptance(device_id: str, sent: Tuple[Caller, Dict[str, str]] = Depends(OPERATOR_FORM),
+                      server: Server = Depends(get_server)) -> Response:
+    caller, fields = sent
+    server.acceptances.revoke(parse_int(fields.get("id"), "id", minimum=1), caller)
+    return RedirectResponse("/devices/" + quote(device_id, safe=""), status_code=303)
 
 
 @router.post("/devices/{device_id:path}/group")

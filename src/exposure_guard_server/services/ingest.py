@@ -199,6 +199,10 @@ class Ingest:
         latest = last_generated_at is None or ordered_at >= last_generated_at
         if latest:
             previous_failing = {item[0]: item[1] for item in json.loads(failing)}
+            accepted = frozenset(r[0] for r in sql.run(cursor, "accepted", pk=device_pk, pk2=device_pk).fetchall())
+            if accepted:  # checks accepted on the server leave the box's verdict and failing list
+                report.failing = {k: v for k, v in report.failing.items() if k not in accepted}
+                report.verdict = verdict_of(report.doc, accepted)
             device = report.doc["device"]
             sql.run(cursor, "update_latest", last_generated_at=ordered_at, last_report_pk=report_pk,
                     verdict=report.verdict, risk=RISK[report.verdict], fail_count=len(report.failing),

@@ -14,6 +14,7 @@ from exposure_guard_server.services.acceptances import Acceptances
 from exposure_guard_server.services.admin import Admin
 from exposure_guard_server.services.audit import AuditLog
 from exposure_guard_server.services.counters import Counters
+from exposure_guard_server.services.emails import Mailer
 from exposure_guard_server.services.enroll import Enrollment
 from exposure_guard_server.services.events import EventLog
 from exposure_guard_server.services.fleet import Reader
@@ -39,6 +40,8 @@ class Server:
         self.settings = ServerSettings(self.engine)
         self.acceptances = Acceptances(self.engine, lock)
         self.reader = Reader(self.engine, stale_grace=config.stale_grace, max_clock_skew=config.max_clock_skew)
+        self.mailer = Mailer(self.engine, self.reader, self.events, self.acceptances,
+                             timeout=max(10.0, 2 * config.webhook_timeout))
         self.admin = Admin(self.engine, session_ttl=config.session_ttl, webhook_allow=config.webhook_allow)
         self.webhooks = WebhookSender(self.engine, backoff_base=config.webhook_backoff, timeout=config.webhook_timeout,
                                       allow=config.webhook_allow, workers=config.webhook_workers)
@@ -49,11 +52,13 @@ class Server:
         leave them to another process (or to tests)."""
         if self.config.background:
             self.webhooks.start()
+            self.mailer.start()
             self._housekeeping = Housekeeping([
                 (self.config.sweep_every, self.stale.run),
                 (5, self.counters.flush),
                 (600, self.admin.purge_sessions),
                 (60, self.acceptances.expire),
+                (60, self.mailer.queue_digests),
             ], on_close=self.counters.flush)
             self._housekeeping.start()
 
@@ -61,6 +66,7 @@ class Server:
         """Stop the background thread, flush the counters and close the database connections."""
         if self._housekeeping is not None:
             self.webhooks.close()
+            self.mailer.close()
             self._housekeeping.close()
             self._housekeeping = None
         else:

@@ -46,6 +46,7 @@ EXPECTED: Dict[Tuple[str, str], str] = {
     ("POST", "/admin/webhooks"): "admin", ("POST", "/admin/webhooks/{item_id}/delete"): "admin",
     ("POST", "/admin/webhooks/{item_id}/test"): "admin", ("POST", "/admin/settings"): "admin",
     ("GET", "/api/v1/settings"): "admin", ("PUT", "/api/v1/settings"): "admin",
+    ("POST", "/admin/users/{username}/alerts"): "admin",
     ("POST", "/admin/users"): "admin", ("POST", "/admin/users/{username}/delete"): "admin",
     ("GET", "/api/v1/webhooks"): "admin", ("POST", "/api/v1/groups"): "admin",
     ("DELETE", "/api/v1/groups/{ident}"): "admin",
@@ -128,7 +129,8 @@ def fleet(api: Api) -> Dict[str, Any]:
 def _concrete(path: str, reports: Dict[str, str]) -> str:
     return (path.replace("{device_id:path}", "a1").replace("{report_id}", reports["a1"]).replace("{item_id}", "999")
             .replace("{request_id}", "999").replace("{action}", "reject").replace("{ident}", "zzz")
-            .replace("{username}", "nobody").replace("{secret_id}", "999").replace("{acceptance_id}", "999").replace("{name}", "nothing.qpkg"))
+            .replace("{username}", "nobody").replace("{secret_id}", "999").replace("{acceptance_id}", "999")
+            .replace("{name}", "nothing.qpkg"))
 
 
 def _session(api: Api, username: Optional[str]) -> Tuple[Any, str]:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 NAMING = {
@@ -41,6 +42,9 @@ users = Table(
     Column("last_login_at", Float),
     Column("role", String(16), nullable=False, default="admin"),  # roles.py
     Column("groups_limited", Boolean, nullable=False, default=False),  # True: only the groups in user_groups
+    Column("email", String(254), nullable=False, default=""),  # services/emails.py
+    Column("alert_kinds", String(400), nullable=False, default=""),  # transition kinds emailed at once
+    Column("digest", Boolean, nullable=False, default=False),  # the daily digest
 )
 
 sessions = Table(
@@ -280,6 +284,28 @@ webhook_deliveries = Table(
     Column("delivered_at", Float),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
+)
+
+# The email outbox (services/emails.py): alerts queued with their transition, one digest per user and day.
+email_deliveries = Table(
+    "email_deliveries", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("transition_id", BigInteger),
+    Column("kind", String(16), nullable=False),  # alert | digest
+    Column("digest_day", String(10)),  # YYYY-MM-DD for a digest: unique per user
+    Column("recipient", String(254), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    UniqueConstraint("user_id", "digest_day", name="uq_email_deliveries_user_id"),
+    Index("ix_email_deliveries_due", "status", "next_attempt_at"),
 )
 
 # Per-process counters (check-ins by result …), added up by every server process every few seconds.

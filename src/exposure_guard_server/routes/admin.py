@@ -30,7 +30,10 @@ from exposure_guard_server.reportlogic import TRANSITION_KINDS
 from exposure_guard_server.roles import ROLES, Caller
 from exposure_guard_server.server import Server
 from exposure_guard_server.services.audit import record
+from exposure_guard_server.services.server_settings import KNOWN as KNOWN_SETTINGS
 from exposure_guard_server.webhook_formats import FORMATS
+
+ALERT_KINDS = [k for k in TRANSITION_KINDS if k not in ("enrolled", "first_report")]
 
 router = APIRouter()
 Sent = Tuple[Caller, Dict[str, str]]
@@ -67,6 +70,7 @@ def admin_page(request: Request, server: Server, caller: Caller, extra: Dict[str
                "webhooks": admin.webhooks.list() if is_admin else [],
                "deliveries": admin.webhooks.deliveries(50) if is_admin else [],
                "settings": server.settings.all() if is_admin else {}, "formats": FORMATS,
+               "emails": server.mailer.log(50) if is_admin else [], "alert_kinds": ALERT_KINDS,
                "kinds": TRANSITION_KINDS, "new_group": "", "new_secret": "", "new_token": "", "new_webhook_secret": "",
                "message": ""}
     context.update(extra)
@@ -130,9 +134,22 @@ def test_webhook(item_id: str, sent: Sent = Depends(ADMIN_FORM), server: Server 
 
 @router.post("/admin/settings")
 def change_settings(sent: Sent = Depends(ADMIN_FORM), server: Server = Depends(get_server)) -> Response:
+    """The settings form: each field given is set (the SMTP password only when a new one is typed)."""
     caller, fields = sent
-    server.settings.set("public_url", fields.get("public_url", ""), caller)
+    for name in KNOWN_SETTINGS:
+        if name in fields and not (name == "smtp_password" and not fields[name]):
+            server.settings.set(name, fields[name], caller)
     return RedirectResponse("/admin#settings", status_code=303)
+
+
+@router.post("/admin/users/{username}/alerts")
+def user_alerts(username: str, sent: Sent = Depends(ADMIN_FORM), server: Server = Depends(get_server)) -> Response:
+    caller, fields = sent
+    server.admin.set_alerts(username, fields.get("email", ""), fields.get("alert_kinds", ""),
+                            fields.get("digest", "") in ("on", "true", "1"))
+    _audit(server, caller, "user.alerts", "user:" + username[:64], email=fields.get("email", ""),
+           kinds=fields.get("alert_kinds", ""), digest=fields.get("digest", ""))
+    return RedirectResponse("/admin#users", status_code=303)
 
 
 @router.get("/api/v1/settings", dependencies=[Depends(ADMIN)])

@@ -6,6 +6,7 @@ manage them through the same objects here (``Admin.groups``, ``.enroll_secrets``
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -521,10 +522,26 @@ class Admin:
             conn.execute(insert(m.user_groups), [{"user_id": user_id, "group_id": g} for g in ids])
         conn.execute(update(m.users).where(m.users.c.id == user_id).values(groups_limited=bool(ids)))
 
+    def set_alerts(self, username: str, email: str, kinds: Union[str, Sequence[str]], digest: bool) -> None:
+        """A user's email address, the event kinds emailed at once, and the daily digest (services/emails.py)."""
+        email = (email or "").strip()
+        if email and (len(email) > 254 or not re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+", email)):
+            raise ApiError(400, "%r is not an email address" % email[:60])
+        wanted = [k.strip() for k in (kinds.split(",") if isinstance(kinds, str) else kinds) if k.strip()]
+        unknown = [k for k in wanted if k not in TRANSITION_KINDS or k in ONBOARDING_KINDS]
+        if unknown:
+            raise ApiError(400, "cannot email %r events" % unknown[0][:40])
+        with self.writer.begin() as conn:
+            done = conn.execute(update(m.users).where(m.users.c.username == username.strip()[:64]).values(
+                email=email, alert_kinds=",".join(sorted(set(wanted))), digest=bool(digest))).rowcount
+        if not done:
+            raise ApiError(404, "no user %r" % username[:64])
+
     def users(self) -> List[Dict[str, Any]]:
         u = m.users.c
         with self.engine.connect() as conn:
-            rows = conn.execute(select(u.id, u.username, u.role, u.groups_limited, u.created_at, u.last_login_at)
+            rows = conn.execute(select(u.id, u.username, u.role, u.groups_limited, u.created_at, u.last_login_at,
+                                       u.email, u.alert_kinds, u.digest)
                                 .order_by(u.username)).all()
             limits = _limit_names(conn, m.user_groups, "user_id")
         return [dict(r._mapping, groups=limits.get(r.id, []) if r.groups_limited else []) for r in rows]

@@ -3,7 +3,8 @@ them: ``public_url`` (the dashboard's address, for links in alerts)."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+import re
+from typing import Callable, Dict, Optional
 from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, delete, insert, select
@@ -14,7 +15,14 @@ from exposure_guard_server.errors import ApiError
 from exposure_guard_server.roles import Caller
 from exposure_guard_server.services.audit import actor_name, record
 
-KNOWN = {"public_url": "the dashboard's address, for links in webhooks and emails (https://…)"}
+KNOWN = {"public_url": "the dashboard's address, for links in webhooks and emails (https://…)",
+         "smtp_host": "the SMTP server emails go through", "smtp_port": "its port (587 STARTTLS, 465 TLS)",
+         "smtp_security": "starttls | tls | none", "smtp_user": "login (empty: none)",
+         "smtp_password": "password for the login (kept in the database; never shown again)",
+         "smtp_from": "the From address", "smtp_ca_file": "CA certificates to check the SMTP server with "
+                                                           "(empty: the system's)",
+         "digest_hour": "the hour (UTC, 0-23) the daily digest goes out; empty: no digest"}
+SECRET = {"smtp_password"}
 
 
 def check_public_url(value: str) -> str:
@@ -28,7 +36,23 @@ def check_public_url(value: str) -> str:
     return value
 
 
-CHECKS = {"public_url": check_public_url}
+def _text(limit: int, pattern: str = "") -> Callable[[str], str]:
+    def check(value: str) -> str:
+        value = value.strip()
+        if len(value) > limit or any(ord(c) < 32 or ord(c) == 127 for c in value) or (
+                value and pattern and not re.fullmatch(pattern, value)):
+            raise ApiError(400, "setting value is not valid (%s)" % (pattern or "one line of at most %d characters"
+                                                                     % limit))
+        return value
+    return check
+
+
+CHECKS: Dict[str, Callable[[str], str]] = {
+    "public_url": check_public_url, "smtp_host": _text(253, r"[A-Za-z0-9.:\[\]-]+"),
+    "smtp_port": _text(5, r"[0-9]{1,5}"), "smtp_security": _text(8, r"starttls|tls|none"), "smtp_user": _text(254),
+    "smtp_password": _text(500), "smtp_from": _text(254, r"[^@\s<>]+@[^@\s<>]+"), "smtp_ca_file": _text(500),
+    "digest_hour": _text(2, r"[0-9]|1[0-9]|2[0-3]"),
+}
 
 
 def read(conn: Connection, name: str) -> str:
@@ -40,10 +64,12 @@ class ServerSettings:
         self.engine = engine
         self.writer = engine.execution_options(**WRITE)
 
-    def all(self) -> Dict[str, str]:
+    def all(self, *, secrets: bool = False) -> Dict[str, str]:
+        """Every setting; a secret one only as "set" unless ``secrets``."""
         with self.engine.connect() as conn:
             stored = {r.name: r.value for r in conn.execute(select(m.server_settings))}
-        return {name: stored.get(name, "") for name in KNOWN}
+        return {name: ("set" if name in SECRET and stored.get(name) and not secrets else stored.get(name, ""))
+                for name in KNOWN}
 
     def set(self, name: str, value: str, caller: Optional[Caller] = None) -> str:
         if name not in KNOWN:
@@ -53,5 +79,6 @@ class ServerSettings:
             conn.execute(delete(m.server_settings).where(m.server_settings.c.name == name))
             if value:
                 conn.execute(insert(m.server_settings).values(name=name, value=value))
-            record(conn, actor_name(caller), "setting.change", "setting:" + name, value=value)
+            record(conn, actor_name(caller), "setting.change", "setting:" + name,
+                   value="(secret)" if name in SECRET else value)
         return value

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, insert, select
 from exposure_guard import __version__
 from exposure_guard_server.db import models as m
 from exposure_guard_server.reportlogic import ONBOARDING_KINDS, format_time
+from exposure_guard_server.services import email_outbox
 from exposure_guard_server.services.server_settings import read as read_setting
 from exposure_guard_server.webhook_formats import device_link, render
 
@@ -26,6 +27,8 @@ def add_transition(conn: Connection, device_pk: int, kind: str, now: float, repo
     hooks = conn.execute(select(m.webhooks.c.id, m.webhooks.c.events, m.webhooks.c.format)
                          .where(m.webhooks.c.enabled.is_(True))).all()
     wanted = [hook for hook in hooks if wants(hook.events, kind)]
+    if kind not in ONBOARDING_KINDS:
+        queue_alert(conn, transition_id, kind, device_pk, now)
     if wanted:
         doc = build_payload(conn, transition_id)
         conn.execute(insert(m.webhook_deliveries), [
@@ -33,6 +36,15 @@ def add_transition(conn: Connection, device_pk: int, kind: str, now: float, repo
              "status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": "", "created_at": now}
             for hook in wanted])
     return transition_id
+
+
+def queue_alert(conn: Connection, transition_id: int, kind: str, device_pk: int, now: float) -> None:
+    """Email the transition to its subscribers (services/emails.py), in this transaction."""
+    if not read_setting(conn, "smtp_host"):
+        return
+    group_id = conn.execute(select(m.devices.c.group_id).where(m.devices.c.id == device_pk)).scalar()
+    if email_outbox.subscribers(conn, kind, group_id):
+        email_outbox.queue_alert(conn, transition_id, kind, build_payload(conn, transition_id), now, group_id)
 
 
 def wants(events: str, kind: str) -> bool:

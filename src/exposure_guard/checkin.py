@@ -213,6 +213,9 @@ def enroll(server_url: str, secret: str, identity: Any, state_dir: Path, *, ca_f
     atomic_write(state / NODE_KEY_FILE, (node_key + "\n").encode("ascii"), 0o600)
     os.chmod(str(state / NODE_KEY_FILE), 0o600)
     record = {"server_url": base, "device_id": device.get("device_id", ""), "enrolled_at": utc_now("s")}
+    prober = _handed_prober(answer)
+    if prober:
+        record["prober"] = prober
     atomic_write(state / ENROLLMENT_FILE, (json.dumps(record, indent=2) + "\n").encode("utf-8"), 0o600)
     again = " again" if answer.get("re_enrolled") else ""
     note = "" if answer.get("re_enrolled") else (
@@ -220,6 +223,49 @@ def enroll(server_url: str, secret: str, identity: Any, state_dir: Path, *, ca_f
         " the re-enrollment)")
     return "enrolled%s %s (%s) with %s; node key stored in %s%s" % (
         again, device.get("hostname", ""), device.get("device_id", ""), base, state / NODE_KEY_FILE, note)
+
+
+def _handed_prober(answer: Any) -> Dict[str, str]:
+    """The callback prober the server hands its agents (``{"url", "token"}``), checked like the setting
+    would be; {} when there is none or it is not usable."""
+    prober = answer.get("prober") if isinstance(answer, dict) else None
+    if not isinstance(prober, dict):
+        return {}
+    url, token = prober.get("url"), prober.get("token", "")
+    if not isinstance(url, str) or not isinstance(token, str) or len(url) > 300 or len(token) > 200 \
+            or not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url) or not re.fullmatch(r"[A-Za-z0-9._~+/=-]*", token):
+        return {}
+    return {"url": url, "token": token}
+
+
+def remember_prober(state_dir: Path, answer: Any) -> bool:
+    """Keep the prober a check-in answer hands over when it differs from the recorded one; True if changed."""
+    prober = _handed_prober(answer)
+    if not prober:
+        return False
+    record = read_enrollment(state_dir)
+    if not record or record.get("prober") == prober:
+        return False
+    record["prober"] = prober
+    path = Path(state_dir) / ENROLLMENT_FILE
+    atomic_write(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"), 0o600)
+    os.chmod(str(path), 0o600)  # it holds the prober's token (atomic_write keeps an existing file's mode)
+    return True
+
+
+def with_server_prober(settings: Any, state_dir: Path) -> Any:
+    """``settings`` with the callback prober the fleet server handed over, unless the owner set one
+    (``[reachability] prober_url`` wins)."""
+    if settings.get("reachability", "prober_url"):
+        return settings
+    prober = _handed_prober(read_enrollment(state_dir))
+    if not prober:
+        return settings
+    try:
+        return settings.with_overrides({("reachability", "prober_url"): prober["url"],
+                                        ("reachability", "token"): prober["token"]}, source="the fleet server")
+    except Exception:  # a value the settings refuse: run without it, as before
+        return settings
 
 
 def _previous_node_key(state_dir: Path, base: str) -> str:
@@ -316,7 +362,8 @@ def _deliver_locked(session: requests.Session, base: str, verify: Union[bool, st
                 if not result.error:
                     result.error = "delivery deadline reached; reports stay in the spool for the next run"
                 return
-            outcome, message = _post_once(session, url, base, body, headers, verify, min(20.0, max(1.0, remaining)))
+            outcome, message = _post_once(session, url, base, body, headers, verify, min(20.0, max(1.0, remaining)),
+                                          state)
             result.attempts += 1
             if outcome == "delivered" or outcome == "duplicate":
                 _delete_delivered(path)
@@ -371,8 +418,9 @@ def _delete_delivered(path: Path) -> None:
 
 
 def _post_once(session: requests.Session, url: str, base: str, body: bytes, headers: Dict[str, str],
-               verify: Union[bool, str], timeout: float) -> Tuple[str, str]:
-    """One POST → (delivered|duplicate|too-large|reject|fatal|transient, message)."""
+               verify: Union[bool, str], timeout: float, state: Optional[Path] = None) -> Tuple[str, str]:
+    """One POST → (delivered|duplicate|too-large|reject|fatal|transient, message). A stored report's answer
+    may hand over the fleet's callback prober: it is kept in ``state``."""
     try:
         response = session.post(url, data=body, headers=headers, timeout=(min(timeout, 10.0), timeout),
                                 verify=verify)
@@ -384,9 +432,15 @@ def _post_once(session: requests.Session, url: str, base: str, body: bytes, head
     detail = _server_detail(response)
     if 200 <= code < 300:
         try:
-            duplicate = bool(response.json().get("duplicate"))
+            answer = response.json()
+            duplicate = bool(answer.get("duplicate"))
         except (ValueError, AttributeError):
-            duplicate = False
+            answer, duplicate = None, False
+        if state is not None:
+            try:
+                remember_prober(state, answer)
+            except OSError:
+                pass  # the state dir cannot be written: the next check-in tries again
         return ("duplicate" if duplicate else "delivered"), ""
     if code == 401 and response.headers.get("X-ExposureGuard-Enrollment") == "pending-approval":
         # Enrolling again would only file another request (approving one drops the others): wait instead.

@@ -99,7 +99,10 @@ class Daemon:
     # -- one cycle ------------------------------------------------------------------------------------
     def cycle(self) -> Report:
         self._reload_settings()
-        ctx = CheckContext(self.root, self.settings, offline=self.offline, state_dir=self.state_dir)
+        from exposure_guard.checkin import with_server_prober  # requests: only when a cycle runs
+
+        settings = with_server_prober(self.settings, self.state_dir)  # the fleet's prober unless the owner set one
+        ctx = CheckContext(self.root, settings, offline=self.offline, state_dir=self.state_dir)
         run = check_once(ctx)
         report = run.report
         planned = plan_fixes(ctx, run.outcomes, daemon=True)

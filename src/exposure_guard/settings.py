@@ -202,12 +202,12 @@ class Settings:
         """report | fix | ignore for one check: its own override, else the agent mode."""
         return self.policies.get(check_id, "fix" if self.mode == "fix" else "report")
 
-    def with_overrides(self, overrides: Mapping[Tuple[str, str], str]) -> Settings:
+    def with_overrides(self, overrides: Mapping[Tuple[str, str], str], source: str = "command line") -> Settings:
         values = dict(self._values)
         sources = dict(self.sources)
         for (section, key), raw in overrides.items():
-            values[(section, key)] = _parse_value(section, key, raw, "command line", 0)
-            sources["%s.%s" % (section, key)] = "command line"
+            values[(section, key)] = _parse_value(section, key, raw, source, 0)
+            sources["%s.%s" % (section, key)] = source
         return Settings(values, dict(self.policies), sources, self.path, dict(self.acceptances))
 
 

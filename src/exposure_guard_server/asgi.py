@@ -105,6 +105,9 @@ class ExposureGuardApp:
                 self.pool, ingest.checkin, key, body, headers.get(b"content-encoding", ""),
                 headers.get(b"x-exposureguard-interval"), cap)
             status = 200 if result["duplicate"] else 201
+            handoff = self.server.settings.prober_handoff()
+            if handoff:  # a prober set (or changed) after enrollment reaches the agent at its next check-in
+                result["prober"] = handoff
             payload = json.dumps(result).encode("utf-8")
         except ClientDisconnect:
             return

@@ -137,7 +137,7 @@ def change_settings(sent: Sent = Depends(ADMIN_FORM), server: Server = Depends(g
     """The settings form: each field given is set (the SMTP password only when a new one is typed)."""
     caller, fields = sent
     for name in KNOWN_SETTINGS:
-        if name in fields and not (name == "smtp_password" and not fields[name]):
+        if name in fields and not (name in ("smtp_password", "prober_token") and not fields[name]):
             server.settings.set(name, fields[name], caller)
     return RedirectResponse("/admin#settings", status_code=303)
 

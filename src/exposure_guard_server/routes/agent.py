@@ -22,6 +22,9 @@ enroll_body = json_body(ENROLL_MAX_BODY, "body must be JSON: {\"enroll_secret\":
 def enroll(request: Request, body: Any = Depends(enroll_body), server: Server = Depends(get_server)) -> Response:
     # 201 for every enrollment: a new device, a proven re-enrollment and one waiting for approval alike.
     result = server.enrollment.enroll(body, client=request.client.host if request.client else "")
+    handoff = server.settings.prober_handoff()
+    if handoff:  # every enrolled NAS gets the callback check without editing its settings
+        result["prober"] = handoff
     return JSONResponse(result, status_code=201)
 
 

@@ -343,6 +343,10 @@ class Reader:
                                                                     -SEVERITY_RANK.get(str(f.get("severity")), -9),
                                                                     str(f.get("id")))))
         out["latest_report"] = {k: v for k, v in (latest or {}).items() if k != "findings"} if latest else None
+        # Did the latest report ask a callback prober? (None: no report yet.) Without one the reachability
+        # checks are skipped: the page says so rather than letting the box look checked.
+        out["reachability_checked"] = any(str(f.get("id", "")).startswith("reachability.") and f.get("status") in (
+            "pass", "fail") for f in findings) if latest else None
         out["history"] = [{"report_id": h.report_id, "generated_at": format_time(h.generated_at),
                            "received_at": format_time(h.received_at), "verdict": h.verdict,
                            "fail_count": h.fail_count} for h in reports]

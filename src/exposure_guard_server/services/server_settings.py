@@ -4,6 +4,7 @@ them: ``public_url`` (the dashboard's address, for links in alerts)."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Callable, Dict, Optional
 from urllib.parse import urlsplit
 
@@ -21,8 +22,11 @@ KNOWN = {"public_url": "the dashboard's address, for links in webhooks and email
          "smtp_password": "password for the login (kept in the database; never shown again)",
          "smtp_from": "the From address", "smtp_ca_file": "CA certificates to check the SMTP server with "
                                                            "(empty: the system's)",
-         "digest_hour": "the hour (UTC, 0-23) the daily digest goes out; empty: no digest"}
-SECRET = {"smtp_password"}
+         "digest_hour": "the hour (UTC, 0-23) the daily digest goes out; empty: no digest",
+         "prober_url": "the callback prober handed to every agent at enrollment and check-in (https://…)",
+         "prober_token": "the token agents send to that prober (never shown again)"}
+SECRET = {"smtp_password", "prober_token"}
+HANDOFF_TTL = 30.0  # seconds a process reuses the prober settings it read (check-ins are the hot path)
 
 
 def check_public_url(value: str) -> str:
@@ -52,6 +56,7 @@ CHECKS: Dict[str, Callable[[str], str]] = {
     "smtp_port": _text(5, r"[0-9]{1,5}"), "smtp_security": _text(8, r"starttls|tls|none"), "smtp_user": _text(254),
     "smtp_password": _text(500), "smtp_from": _text(254, r"[^@\s<>]+@[^@\s<>]+"), "smtp_ca_file": _text(500),
     "digest_hour": _text(2, r"[0-9]|1[0-9]|2[0-3]"),
+    "prober_url": check_public_url, "prober_token": _text(200, r"[A-Za-z0-9._~+/=-]+"),
 }
 
 
@@ -63,6 +68,19 @@ class ServerSettings:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.writer = engine.execution_options(**WRITE)
+        self._handoff: Optional[Dict[str, str]] = None
+        self._handoff_at = 0.0
+
+    def prober_handoff(self) -> Optional[Dict[str, str]]:
+        """``{"url", "token"}`` for agents when a prober is set, else None; read at most every 30 s per process,
+        so a change reaches every agent at its next check-in without a query per check-in."""
+        now = time.monotonic()
+        if self._handoff_at == 0.0 or now - self._handoff_at > HANDOFF_TTL:
+            values = self.all(secrets=True)
+            self._handoff = {"url": values["prober_url"], "token": values["prober_token"]} \
+                if values["prober_url"] else None
+            self._handoff_at = now
+        return self._handoff
 
     def all(self, *, secrets: bool = False) -> Dict[str, str]:
         """Every setting; a secret one only as "set" unless ``secrets``."""
@@ -81,4 +99,5 @@ class ServerSettings:
                 conn.execute(insert(m.server_settings).values(name=name, value=value))
             record(conn, actor_name(caller), "setting.change", "setting:" + name,
                    value="(secret)" if name in SECRET else value)
+        self._handoff_at = 0.0  # this process hands out the new value at once
         return value

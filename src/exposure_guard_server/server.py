@@ -22,6 +22,7 @@ from exposure_guard_server.services.ingest import Ingest
 from exposure_guard_server.services.lifecycle import Lifecycle
 from exposure_guard_server.services.server_settings import ServerSettings
 from exposure_guard_server.services.stale import StaleSweep
+from exposure_guard_server.services.trend import Trend
 from exposure_guard_server.webhooks import WebhookSender
 
 
@@ -40,6 +41,7 @@ class Server:
         self.settings = ServerSettings(self.engine)
         self.acceptances = Acceptances(self.engine, lock)
         self.reader = Reader(self.engine, stale_grace=config.stale_grace, max_clock_skew=config.max_clock_skew)
+        self.trend = Trend(self.engine, self.reader)
         self.mailer = Mailer(self.engine, self.reader, self.events, self.acceptances,
                              timeout=max(10.0, 2 * config.webhook_timeout))
         self.admin = Admin(self.engine, session_ttl=config.session_ttl, webhook_allow=config.webhook_allow)
@@ -59,6 +61,7 @@ class Server:
                 (600, self.admin.purge_sessions),
                 (60, self.acceptances.expire),
                 (60, self.mailer.queue_digests),
+                (300, self.trend.snapshot),
             ], on_close=self.counters.flush)
             self._housekeeping.start()
 

@@ -122,8 +122,9 @@ def test_dashboard_login_summary_filter_device(populated_server: ServerProcess) 
             body = page.inner_text("main")
             assert "router.upnp-mappings" in body and "became exposed" in body
             assert "Newly failing: myqnapcloud.upnp-forwarding, router.upnp-mappings" in body
-            page.click("summary >> nth=0")  # open an evidence block: the script tag is text
-            assert "<script>alert(2)</script>" in page.inner_text("details >> nth=0")
+            evidence = page.locator("table.findings td:last-child > details").first
+            evidence.locator("summary").first.click()  # open an evidence block: the script tag is text
+            assert "<script>alert(2)</script>" in evidence.inner_text()
             page.screenshot(path=str(artifacts / "dashboard-device.png"), full_page=True)
 
             page.goto(url + "/devices/qnap-b-002")
@@ -204,3 +205,82 @@ def test_groups_in_the_browser_and_every_page_fits_a_phone(populated_server: Ser
         finally:
             browser.close()
     assert (artifacts / "phone-fleet.png").stat().st_size > 10000
+
+
+def test_msp_morning_in_the_browser(populated_server: ServerProcess) -> None:
+    """A viewer limited to one customer sees only its boxes on every page, in the CSV and the API; an
+    operator accepts a finding from the device page and the counts move, then the acceptance expires (time
+    injected through the server's own sweep) and they move back; the events page filtered to yesterday
+    and one group shows that group's events of that day only."""
+    from playwright.sync_api import sync_playwright
+    from sqlalchemy import text
+
+    from exposure_guard_server.db import make_engine
+    from exposure_guard_server.db.lock import WriteLock
+    from exposure_guard_server.services.acceptances import Acceptances
+
+    db, url = populated_server.db_url, populated_server.url
+    cli("group", "create", "Reception", "--db", db)
+    for device_id in ("qnap-b-001", "qnap-b-003"):
+        cli("group", "move", device_id, "Reception", "--db", db)
+    password_file = ROOT / "artifacts" / "pw.txt"
+    password_file.parent.mkdir(exist_ok=True)
+    password_file.write_text(ADMIN_PASSWORD)
+    cli("user", "frontdesk", "--role", "viewer", "--groups", "Reception", "--password-file", str(password_file),
+        "--db", db)
+    cli("user", "ops", "--role", "operator", "--password-file", str(password_file), "--db", db)
+    engine = make_engine(db)
+    yesterday = time.time() - 86400
+    with engine.begin() as conn:  # qnap-b-001's events happened yesterday; the others' today
+        conn.execute(text("UPDATE transitions SET at = :t WHERE device_pk = (SELECT id FROM devices "
+                          "WHERE device_id = 'qnap-b-001')"), {"t": yesterday})
+    day = time.strftime("%Y-%m-%d", time.gmtime(yesterday))
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url + "/login")
+            page.fill("input[name=username]", "frontdesk")
+            page.fill("input[name=password]", ADMIN_PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_selector("[data-count=total]")
+            assert page.inner_text("[data-count=total]") == "2"
+            hosts = page.locator("#devices tbody tr td:first-child a").all_inner_texts()
+            assert sorted(hosts) == ["accounting", "reception-nas"]
+            assert page.locator("text=Admin").count() == 0  # a viewer has no Admin page link
+            for path in ("/events", "/groups", "/devices.csv", "/api/v1/devices", "/api/v1/summary"):
+                body = page.request.get(url + path).text()
+                assert "backup-1" not in body and "qnap-b-004" not in body, path
+            assert page.request.get(url + "/devices/qnap-b-004").status == 404
+            page.goto(url + "/events?since=%s&until=%s&group=Reception" % (day, day))
+            kinds = page.locator("#events [data-kind]").all_inner_texts()
+            hosts = page.locator("#events tbody td:nth-child(2)").all_inner_texts()
+            assert kinds and set(hosts) == {"reception-nas"}, (kinds, hosts)
+
+            ops = browser.new_page(viewport={"width": 1280, "height": 900})
+            ops.goto(url + "/login")
+            ops.fill("input[name=username]", "ops")
+            ops.fill("input[name=password]", ADMIN_PASSWORD)
+            ops.click("button[type=submit]")
+            ops.wait_for_selector("[data-count=exposed]")
+            before = ops.inner_text("[data-count=exposed]")
+            ops.goto(url + "/devices/qnap-b-002")  # exposed by router.upnp-mappings alone
+            ops.click("tr.status-fail >> text=Accept this risk…")
+            form = ops.locator("tr.status-fail form[action$='/accept']").first
+            form.locator("input[name=reason]").fill("the kiosk VPN box")
+            form.locator("input[name=until]").fill(time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400)))
+            form.locator("button[type=submit]").click()
+            ops.wait_for_selector("#acceptances")
+            ops.goto(url + "/")
+            assert int(ops.inner_text("[data-count=exposed]")) == int(before) - 1
+            assert "1 risk accepted" in ops.inner_text("#devices-card, main")
+            # Two days later the sweep ends it: exposed again, and the event says why.
+            Acceptances(engine, WriteLock(engine)).expire(now=time.time() + 3 * 86400)
+            ops.goto(url + "/")
+            assert ops.inner_text("[data-count=exposed]") == before
+            ops.goto(url + "/events?kind=acceptance_expired")
+            assert ops.locator("#events [data-kind=acceptance_expired]").count() == 1
+            ops.screenshot(path=str(ROOT / "artifacts" / "events-acceptance-expired.png"), full_page=True)
+        finally:
+            browser.close()
+            engine.dispose()

@@ -308,6 +308,15 @@ email_deliveries = Table(
     Index("ix_email_deliveries_due", "status", "next_attempt_at"),
 )
 
+# Boxes per group and state per day (services/trend.py): the fleet page's trend chart. group_key 0: no group.
+daily_counts = Table(
+    "daily_counts", metadata,
+    Column("day", String(10), primary_key=True),
+    Column("group_key", Integer, primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+
 # Per-process counters (check-ins by result …), added up by every server process every few seconds.
 counters = Table(
     "counters", metadata,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from typing import Dict, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from markupsafe import Markup
 
 from exposure_guard_server.catalogue import VERSION as CATALOGUE_VERSION
 from exposure_guard_server.deps import (
@@ -35,6 +36,8 @@ from exposure_guard_server.routes.read_api import devices_csv
 from exposure_guard_server.server import Server
 from exposure_guard_server.services.events import EventFilter
 from exposure_guard_server.services.fleet import MAX_PAGE, NO_GROUP, PER_PAGE_CHOICES, SORTS, DeviceFilter
+from exposure_guard_server.services.trend import NO_GROUP_KEY
+from exposure_guard_server.services.trend import svg as trend_svg
 
 LOGIN_COOKIE = "eg_login"  # the login form's CSRF token (the form comes before any session)
 USER = [Depends(VIEWER)]
@@ -89,7 +92,9 @@ def logout(request: Request, server: Server = Depends(get_server)) -> Response:
 @router.get("/")
 def fleet(request: Request, flt: DeviceFilter = Depends(device_filter), caller: Caller = Depends(VIEWER),
           server: Server = Depends(get_server)) -> Response:
+    trend_groups = _trend_groups(server, flt, caller)
     return render(request, "fleet.html", {
+        "trend": Markup(trend_svg(server.trend.series(30, trend_groups))),
         "accepted": len(server.acceptances.list(caller)),
         "summary": server.reader.summary(scope=flt), "listing": server.reader.devices(flt), "flt": flt,
         "sorts": list(SORTS), "per_pages": PER_PAGE_CHOICES, "firmwares": server.reader.firmware_versions(scope=flt),
@@ -97,6 +102,16 @@ def fleet(request: Request, flt: DeviceFilter = Depends(device_filter), caller: 
         "link": lambda **kw: "/?" + urlencode(flt.query_args(**kw)),
         "csv_link": "/devices.csv?" + urlencode(flt.query_args(page=None)),
     })
+
+
+def _trend_groups(server: Server, flt: DeviceFilter, caller: Caller) -> Optional[FrozenSet[int]]:
+    """The group keys the trend chart adds up: the filtered group, else the caller's groups, else all."""
+    if flt.group == NO_GROUP:
+        return frozenset({NO_GROUP_KEY}) if caller.groups is None else frozenset()
+    if flt.group:
+        ids = {g["id"] for g in server.admin.groups.list(caller.groups) if g["name"] == flt.group}
+        return frozenset(ids)
+    return caller.groups
 
 
 @router.get("/groups")

@@ -33,9 +33,11 @@ def devices_csv(flt: DeviceFilter = Depends(device_filter), server: Server = Dep
 
 
 @router.get("/metrics")
-def metrics(caller: Optional[Caller] = Depends(metrics_access), server: Server = Depends(get_server)) -> Response:
-    """A caller limited to groups gets its groups' numbers (``--public-metrics`` without a token: the fleet's)."""
-    scope = DeviceFilter(allowed=caller.groups) if caller is not None else None
+def metrics(caller: Optional[Caller] = Depends(metrics_access), flt: DeviceFilter = Depends(device_filter),
+            server: Server = Depends(get_server)) -> Response:
+    """The numbers of the caller's groups, or of one ``?group=`` of them (``--public-metrics`` without a
+    token: the fleet's, or the group's)."""
+    scope = flt if caller is not None else DeviceFilter(group=flt.group)
     return PlainTextResponse(prometheus_text(server.reader, server.counters.totals(), scope=scope),
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 

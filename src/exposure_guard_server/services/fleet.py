@@ -94,7 +94,7 @@ def _tags_of(device_pk: Any) -> Any:
     return select(func.aggregate_strings(t.tag, ",")).where(t.device_pk == device_pk).scalar_subquery().label("tags")
 
 
-def _state(verdict: str, silent: bool) -> str:
+def state_of(verdict: str, silent: bool) -> str:
     """The one state a device is counted under: an exposed box stays exposed when it goes silent (its last
     word was that the internet reaches it); any other silent box is stale."""
     return "stale" if silent and verdict != "exposed" else verdict
@@ -179,7 +179,7 @@ class Reader:
         table: Dict[Optional[int], Dict[str, int]] = {gid: {s: 0 for s in STATES} for gid in names}
         for row in rows:
             counts = table.setdefault(row.group_id, {s: 0 for s in STATES})
-            counts[_state(row.verdict, bool(row.silent))] += int(row.n)
+            counts[state_of(row.verdict, bool(row.silent))] += int(row.n)
         out: List[Dict[str, Any]] = []
         for gid, counts in table.items():
             if gid is None and not sum(counts.values()):
@@ -262,7 +262,7 @@ class Reader:
         stale = r.stale_base < cutoff
         return {
             "device_id": r.device_id, "hostname": r.hostname, "model": r.model, "firmware": r.firmware,
-            "build": r.build, "verdict": r.verdict, "state": _state(r.verdict, stale), "stale": stale,
+            "build": r.build, "verdict": r.verdict, "state": state_of(r.verdict, stale), "stale": stale,
             "fail_count": r.fail_count, "failing": worst_first(json.loads(r.failing)),
             "last_seen_at": format_time(r.last_seen_at), "last_seen_epoch": r.last_seen_at,
             "enrolled_at": format_time(r.enrolled_at), "interval_s": r.interval_s,

@@ -140,12 +140,12 @@ def test_dashboard_login_summary_filter_device(populated_server: ServerProcess) 
 PHONE = {"width": 390, "height": 844}
 
 
-def _log_in(page: Any, url: str) -> None:
+def _log_in(page: Any, url: str, username: str = "admin") -> None:
     page.goto(url + "/login")
-    page.fill("input[name=username]", "admin")
+    page.fill("input[name=username]", username)
     page.fill("input[name=password]", ADMIN_PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("[data-count=exposed]")
+    page.wait_for_selector("[data-count=total]")
 
 
 def test_groups_in_the_browser_and_every_page_fits_a_phone(populated_server: ServerProcess) -> None:
@@ -239,11 +239,7 @@ def test_msp_morning_in_the_browser(populated_server: ServerProcess) -> None:
         browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url + "/login")
-            page.fill("input[name=username]", "frontdesk")
-            page.fill("input[name=password]", ADMIN_PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_selector("[data-count=total]")
+            _log_in(page, url, "frontdesk")
             assert page.inner_text("[data-count=total]") == "2"
             hosts = page.locator("#devices tbody tr td:first-child a").all_inner_texts()
             assert sorted(hosts) == ["accounting", "reception-nas"]
@@ -258,11 +254,7 @@ def test_msp_morning_in_the_browser(populated_server: ServerProcess) -> None:
             assert kinds and set(hosts) == {"reception-nas"}, (kinds, hosts)
 
             ops = browser.new_page(viewport={"width": 1280, "height": 900})
-            ops.goto(url + "/login")
-            ops.fill("input[name=username]", "ops")
-            ops.fill("input[name=password]", ADMIN_PASSWORD)
-            ops.click("button[type=submit]")
-            ops.wait_for_selector("[data-count=exposed]")
+            _log_in(ops, url, "ops")
             before = ops.inner_text("[data-count=exposed]")
             ops.goto(url + "/devices/qnap-b-002")  # exposed by router.upnp-mappings alone
             ops.click("tr.status-fail >> text=Accept this risk…")

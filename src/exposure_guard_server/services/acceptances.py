@@ -158,7 +158,7 @@ class Acceptances:
     def _recompute(self, conn: Connection, device_pks: List[int], now: float, kind: str, detail: Dict[str, Any]) -> None:
         """Derive each box's verdict and failing checks again from its latest report and what is accepted
         now; a box whose latest report fails the check gets a ``kind`` transition saying how it moved."""
-        from exposure_guard_server.services.ingest import _sync_failing, load_body
+        from exposure_guard_server.services.ingest import load_body, sync_failing
 
         d, r = m.devices.c, m.reports.c
         for pk in device_pks:
@@ -180,7 +180,7 @@ class Acceptances:
             conn.execute(update(m.devices).where(d.id == pk).values(
                 verdict=verdict, risk=RISK[verdict], fail_count=len(failing), failing=json.dumps(sorted(failing.items()))))
             if before != failing:
-                _sync_failing(conn, pk, before, failing)
+                sync_failing(conn, pk, before, failing)
             if touched:
                 add_transition(conn, pk, kind, now, dev.last_report_pk,
                                dict(detail, previous_verdict=dev.verdict, verdict=verdict))

@@ -1,5 +1,5 @@
-"""The email alerts queued with a transition (services/transitions.py calls ``queue_alert`` in the
-transition's own transaction). Sending them, and the digests: services/emails.py."""
+"""The email alerts queued with a transition (services/transitions.py asks ``subscribers`` and calls
+``queue_alert`` in the transition's own transaction). Sending them, and the digests: services/emails.py."""
 
 from __future__ import annotations
 
@@ -25,12 +25,8 @@ def subscribers(conn: Connection, kind: str, group_id: Optional[int]) -> List[An
     return [r for r in wanted if not r.groups_limited or r.id in allowed]
 
 
-def queue_alert(conn: Connection, transition_id: int, kind: str, doc: Dict[str, Any], now: float,
-                group_id: Optional[int]) -> int:
-    """Queue the alert for every subscriber (inside the transition's transaction); returns how many."""
-    users = subscribers(conn, kind, group_id)
-    if not users:
-        return 0
+def queue_alert(conn: Connection, users: List[Any], transition_id: int, doc: Dict[str, Any], now: float) -> int:
+    """Queue the alert for ``users`` (``subscribers``), inside the transition's transaction; returns how many."""
     subject = "[ExposureGuard] " + headline(doc)
     body = alert_text(doc)
     conn.execute(insert(m.email_deliveries), [

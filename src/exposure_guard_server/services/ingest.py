@@ -213,7 +213,7 @@ class Ingest:
                     agent_version=printable(report.doc["agent"]["version"], 64), **seen)
             events.extend(derive_transitions(verdict, previous_failing, report.verdict, report.failing))
             if previous_failing != report.failing:
-                _sync_failing(conn, device_pk, previous_failing, report.failing)
+                sync_failing(conn, device_pk, previous_failing, report.failing)
         else:
             sql.run(cursor, "update_seen", **seen)
         for kind, detail in events:
@@ -253,7 +253,7 @@ def _duplicate(seen: Any, device_pk: int, report: PreparedReport) -> Dict[str, A
             "latest": False, "transitions": []}
 
 
-def _sync_failing(conn: Connection, device_pk: int, before: Dict[str, str], after: Dict[str, str]) -> None:
+def sync_failing(conn: Connection, device_pk: int, before: Dict[str, str], after: Dict[str, str]) -> None:
     t = m.device_failing
     gone = [check for check in before if check not in after]
     if gone:

@@ -5,7 +5,7 @@ none is lost when a server process dies (``webhooks.WebhookSender`` delivers the
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from sqlalchemy import Connection, insert, select
 
@@ -27,24 +27,26 @@ def add_transition(conn: Connection, device_pk: int, kind: str, now: float, repo
     hooks = conn.execute(select(m.webhooks.c.id, m.webhooks.c.events, m.webhooks.c.format)
                          .where(m.webhooks.c.enabled.is_(True))).all()
     wanted = [hook for hook in hooks if wants(hook.events, kind)]
-    if kind not in ONBOARDING_KINDS:
-        queue_alert(conn, transition_id, kind, device_pk, now)
-    if wanted:
-        doc = build_payload(conn, transition_id)
-        conn.execute(insert(m.webhook_deliveries), [
-            {"webhook_id": hook.id, "transition_id": transition_id, "event": kind, "payload": render(hook.format, doc),
-             "status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": "", "created_at": now}
-            for hook in wanted])
+    readers = _email_subscribers(conn, kind, device_pk)
+    if wanted or readers:
+        doc = build_payload(conn, transition_id)  # once, for every webhook format and every email
+        if readers:
+            email_outbox.queue_alert(conn, readers, transition_id, doc, now)
+        if wanted:
+            conn.execute(insert(m.webhook_deliveries), [
+                {"webhook_id": hook.id, "transition_id": transition_id, "event": kind,
+                 "payload": render(hook.format, doc), "status": "pending", "attempts": 0, "next_attempt_at": now,
+                 "last_error": "", "created_at": now} for hook in wanted])
     return transition_id
 
 
-def queue_alert(conn: Connection, transition_id: int, kind: str, device_pk: int, now: float) -> None:
-    """Email the transition to its subscribers (services/emails.py), in this transaction."""
-    if not read_setting(conn, "smtp_host"):
-        return
+def _email_subscribers(conn: Connection, kind: str, device_pk: int) -> List[Any]:
+    """Who gets this transition by email (services/email_outbox.py): nobody without an SMTP server, or for
+    an onboarding kind."""
+    if kind in ONBOARDING_KINDS or not read_setting(conn, "smtp_host"):
+        return []
     group_id = conn.execute(select(m.devices.c.group_id).where(m.devices.c.id == device_pk)).scalar()
-    if email_outbox.subscribers(conn, kind, group_id):
-        email_outbox.queue_alert(conn, transition_id, kind, build_payload(conn, transition_id), now, group_id)
+    return email_outbox.subscribers(conn, kind, group_id)
 
 
 def wants(events: str, kind: str) -> bool:

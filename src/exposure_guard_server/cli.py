@@ -9,7 +9,9 @@ import re
 import secrets
 import shlex
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from exposure_guard import __version__
@@ -171,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db_arg(p)
     p.add_argument("--listen", default="127.0.0.1:8443", metavar="HOST:PORT")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default 1)")
+    p.add_argument("--migrate", action="store_true",
+                   help="create or upgrade the database schema first (instances starting at once take turns); "
+                        "without it the server refuses an outdated schema")
     p.add_argument("--qpkg-dir", default="", metavar="DIR",
                    help="also serve an App Center repository from DIR (what ./build.sh writes): /qpkg/ExposureGuard.xml")
     p.add_argument("--tls-cert", default="", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
@@ -192,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     _transport_args(p)
 
+    p = sub.add_parser("backup", help="write a backup of the database to FILE (SQLite: a consistent copy while the "
+                                      "server runs; PostgreSQL: pg_dump's custom format)")
+    _db_arg(p)
+    p.add_argument("file", metavar="FILE")
+    p = sub.add_parser("restore", help="restore a backup into the database (stop the servers on it first) and "
+                                       "migrate it to this version's schema")
+    _db_arg(p)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite a database that already holds devices (it is refused otherwise)")
     _credential_parser(sub, "enroll-secret")
     actions = sub.add_parser("group", help="manage groups (customers or sites) that enrollment secrets put boxes in"
                              ).add_subparsers(dest="action", metavar="ACTION")
@@ -228,14 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _engine(args: argparse.Namespace, *, migrate: bool = False):  # type: ignore[no-untyped-def]
+def _engine(args: argparse.Namespace, *, migrate: bool = False, check: bool = True):  # type: ignore[no-untyped-def]
     from exposure_guard_server import db
 
     url = db.normalise_url(args.db or db.default_db_url())
     engine = db.make_engine(url)
     if migrate:
         db.migrate(engine)
-    else:
+    elif check:
         db.require_current(engine)
     return url, engine
 
@@ -251,10 +266,22 @@ def _password(file: str, env: str = "EXPOSURE_GUARD_ADMIN_PASSWORD") -> Optional
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from exposure_guard_server.db import head_revision, safe_url
+    from exposure_guard_server.db.lock import schema_lock
+
+    url, engine = _engine(args, migrate=False, check=False)
+    # One init at a time on a database (instances started at once each run it): the second finds the schema
+    # migrated, the admin login and the first secret made, and says so.
+    with schema_lock(engine):
+        _init_locked(args, url, engine)
+    engine.dispose()
+    return EXIT_OK
+
+
+def _init_locked(args: argparse.Namespace, url: str, engine: Any) -> None:
+    from exposure_guard_server.db import head_revision, migrate, safe_url
     from exposure_guard_server.services.admin import Admin
 
-    url, engine = _engine(args, migrate=True)
+    migrate(engine, locked=True)
     admin = Admin(engine)
     out = sys.stdout
     out.write("database %s is at schema revision %s\n" % (safe_url(url), head_revision()))
@@ -282,7 +309,36 @@ def cmd_init(args: argparse.Namespace) -> int:
     db_flag = "" if not args.db else " --db '%s'" % safe_url(url)
     out.write("start the server with:\n  exposure-guard-server serve%s --listen 127.0.0.1:8443\n" % db_flag)
     out.write("  (for other machines: --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem)\n")
-    engine.dispose()
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from exposure_guard_server import db
+    from exposure_guard_server.backup import BackupError, backup
+
+    url = db.normalise_url(args.db or db.default_db_url())
+    started = time.monotonic()
+    try:
+        kind = backup(url, Path(args.file))
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    size = os.path.getsize(args.file)
+    sys.stdout.write("backup of %s (%s) written to %s: %s bytes in %.1f s\n" % (
+        db.safe_url(url), kind, args.file, format(size, ","), time.monotonic() - started))
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from exposure_guard_server import db
+    from exposure_guard_server.backup import BackupError, restore
+
+    url = db.normalise_url(args.db or db.default_db_url())
+    started = time.monotonic()
+    try:
+        revision, devices = restore(url, Path(args.file), replace=args.replace)
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    sys.stdout.write("restored %s into %s in %.1f s: %s device(s), schema revision %s\n" % (
+        args.file, db.safe_url(url), time.monotonic() - started, format(devices, ","), revision))
     return EXIT_OK
 
 
@@ -302,7 +358,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError("--workers must be between 1 and 64")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CliError("--tls-cert and --tls-key go together")
-    url, engine = _engine(args)  # refuses to start on an empty or outdated schema
+    # Refuses to start on an empty or outdated schema, unless told to migrate it (safe with instances starting at once).
+    url, engine = _engine(args, migrate=args.migrate)
     engine.dispose()
     try:
         parse_networks(args.proxy)
@@ -439,8 +496,9 @@ def cmd_reenroll(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"init": cmd_init, "serve": cmd_serve, "enroll-secret": cmd_credential, "group": cmd_group, "user": cmd_user,
-            "api-token": cmd_credential, "re-enroll": cmd_reenroll}
+COMMANDS = {"init": cmd_init, "serve": cmd_serve, "backup": cmd_backup, "restore": cmd_restore,
+            "enroll-secret": cmd_credential, "group": cmd_group, "user": cmd_user, "api-token": cmd_credential,
+            "re-enroll": cmd_reenroll}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Optional
 
 from sqlalchemy import Engine
 
 from exposure_guard_server.db.engine import WRITE, DatabaseError
+from exposure_guard_server.db.lock import schema_lock
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -34,11 +36,13 @@ def current_revision(engine: Engine) -> Optional[str]:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def migrate(engine: Engine) -> str:
-    """Create or upgrade the schema to the newest revision; returns it."""
+def migrate(engine: Engine, *, locked: bool = False) -> str:
+    """Create or upgrade the schema to the newest revision; returns it. Several processes may call this at
+    once: they take turns (``locked``: the caller already holds ``schema_lock``)."""
     from alembic import command
 
-    with engine.connect().execution_options(**WRITE) as connection:
+    with contextlib.nullcontext() if locked else schema_lock(engine), \
+            engine.connect().execution_options(**WRITE) as connection:
         command.upgrade(alembic_config(connection), "head")
         connection.commit()
     return current_revision(engine) or ""

@@ -65,7 +65,7 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": BODY})
 '''
 
-LIGHT_CONNECTIONS = [2]
+LIGHT_CONNECTIONS = [2, 2]  # light-load connections, server workers
 CHECKS = ["myqnapcloud.upnp-forwarding", "myqnapcloud.published-services", "myqnapcloud.ddns", "router.upnp-mappings",
           "router.upnp-wan-exposed", "reachability.admin", "reachability.services", "admin.default-ports",
           "admin.https", "admin.default-cert", "service.telnet", "service.ssh", "account.default-admin",
@@ -169,6 +169,28 @@ def checkin_requests(keys: List[Tuple[Dict[str, Any], str]], count: int, host: s
     return out
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every live process of a process group: the server's
+    supervisor and its worker processes (it runs in its own session)."""
+    ticks = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[2] is the process group; [11], [12] utime and stime
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def start_bare(port: int, workers: int, tmp: Path) -> subprocess.Popen:
     (tmp / "bare_asgi.py").write_text(BARE_APP)
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_asgi:app", "--app-dir", str(tmp), "--host",
@@ -216,7 +238,11 @@ def checkin_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) 
         requests = checkin_requests(keys, int(per_second_guess * (args.duration + 2)), "127.0.0.1:%d" % port, 1)
         Load("127.0.0.1", port, requests[:400]).run(2, args.connections)  # warm-up (first reports per device)
         load = Load("127.0.0.1", port, requests[400:])
+        cpu_before, gen_before = group_cpu(server.proc.pid), own_cpu()
         result = load.run(args.duration, args.connections)
+        cpu = group_cpu(server.proc.pid) - cpu_before
+        result["cpu_ms"] = 1000 * cpu / max(1, result["ok"])
+        result["gen_cpu_ms"] = 1000 * (own_cpu() - gen_before) / max(1, result["ok"])
         # Service latency without queueing: few connections at once.
         light = Load("127.0.0.1", port, requests[400 + load.next:])
         result["light"] = light.run(max(3.0, args.duration / 2), args.light_connections)
@@ -241,10 +267,233 @@ def bare_bench(args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
 def show(label: str, r: Dict[str, Any]) -> None:
     print("  %-34s %7.0f check-ins/s  (%d ok of %d, statuses %s)  p50 %.1f ms  p99 %.1f ms" % (
         label, r["rps"], r["ok"], r["requests"], r["statuses"], r["p50_ms"], r["p99_ms"]), flush=True)
+    if "cpu_ms" in r:
+        print("  %-34s server CPU %.3f ms per check-in (every server process, user + system); load generator "
+              "%.3f ms" % ("", r["cpu_ms"], r["gen_cpu_ms"]), flush=True)
     if "light" in r:
         light = r["light"]
         print("  %-34s %7.0f check-ins/s  at light load (%d connections): p50 %.1f ms  p99 %.1f ms" % (
             "", light["rps"], LIGHT_CONNECTIONS[0], light["p50_ms"], light["p99_ms"]), flush=True)
+
+
+# -- the ceiling: the same statements by a bare loop ---------------------------------------------------
+
+def ceiling_statements(dialect: Any) -> Dict[str, Tuple[str, Optional[List[str]]]]:
+    """The check-in's statements (db/hot_sql.py) and those of a transition and of the failing-check list,
+    compiled for ``dialect``: (SQL, positional parameter order or None for named parameters)."""
+    from sqlalchemy import bindparam, delete, insert, select
+
+    from exposure_guard_server.db import models as m
+    from exposure_guard_server.db.hot_sql import HotSql
+
+    compiled = dict(HotSql(dialect).compiled)
+    t, f = m.transitions.c, m.device_failing.c
+    extra = {
+        "insert_transition": insert(m.transitions).values(
+            {c: bindparam(c) for c in ("device_pk", "kind", "at", "report_pk", "detail")}).returning(t.id),
+        "webhooks": select(m.webhooks.c.id, m.webhooks.c.events, m.webhooks.c.format).where(
+            m.webhooks.c.enabled.is_(True)),
+        "setting": select(m.server_settings.c.value).where(m.server_settings.c.name == bindparam("name")),
+        "failing_delete": delete(m.device_failing).where(f.device_pk == bindparam("pk"), f.check_id == bindparam("c")),
+        "failing_insert": insert(m.device_failing).values(device_pk=bindparam("pk"), check_id=bindparam("c"),
+                                                          severity=bindparam("s")),
+    }
+    for name, statement in extra.items():
+        done = statement.compile(dialect=dialect)
+        compiled[name] = (done.string, list(done.positiontup or []) if done.positional else None)
+    return compiled
+
+
+class CeilingItem:
+    """One report reduced to what the ingest stores (computed before the clock starts)."""
+
+    __slots__ = ("key_hash", "report_id", "generated_at", "verdict", "failing", "sha256", "body", "device")
+
+    def __init__(self, key_hash: str, doc: Dict[str, Any], data: bytes, body: bytes) -> None:
+        import hashlib
+
+        from exposure_guard_server.reportlogic import failing_checks, parse_time, verdict_of
+
+        self.key_hash, self.report_id = key_hash, doc["report_id"]
+        self.generated_at = parse_time(doc["generated_at"])
+        self.verdict, self.failing = verdict_of(doc), failing_checks(doc)
+        self.sha256, self.body, self.device = hashlib.sha256(data).hexdigest(), body, doc["device"]
+
+
+def ceiling_one(run: Any, item: CeilingItem, now: float, begin: Any, commit: Any) -> None:
+    """The statements services/ingest.py runs for one new report, in the same order and transactions."""
+    from exposure_guard_server.naturalsort import hostname_key
+    from exposure_guard_server.reportlogic import RISK, derive_transitions
+
+    device_pk = run("whoami", h=item.key_hash).fetchone()[0]
+    assert run("seen", rid=item.report_id).fetchone() is None
+    begin()
+    _id, interval_s, last_generated_at, verdict, failing, stale, report_count, retired_at = run(
+        "device_for_update", pk=device_pk).fetchone()
+    report_pk = run("insert_report", report_id=item.report_id, device_pk=device_pk, generated_at=item.generated_at,
+                    received_at=now, verdict=item.verdict, fail_count=len(item.failing), body_sha256=item.sha256,
+                    body=item.body).fetchone()[0]
+    seen = {"pk": device_pk, "last_seen_at": now, "stale_base": now + 2 * interval_s, "stale": False,
+            "interval_s": interval_s, "report_count": report_count + 1}
+    if last_generated_at is None or item.generated_at >= last_generated_at:
+        previous = {c: sev for c, sev in json.loads(failing)}
+        run("accepted", pk=device_pk, pk2=device_pk).fetchall()
+        dev = item.device
+        run("update_latest", last_generated_at=item.generated_at, last_report_pk=report_pk, verdict=item.verdict,
+            risk=RISK[item.verdict], fail_count=len(item.failing), failing=json.dumps(sorted(item.failing.items())),
+            hostname=dev["hostname"], hostname_key=hostname_key(dev["hostname"]), model=dev["model"],
+            firmware=dev["firmware"], build=dev["build"], lan_addresses=json.dumps(dev["lan_addresses"]),
+            agent_version="1.0.0", **seen)
+        for kind, detail in derive_transitions(verdict, previous, item.verdict, item.failing):
+            run("insert_transition", device_pk=device_pk, kind=kind, at=now, report_pk=report_pk,
+                detail=json.dumps(dict(detail, report_id=item.report_id), sort_keys=True)).fetchone()
+            run("webhooks").fetchall()
+            if kind != "first_report":
+                run("setting", name="smtp_host").fetchone()
+        if previous != item.failing:
+            for check in previous:
+                if check not in item.failing:
+                    run("failing_delete", pk=device_pk, c=check)
+            for check, severity in item.failing.items():
+                if check not in previous:
+                    run("failing_insert", pk=device_pk, c=check, s=severity)
+    else:
+        run("update_seen", **seen)
+    commit()
+
+
+def _ceiling_worker(db_url: str, statements: Dict[str, Tuple[str, Optional[List[str]]]], items: List[CeilingItem],
+                    duration: float, start: Any, out: Any) -> None:
+    """One process of the ceiling: the driver alone (sqlite3 with the server's pragmas, or psycopg), the
+    server's write lock on SQLite (an flock of the same file), one transaction per report."""
+    import fcntl
+    import resource
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    lock_fd = -1
+    if url.get_backend_name() == "sqlite":
+        import sqlite3
+
+        conn: Any = sqlite3.connect(url.database, timeout=30, check_same_thread=False)
+        conn.isolation_level = None
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000",
+                       "cache_size=-65536", "temp_store=MEMORY"):  # as db/engine.py
+            conn.execute("PRAGMA " + pragma)
+        lock_fd = os.open(url.database + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        cursor = conn.cursor()
+
+        def begin() -> None:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            cursor.execute("BEGIN IMMEDIATE")
+
+        def commit() -> None:
+            cursor.execute("COMMIT")
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    else:
+        import psycopg
+
+        conn = psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        cursor = conn.cursor()
+
+        def begin() -> None:
+            pass  # psycopg opens the transaction with the first statement, as under SQLAlchemy
+
+        def commit() -> None:
+            conn.commit()
+
+    def run(statement: str, /, **params: Any) -> Any:
+        text, order = statements[statement]
+        cursor.execute(text, tuple(params[key] for key in order) if order is not None else params)
+        return cursor
+
+    latencies: List[float] = []
+    start.wait()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    began = time.perf_counter()
+    end = began + duration
+    try:
+        for item in items:
+            started = time.perf_counter()
+            if started >= end:
+                break
+            ceiling_one(run, item, time.time(), begin, commit)
+            latencies.append(time.perf_counter() - started)
+    except BaseException as exc:
+        out.put(exc)
+        raise
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    conn.close()
+    out.put((len(latencies), wall, cpu, sorted(latencies)))
+
+
+def ceiling_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
+    """The check-in's statements for the same kind of reports from a bare loop in --workers processes:
+    what the database and its driver allow, without HTTP, JSON, validation or the framework."""
+    import multiprocessing
+
+    from exposure_guard_server.db import make_engine
+    from exposure_guard_server.db.lock import WriteLock
+    from exposure_guard_server.security import token_hash
+    from exposure_guard_server.services.counters import Counters
+    from exposure_guard_server.services.enroll import Enrollment
+
+    cli("init", "--db", db_url)
+    secret = cli("enroll-secret", "create", "--db", db_url).stdout.strip().splitlines()[-1]
+    engine = make_engine(db_url)
+    enrollment = Enrollment(engine, WriteLock(engine), Counters(engine))
+    keys = [(device(i), token_hash(enrollment.enroll({"enroll_secret": secret, "device": device(i),
+                                                      "agent": {"version": "1.0.0"}})["node_key"]))
+            for i in range(200)]
+    statements = ceiling_statements(engine.dialect)
+    engine.dispose()
+    rng = random.Random(1)
+    base = time.time() - 86400
+    items: List[List[CeilingItem]] = [[] for _ in range(args.workers)]
+    for i in range(args.ceiling_reports):
+        dev, key_hash = keys[i % len(keys)]
+        doc = report(dev, rng, base + i)
+        data = json.dumps(doc, separators=(",", ":")).encode()
+        items[i % len(keys) % args.workers].append(CeilingItem(key_hash, doc, data, gzip.compress(data, 6)))
+    context = multiprocessing.get_context("fork")
+    warm = [context.Event() for _ in range(2)]
+    out = context.Queue()
+    # Warm-up: each device's first report (a transition each), then the measured run.
+    results = []
+    for phase, duration in (("warm-up", 60.0), ("run", args.duration)):
+        start = warm.pop()
+        chunks = [chunk[:len(keys) // args.workers] if phase == "warm-up" else chunk[len(keys) // args.workers:]
+                  for chunk in items]
+        procs = [context.Process(target=_ceiling_worker, args=(db_url, statements, chunk, duration, start, out))
+                 for chunk in chunks]
+        for proc in procs:
+            proc.start()
+        start.set()
+        results = [out.get(timeout=duration + 120) for _ in procs]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise SystemExit("a ceiling process failed: %r" % result)
+        for proc in procs:
+            proc.join()
+    done = sum(r[0] for r in results)
+    wall = max(r[1] for r in results)
+    latencies = sorted(x for r in results for x in r[3])
+    if done >= sum(len(chunk) for chunk in items) - len(keys):
+        print("  (the ceiling ran out of reports: raise --ceiling-reports)", flush=True)
+    return {"rps": done / wall, "ok": done, "cpu_ms": 1000 * sum(r[2] for r in results) / max(1, done),
+            "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else 0,
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0}
+
+
+def show_ceiling(label: str, ceiling: Dict[str, Any], server: Dict[str, Any]) -> None:
+    print("  %-34s %7.0f check-ins/s  (%d, %d processes, one transaction each)  p50 %.2f ms  p99 %.2f ms  "
+          "CPU %.3f ms per check-in" % ("ceiling: bare loop on " + label, ceiling["rps"], ceiling["ok"],
+                                        LIGHT_CONNECTIONS[1], ceiling["p50_ms"], ceiling["p99_ms"],
+                                        ceiling["cpu_ms"]), flush=True)
+    print("  server / ceiling on %s: %.0f %%" % (label, 100 * server["rps"] / ceiling["rps"]), flush=True)
 
 
 # -- big fleet -----------------------------------------------------------------------------------------
@@ -397,11 +646,13 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=100000)
     parser.add_argument("--reports-per-device", type=int, default=10)
     parser.add_argument("--read-repeats", type=int, default=20)
+    parser.add_argument("--ceiling-reports", type=int, default=80000,
+                        help="reports prepared for the ceiling loop (it stops after --duration or when they run out)")
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--skip-checkin", action="store_true")
     parser.add_argument("--skip-fleet", action="store_true")
     args = parser.parse_args()
-    LIGHT_CONNECTIONS[0] = args.light_connections
+    LIGHT_CONNECTIONS[0], LIGHT_CONNECTIONS[1] = args.light_connections, args.workers
     try:
         import httptools  # noqa: F401
         import uvloop  # noqa: F401
@@ -422,10 +673,15 @@ def main() -> int:
             sqlite = checkin_bench("sqlite", "sqlite:///%s" % (tmp / "bench.db"), args, tmp)
             show("server on SQLite (WAL)", sqlite)
             print("  SQLite / bare ASGI ratio: %.0f %%" % (100 * sqlite["rps"] / bare["rps"]), flush=True)
+            ceiling = ceiling_bench("sqlite", "sqlite:///%s" % (tmp / "ceiling.db"), args, tmp)
+            show_ceiling("SQLite", ceiling, sqlite)
             if pg_url:
                 pg = checkin_bench("pg", pg_url, args, tmp)
                 show("server on PostgreSQL", pg)
                 print("  PostgreSQL / bare ASGI ratio: %.0f %%" % (100 * pg["rps"] / bare["rps"]), flush=True)
+                pg_ceiling = pg_database("eg_bench_ceiling")
+                assert pg_ceiling is not None
+                show_ceiling("PostgreSQL", ceiling_bench("pg", pg_ceiling, args, tmp), pg)
             elif not args.skip_pg:
                 print("  PostgreSQL: skipped (EXPOSURE_GUARD_TEST_PG_URL unset; source .ci/start-postgres.sh)")
         if not args.skip_fleet:

@@ -4,13 +4,13 @@ the callback prober, both started with the command lines of the shipped systemd 
 and other clients in ``nas``, behind the lab router's NAT, so the edge sees them as 198.51.100.1.
 
     nas 10.77.0.10 --NAT--> router 198.51.100.1 ---> wan: nginx :80/:443 on 198.51.100.10 (eg.example.com)
-                                                          and 198.51.100.11 (probe.example.com);
+    nas 2001:db8:77::10 --routed-->                       and 198.51.100.11, 2001:db8:100::11 (probe.example.com);
                                                           server 127.0.0.1:8443, prober 127.0.0.1:8480
 
 What it proves: the agent enrolls and checks in over https with its CA file; the server records the
 caller's address from the proxy's header, whatever X-Forwarded-For the client sent, and sees the scheme as
 https (Secure ``__Host-`` session cookie); the prober probes the caller found the same way and nothing
-else; the backends cannot be reached but through nginx; plain HTTP only redirects; the body cap is
+else, over IPv4 and IPv6; the backends cannot be reached but through nginx; plain HTTP only redirects; the body cap is
 nginx's. Traffic stays on loopback and inside the lab's namespaces."""
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.lab
 
 EG_ADDR = Lab.WAN_HOST  # 198.51.100.10: nginx, the fleet server's name
-PROBE_ADDR = "198.51.100.11"  # nginx again, the prober's name
-CALLER = Lab.ROUTER_WAN  # what every request from ns nas looks like from wan (the router masquerades)
+PROBE_ADDR, PROBE_ADDR6 = "198.51.100.11", "2001:db8:100::11"  # nginx again, the prober's name
+CALLER = Lab.ROUTER_WAN  # what every IPv4 request from ns nas looks like from wan (the router masquerades)
+CALLER6 = Lab.NAS6  # IPv6 is routed without NAT: the NAS's own global address
 FORGED = "203.0.113.66"  # what a client claims in X-Forwarded-For; outside --lab-allow, never probed
 EG_URL, PROBE_URL = "https://%s" % EG_ADDR, "https://%s" % PROBE_ADDR
 NO_PROXY = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "ALL_PROXY": "", "all_proxy": ""}
@@ -110,18 +111,19 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
     Lab.reap_stale()
     work = tmp_path_factory.mktemp("deploy-lab")
-    lab = Lab(igd=False, stun=False, nas_http=None, nas_https=None)
+    lab = Lab(igd=False, stun=False, nas_http=None, nas_https=None, ipv6=True)
     # nginx's workers run as nobody, as on a real host: their prefix must be theirs to enter. Named after the
     # lab, so Lab.reap_stale() removes it too if this process is killed.
     prefix = Path(tempfile.mkdtemp(prefix="%s-nginx-" % lab.tag))
     try:
         lab.up()
         lab.run("wan", ["ip", "addr", "add", "%s/24" % PROBE_ADDR, "dev", "w0"])
-        tls = make_ca_and_cert(work / "tls", [SERVER_NAME, PROBER_NAME], [EG_ADDR, PROBE_ADDR])
+        lab.run("wan", ["ip", "-6", "addr", "add", "%s/64" % PROBE_ADDR6, "dev", "w0", "nodad"])
+        tls = make_ca_and_cert(work / "tls", [SERVER_NAME, PROBER_NAME], [EG_ADDR, PROBE_ADDR, PROBE_ADDR6])
         prefix.chmod(0o755)
         group = "nogroup" if _group_exists("nogroup") else "nobody"
-        conf = nginx_prefix(prefix, tls["cert"], tls["key"], names={SERVER_NAME: EG_ADDR, PROBER_NAME: PROBE_ADDR},
-                            user="nobody %s" % group)
+        names = {SERVER_NAME: EG_ADDR, PROBER_NAME: "%s [%s]" % (PROBE_ADDR, PROBE_ADDR6)}  # the Host clients send
+        conf = nginx_prefix(prefix, tls["cert"], tls["key"], names=names, user="nobody %s" % group)
         checked = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True,
                                  timeout=120)
         assert checked.returncode == 0, checked.stderr
@@ -140,7 +142,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         prober_token = secrets.token_urlsafe(24)
         prober_env = unit_environment(PROBER_UNIT, PROBER_ENV, overrides={
             "EXPOSURE_GUARD_PROBER_TOKENS": prober_token,
-            "EG_PROBER_ARGS": "--lab-allow %s/32 --log-connects --connect-timeout 2" % CALLER})
+            "EG_PROBER_ARGS": "--lab-allow %s/32,%s/128 --log-connects --connect-timeout 2" % (CALLER, CALLER6)})
         (work / "log" / "exposure-guard-prober").mkdir(parents=True)
         spawn_unit(lab, "prober", prober_env, python_argv(exec_argv(PROBER_UNIT, prober_env, logs=str(work / "log"))))
 
@@ -179,9 +181,9 @@ def test_the_agent_enrolls_and_checks_in_over_tls_and_the_server_records_where_f
     assert enrolled.returncode == 0 and "enrolled" in enrolled.stdout, enrolled.stdout + enrolled.stderr + edge.logs()
     device_id = json.loads((state / "enrollment.json").read_text())["device_id"]
     ran = edge.python("exposure_guard", "run", "--once", "--offline", *common)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.returncode == 0, ran.stdout + ran.stderr + edge.logs()
     assert ran.stdout.strip().endswith("check-in: 1 delivered, 0 already on the server, 0 rejected, "
-                                       "0 waiting in the spool"), ran.stdout + ran.stderr
+                                       "0 waiting in the spool"), ran.stdout + ran.stderr + edge.logs()
     device = edge.api("/api/v1/devices/%s" % device_id)
     assert device["reports"] == 1, device
 
@@ -254,9 +256,9 @@ print(json.dumps({"status": answer.status_code, "body": answer.json()}))
 '''
 
 
-def probe(edge: Edge, token: str) -> Dict[str, Any]:
+def probe(edge: Edge, token: str, url: str = PROBE_URL) -> Dict[str, Any]:
     nonce = secrets.token_hex(8)
-    result = edge.python(PROBE, PROBE_URL, str(edge.ca), token, FORGED, nonce)
+    result = edge.python(PROBE, url, str(edge.ca), token, FORGED, nonce)
     assert result.returncode == 0, result.stdout + result.stderr + edge.logs()
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     answer["nonce"] = nonce
@@ -275,8 +277,13 @@ def test_the_prober_sees_the_caller_only_through_the_proxy(edge: Edge) -> None:
         r for r in edge.prober_records("request") if r.get("nonce") == answer["nonce"]])
     assert requests[0]["peer"] == "127.0.0.1" and requests[0]["client"] == CALLER, requests
     assert requests[0]["via_proxy"] is True and requests[0]["xff_ignored"] is False, requests
+    # Over IPv6 (nginx's [::]:443, no NAT): the NAS's own address, taken from nginx's header the same way.
+    answer6 = probe(edge, edge.prober_token, "https://[%s]" % PROBE_ADDR6)
+    assert answer6["status"] == 200, answer6
+    assert answer6["body"]["observed_address"] == CALLER6 and answer6["body"]["family"] == "ipv6", answer6
+    assert answer6["body"]["via_proxy"] is True and answer6["body"]["ports"][0]["state"] == "closed", answer6
     targets = {r["target"] for r in edge.prober_records("connect")}
-    assert targets == {CALLER}, targets  # never the forged address, never anything else
+    assert targets == {CALLER, CALLER6}, targets  # never the forged address, never anything else
 
 
 def test_only_nginx_faces_the_network(edge: Edge) -> None:

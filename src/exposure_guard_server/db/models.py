@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Computed,
     Float,
     ForeignKey,
     Index,
@@ -135,6 +136,20 @@ enroll_secrets = _credential_table("enroll_secrets", "secret_hash", Column("revo
                                    Column("enrolled_count", Integer, nullable=False, default=0),
                                    Column("group_id", Integer))  # groups.id; see devices.group_id
 
+# The search fields in the order services/search.py names them; a line break between them.
+SEARCH_FIELDS = ("hostname", "device_id", "model", "lan_addresses")
+SEARCH_TEXT_SQL = " || '\n' || ".join("lower(%s)" % field for field in SEARCH_FIELDS)
+# Search objects that exist on one engine only, made by migration 0011 outside this metadata (schema checks
+# leave them out): the FTS5 table on SQLite (and its shadow tables), the trigram index on PostgreSQL (only
+# where the pg_trgm extension could be created).
+SEARCH_FTS_TABLE = "device_search"
+SEARCH_TRGM_INDEX = "ix_devices_search_text"
+
+
+def is_search_object(name: str) -> bool:
+    return name in (SEARCH_TRGM_INDEX, SEARCH_FTS_TABLE) or name.startswith(SEARCH_FTS_TABLE + "_")
+
+
 devices = Table(
     "devices", metadata,
     Column("id", Integer, primary_key=True),
@@ -169,6 +184,9 @@ devices = Table(
     Column("report_count", Integer, nullable=False, default=0),
     Column("retired_at", Float),  # retired: hidden from lists and counts, history kept (services/lifecycle.py)
     Column("note", Text, nullable=False, default=""),
+    # What the device list's search (``q``) looks in, lowered, one field a line (services/search.py):
+    # stored on PostgreSQL (with a pg_trgm index), computed when read on SQLite (an FTS5 table indexes it).
+    Column("search_text", Text, Computed(SEARCH_TEXT_SQL)),
     Index("ix_devices_verdict", "verdict"),
     Index("ix_devices_hostname", "hostname"),
     Index("ix_devices_last_seen_at", "last_seen_at"),

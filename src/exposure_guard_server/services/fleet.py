@@ -9,9 +9,9 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Sequence
 
-from sqlalchemy import Engine, and_, case, false, func, or_, select, true
+from sqlalchemy import Engine, and_, case, false, func, select, true
 
 from exposure_guard.contracts import SEVERITY_RANK
 from exposure_guard_server.catalogue import explained
@@ -20,6 +20,8 @@ from exposure_guard_server.errors import ApiError
 from exposure_guard_server.naturalsort import hostname_key
 from exposure_guard_server.reportlogic import STATES, VERDICTS, diff_reports, format_time, parse_time
 from exposure_guard_server.services.ingest import load_body
+from exposure_guard_server.services.search import Search
+from exposure_guard_server.services.search import unindexed as search_unindexed
 
 SORTS = {
     "risk": ("risk", "desc"),
@@ -94,6 +96,14 @@ def _tags_of(device_pk: Any) -> Any:
     return select(func.aggregate_strings(t.tag, ",")).where(t.device_pk == device_pk).scalar_subquery().label("tags")
 
 
+NUMERIC_SORTS = frozenset({"risk", "last_seen_at", "fail_count", "id"})
+
+
+def _sort_key(col: Any, name: str, direction: str, unindexed: bool) -> Any:
+    key = search_unindexed(col, name in NUMERIC_SORTS) if unindexed else col
+    return key.desc() if direction == "desc" else key.asc()
+
+
 def state_of(verdict: str, silent: bool) -> str:
     """The one state a device is counted under: an exposed box stays exposed when it goes silent (its last
     word was that the internet reaches it); any other silent box is stale."""
@@ -111,6 +121,7 @@ def worst_first(failing: List[Any]) -> List[str]:
 class Reader:
     def __init__(self, engine: Engine, *, stale_grace: float = 600, max_clock_skew: float = 300) -> None:
         self.engine = engine
+        self.search = Search(engine)
         self.stale_grace = stale_grace
         self.max_clock_skew = max_clock_skew
 
@@ -209,6 +220,7 @@ class Reader:
         return conds
 
     def _where(self, flt: DeviceFilter, cutoff: float) -> List[Any]:
+        """Every condition of ``flt`` but the search (``q``: services/search.py)."""
         d = m.devices.c
         conds = self._scope(flt)
         if flt.state == "stale":
@@ -223,11 +235,6 @@ class Reader:
             conds.append(d.stale_base < cutoff if flt.stale else d.stale_base >= cutoff)
         if flt.firmware:
             conds.append(d.firmware == flt.firmware)
-        if flt.q:
-            escaped = flt.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = "%" + escaped + "%"
-            conds.append(or_(*[column.ilike(pattern, escape="\\") for column in
-                               (d.hostname, d.device_id, d.model, d.lan_addresses)]))
         if flt.check:
             f = m.device_failing.c
             conds.append(d.id.in_(select(f.device_pk).where(f.check_id == flt.check)))
@@ -241,19 +248,29 @@ class Reader:
         conds = self._where(flt, cutoff)
         column, natural = SORTS[flt.sort]
         direction = flt.order or natural
-        sort_col = getattr(d, column)
-        order = [sort_col.desc() if direction == "desc" else sort_col.asc()]
-        if column != "hostname_key":
-            order.append(d.hostname_key.asc())
-        order.append(d.id.asc())
         cols = [d.device_id, d.hostname, d.model, d.firmware, d.build, d.verdict, d.fail_count, d.failing,
                 d.last_seen_at, d.enrolled_at, d.interval_s, d.stale_base, d.lan_addresses, d.agent_version,
                 d.report_count, d.retired_at, d.note, g.name.label("group"), e.name.label("enroll_secret"),
                 _tags_of(d.id)]
+        offset = (flt.page - 1) * flt.per_page
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(m.devices).where(and_(True, *conds))).scalar_one()
-            rows = conn.execute(select(*cols).select_from(_named_devices()).where(and_(True, *conds)).order_by(*order)
-                                .limit(flt.per_page).offset((flt.page - 1) * flt.per_page)).all()
+            if flt.q:
+                self.search.prepare(conn)
+            count_conds = conds + ([self.search.condition(flt.q)] if flt.q else [])
+            total = conn.execute(select(func.count()).select_from(m.devices).where(and_(True, *count_conds))
+                                 ).scalar_one()
+            rows: Sequence[Any] = []
+            if total > offset:
+                page_conds = conds + ([self.search.condition(flt.q, total)] if flt.q else [])
+                # A search with few matches sorts them (found through its index) rather than letting the
+                # planner walk the sort order's index over every device.
+                plain = bool(flt.q) and self.search.sort_matches(flt.q, total)
+                order = [_sort_key(getattr(d, column), column, direction, plain)]
+                if column != "hostname_key":
+                    order.append(_sort_key(d.hostname_key, "hostname_key", "asc", plain))
+                order.append(_sort_key(d.id, "id", "asc", plain))
+                rows = conn.execute(select(*cols).select_from(_named_devices()).where(and_(True, *page_conds))
+                                    .order_by(*order).limit(flt.per_page).offset(offset)).all()
         return {"total": total, "page": flt.page, "per_page": flt.per_page,
                 "pages": max(1, -(-int(total) // flt.per_page)),
                 "devices": [self._device_dict(r, cutoff) for r in rows]}

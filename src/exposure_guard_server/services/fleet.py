@@ -254,17 +254,16 @@ class Reader:
                 _tags_of(d.id)]
         offset = (flt.page - 1) * flt.per_page
         with self.engine.connect() as conn:
-            if flt.q:
-                self.search.prepare(conn)
-            count_conds = conds + ([self.search.condition(flt.q)] if flt.q else [])
+            match = self.search.match(conn, flt.q) if flt.q else None
+            count_conds = conds + ([match.condition] if match is not None else [])
             total = conn.execute(select(func.count()).select_from(m.devices).where(and_(True, *count_conds))
                                  ).scalar_one()
             rows: Sequence[Any] = []
             if total > offset:
-                page_conds = conds + ([self.search.condition(flt.q, total)] if flt.q else [])
+                page_conds = conds + ([match.page_condition(total)] if match is not None else [])
                 # A search with few matches sorts them (found through its index) rather than letting the
                 # planner walk the sort order's index over every device.
-                plain = bool(flt.q) and self.search.sort_matches(flt.q, total)
+                plain = match is not None and match.sort_matches(total)
                 order = [_sort_key(getattr(d, column), column, direction, plain)]
                 if column != "hostname_key":
                     order.append(_sort_key(d.hostname_key, "hostname_key", "asc", plain))

@@ -115,8 +115,8 @@ class Load:
         self.latencies: List[float] = []
         self.statuses: Dict[int, int] = {}
 
-    async def worker(self, end: float) -> None:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+    async def worker(self, stream: Tuple[asyncio.StreamReader, asyncio.StreamWriter], end: float) -> None:
+        reader, writer = stream
         try:
             while time.perf_counter() < end and self.next < len(self.requests):
                 request = self.requests[self.next]
@@ -138,9 +138,16 @@ class Load:
 
     def run(self, duration: float, connections: int) -> Dict[str, Any]:
         async def main() -> float:
+            # One connection at a time, each given a moment to be accepted: with --workers N, whichever
+            # server process is free takes it, as when agents connect for each check-in. (Opened all at
+            # once, the first process to wake up may accept every one of them and leave the others idle.)
+            streams = []
+            for _ in range(connections):
+                streams.append(await asyncio.open_connection(self.host, self.port))
+                await asyncio.sleep(0.005)
             end = time.perf_counter() + duration
             start = time.perf_counter()
-            await asyncio.gather(*(self.worker(end) for _ in range(connections)))
+            await asyncio.gather(*(self.worker(stream, end) for stream in streams))
             return time.perf_counter() - start
 
         try:
@@ -278,15 +285,16 @@ def show(label: str, r: Dict[str, Any]) -> None:
 
 # -- the ceiling: the same statements by a bare loop ---------------------------------------------------
 
-def ceiling_statements(dialect: Any) -> Dict[str, Tuple[str, Optional[List[str]]]]:
-    """The check-in's statements (db/hot_sql.py) and those of a transition and of the failing-check list,
-    compiled for ``dialect``: (SQL, positional parameter order or None for named parameters)."""
+def ceiling_statements(dialect: Any) -> Tuple[Any, Dict[str, Tuple[str, Optional[List[str]]]]]:
+    """The check-in's statements (db/hot_sql.py: a HotSql) and, with them, those of a transition and of the
+    failing-check list, compiled for ``dialect``: (SQL, positional parameter order or None for named)."""
     from sqlalchemy import bindparam, delete, insert, select
 
     from exposure_guard_server.db import models as m
     from exposure_guard_server.db.hot_sql import HotSql
 
-    compiled = dict(HotSql(dialect).compiled)
+    hot = HotSql(dialect)
+    compiled = dict(hot.compiled)
     t, f = m.transitions.c, m.device_failing.c
     extra = {
         "insert_transition": insert(m.transitions).values(
@@ -301,49 +309,60 @@ def ceiling_statements(dialect: Any) -> Dict[str, Tuple[str, Optional[List[str]]
     for name, statement in extra.items():
         done = statement.compile(dialect=dialect)
         compiled[name] = (done.string, list(done.positiontup or []) if done.positional else None)
-    return compiled
+    return hot, compiled
 
 
 class CeilingItem:
     """One report reduced to what the ingest stores (computed before the clock starts)."""
 
-    __slots__ = ("key_hash", "report_id", "generated_at", "verdict", "failing", "sha256", "body", "device")
+    __slots__ = ("device_pk", "key_hash", "report_id", "generated_at", "verdict", "failing", "sha256", "body",
+                 "device")
 
-    def __init__(self, key_hash: str, doc: Dict[str, Any], data: bytes, body: bytes) -> None:
+    def __init__(self, device_pk: int, key_hash: str, doc: Dict[str, Any], data: bytes, body: bytes) -> None:
         import hashlib
 
         from exposure_guard_server.reportlogic import failing_checks, parse_time, verdict_of
 
-        self.key_hash, self.report_id = key_hash, doc["report_id"]
+        self.device_pk, self.key_hash, self.report_id = device_pk, key_hash, doc["report_id"]
         self.generated_at = parse_time(doc["generated_at"])
         self.verdict, self.failing = verdict_of(doc), failing_checks(doc)
         self.sha256, self.body, self.device = hashlib.sha256(data).hexdigest(), body, doc["device"]
 
 
-def ceiling_one(run: Any, item: CeilingItem, now: float, begin: Any, commit: Any) -> None:
-    """The statements services/ingest.py runs for one new report, in the same order and transactions."""
+def ceiling_one(run: Any, update: Any, item: CeilingItem, now: float, begin: Any, commit: Any) -> None:
+    """The statements services/ingest.py runs for one new report (its device known: the server knows a
+    node key it has seen without a query), in one transaction."""
     from exposure_guard_server.naturalsort import hostname_key
     from exposure_guard_server.reportlogic import RISK, derive_transitions
 
-    device_pk = run("whoami", h=item.key_hash).fetchone()[0]
-    assert run("seen", rid=item.report_id).fetchone() is None
     begin()
-    _id, interval_s, last_generated_at, verdict, failing, stale, report_count, retired_at = run(
-        "device_for_update", pk=device_pk).fetchone()
+    (device_pk, interval_s, last_generated_at, verdict, failing, stale, report_count, _retired_at, hostname, model,
+     firmware, build, lan_addresses, agent_version, accepting) = run("device_for_update", pk=item.device_pk,
+                                                                      h=item.key_hash).fetchone()
     report_pk = run("insert_report", report_id=item.report_id, device_pk=device_pk, generated_at=item.generated_at,
                     received_at=now, verdict=item.verdict, fail_count=len(item.failing), body_sha256=item.sha256,
                     body=item.body).fetchone()[0]
-    seen = {"pk": device_pk, "last_seen_at": now, "stale_base": now + 2 * interval_s, "stale": False,
-            "interval_s": interval_s, "report_count": report_count + 1}
+    values = {"last_seen_at": now, "stale_base": now + 2 * interval_s, "report_count": report_count + 1}
     if last_generated_at is None or item.generated_at >= last_generated_at:
         previous = {c: sev for c, sev in json.loads(failing)}
-        run("accepted", pk=device_pk, pk2=device_pk).fetchall()
+        if accepting:
+            run("accepted", pk=device_pk, pk2=device_pk).fetchall()
+        values.update(last_generated_at=item.generated_at, last_report_pk=report_pk)
+        if item.verdict != verdict:
+            values.update(verdict=item.verdict, risk=RISK[item.verdict])
+        failing_text = json.dumps(sorted(item.failing.items()))
+        if failing_text != failing:
+            values.update(fail_count=len(item.failing), failing=failing_text)
         dev = item.device
-        run("update_latest", last_generated_at=item.generated_at, last_report_pk=report_pk, verdict=item.verdict,
-            risk=RISK[item.verdict], fail_count=len(item.failing), failing=json.dumps(sorted(item.failing.items())),
-            hostname=dev["hostname"], hostname_key=hostname_key(dev["hostname"]), model=dev["model"],
-            firmware=dev["firmware"], build=dev["build"], lan_addresses=json.dumps(dev["lan_addresses"]),
-            agent_version="1.0.0", **seen)
+        if dev["hostname"] != hostname:
+            values.update(hostname=dev["hostname"], hostname_key=hostname_key(dev["hostname"]))
+        for name, new, old in (("model", dev["model"], model), ("firmware", dev["firmware"], firmware),
+                               ("build", dev["build"], build),
+                               ("lan_addresses", json.dumps(dev["lan_addresses"]), lan_addresses),
+                               ("agent_version", "1.0.0", agent_version)):
+            if new != old:
+                values[name] = new
+        update(device_pk, values)
         for kind, detail in derive_transitions(verdict, previous, item.verdict, item.failing):
             run("insert_transition", device_pk=device_pk, kind=kind, at=now, report_pk=report_pk,
                 detail=json.dumps(dict(detail, report_id=item.report_id), sort_keys=True)).fetchone()
@@ -358,12 +377,12 @@ def ceiling_one(run: Any, item: CeilingItem, now: float, begin: Any, commit: Any
                 if check not in previous:
                     run("failing_insert", pk=device_pk, c=check, s=severity)
     else:
-        run("update_seen", **seen)
+        update(device_pk, values)
     commit()
 
 
-def _ceiling_worker(db_url: str, statements: Dict[str, Tuple[str, Optional[List[str]]]], items: List[CeilingItem],
-                    duration: float, start: Any, out: Any) -> None:
+def _ceiling_worker(db_url: str, hot: Any, statements: Dict[str, Tuple[str, Optional[List[str]]]],
+                    items: List[CeilingItem], duration: float, start: Any, out: Any) -> None:
     """One process of the ceiling: the driver alone (sqlite3 with the server's pragmas, or psycopg), the
     server's write lock on SQLite (an flock of the same file), one transaction per report."""
     import fcntl
@@ -408,6 +427,9 @@ def _ceiling_worker(db_url: str, statements: Dict[str, Tuple[str, Optional[List[
         cursor.execute(text, tuple(params[key] for key in order) if order is not None else params)
         return cursor
 
+    def update(pk: int, values: Dict[str, Any]) -> None:
+        hot.update(cursor, pk, values)
+
     latencies: List[float] = []
     start.wait()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -418,7 +440,7 @@ def _ceiling_worker(db_url: str, statements: Dict[str, Tuple[str, Optional[List[
             started = time.perf_counter()
             if started >= end:
                 break
-            ceiling_one(run, item, time.time(), begin, commit)
+            ceiling_one(run, update, item, time.time(), begin, commit)
             latencies.append(time.perf_counter() - started)
     except BaseException as exc:
         out.put(exc)
@@ -431,8 +453,9 @@ def _ceiling_worker(db_url: str, statements: Dict[str, Tuple[str, Optional[List[
 
 
 def ceiling_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) -> Dict[str, Any]:
-    """The check-in's statements for the same kind of reports from a bare loop in --workers processes:
-    what the database and its driver allow, without HTTP, JSON, validation or the framework."""
+    """The check-in's statements for the same kind of reports from a bare loop in --workers processes (for
+    5 s at most: its rate is steady): what the database and its driver allow, without HTTP, JSON,
+    validation or the framework."""
     import multiprocessing
 
     from exposure_guard_server.db import make_engine
@@ -448,7 +471,9 @@ def ceiling_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) 
     keys = [(device(i), token_hash(enrollment.enroll({"enroll_secret": secret, "device": device(i),
                                                       "agent": {"version": "1.0.0"}})["node_key"]))
             for i in range(200)]
-    statements = ceiling_statements(engine.dialect)
+    with engine.connect() as conn:
+        pks = dict(conn.exec_driver_sql("SELECT node_key_hash, id FROM devices").all())
+    hot, statements = ceiling_statements(engine.dialect)
     engine.dispose()
     rng = random.Random(1)
     base = time.time() - 86400
@@ -457,17 +482,19 @@ def ceiling_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) 
         dev, key_hash = keys[i % len(keys)]
         doc = report(dev, rng, base + i)
         data = json.dumps(doc, separators=(",", ":")).encode()
-        items[i % len(keys) % args.workers].append(CeilingItem(key_hash, doc, data, gzip.compress(data, 6)))
+        items[i % len(keys) % args.workers].append(CeilingItem(pks[key_hash], key_hash, doc, data,
+                                                               gzip.compress(data, 6)))
     context = multiprocessing.get_context("fork")
     warm = [context.Event() for _ in range(2)]
     out = context.Queue()
     # Warm-up: each device's first report (a transition each), then the measured run.
     results = []
-    for phase, duration in (("warm-up", 60.0), ("run", args.duration)):
+    for phase, duration in (("warm-up", 60.0), ("run", min(args.duration, 5.0))):
         start = warm.pop()
         chunks = [chunk[:len(keys) // args.workers] if phase == "warm-up" else chunk[len(keys) // args.workers:]
                   for chunk in items]
-        procs = [context.Process(target=_ceiling_worker, args=(db_url, statements, chunk, duration, start, out))
+        procs = [context.Process(target=_ceiling_worker, args=(db_url, hot, statements, chunk, duration,
+                                                                         start, out))
                  for chunk in chunks]
         for proc in procs:
             proc.start()
@@ -646,7 +673,7 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=100000)
     parser.add_argument("--reports-per-device", type=int, default=10)
     parser.add_argument("--read-repeats", type=int, default=20)
-    parser.add_argument("--ceiling-reports", type=int, default=80000,
+    parser.add_argument("--ceiling-reports", type=int, default=60000,
                         help="reports prepared for the ceiling loop (it stops after --duration or when they run out)")
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--skip-checkin", action="store_true")

@@ -48,8 +48,8 @@ def create_app(config: ServerConfig) -> ExposureGuardApp:
         try:
             yield
         finally:
+            entry.close()  # the check-ins queued for the writer are stored before the database closes
             server.close()
-            entry.close()
 
     app = FastAPI(title="ExposureGuard server", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)

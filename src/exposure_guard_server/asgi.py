@@ -1,11 +1,11 @@
 """The ASGI entry point. ``POST /api/v1/checkin`` is served here as plain ASGI: the busiest route skips the
-framework's middleware, routing and request objects (a third of a check-in's CPU otherwise) and runs the
-ingest in a small dedicated thread pool. Everything else goes to the FastAPI app (app.py). Also the
-security-headers middleware both share."""
+framework's middleware, routing and request objects (a third of a check-in's CPU otherwise); the body is
+decoded and validated in the event loop (or a small thread pool) and stored by the ingest's writer thread
+with the check-ins that arrive meanwhile (services/ingest.py). Everything else goes to the FastAPI app
+(app.py). Also the security-headers middleware both share."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict
@@ -71,11 +71,13 @@ class ExposureGuardApp:
         self.app = app
         self.server = server
         self.state = app.state
-        # Two threads: one can wait on the database while the other validates. More only add GIL hand-offs
-        # (measured: 1 ≈ 2 > 4 > 8 on SQLite; 2 is best on PostgreSQL).
+        # For the check-ins that need a query before their body is read (a node key this process has not
+        # seen yet) or carry a large body; the others are decoded in the event loop. Either way the ingest's
+        # writer thread stores them (services/ingest.py).
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="eg-checkin")
 
     def close(self) -> None:
+        self.server.ingest.close()
         self.pool.shutdown(wait=False)
 
     async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
@@ -101,9 +103,8 @@ class ExposureGuardApp:
             if not key:
                 raise ApiError(401, "missing node key (Authorization: Bearer <node key>)", {"WWW-Authenticate": "Bearer"})
             body = await read_capped(receive, headers.get(b"content-length"), cap)
-            result = await asyncio.get_running_loop().run_in_executor(
-                self.pool, ingest.checkin, key, body, headers.get(b"content-encoding", ""),
-                headers.get(b"x-exposureguard-interval"), cap)
+            result = await ingest.checkin_async(key, body, headers.get(b"content-encoding", ""),
+                                                headers.get(b"x-exposureguard-interval"), cap, self.pool)
             status = 200 if result["duplicate"] else 201
             handoff = self.server.settings.prober_handoff()
             if handoff:  # a prober set (or changed) after enrollment reaches the agent at its next check-in

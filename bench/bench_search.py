@@ -8,7 +8,8 @@ The fleet is bench_server's (bulk inserts of realistic rows: host names ``nas-NN
 ``GET /api/v1/devices?q=`` (API token) and the dashboard's fleet page ``GET /?q=`` (logged in: summary,
 failing checks, filters and the list, rendered), first from a server doing the indexed search, then from a
 server on the same database started with EXPOSURE_GUARD_SEARCH_SCAN=1 (the old ILIKE scan: the baseline).
-Figures: median and p90 in ms over --repeat requests after 2 warm-up ones. PostgreSQL when
+Figures: median and p90 in ms over --repeat requests after 2 warm-up ones; the first row, without a
+search, shows what the page costs without one (its summary and filters are the same with one). PostgreSQL when
 EXPOSURE_GUARD_TEST_PG_URL is set."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from exposure_guard_server.services.search import SCAN_ENV
 
 PASSWORD = "bench password 1"
 QUERIES = [
+    ("no search (reference)", ""),
     ("host name, few matches", "nas-04242"),
     ("host name, many matches", "nas-01"),
     ("host name, every device", "NAS"),

@@ -176,10 +176,10 @@ def checkin_requests(keys: List[Tuple[Dict[str, Any], str]], count: int, host: s
     return out
 
 
-def group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by every live process of a process group: the server's
+def group_cpu(pgid: int) -> Dict[int, float]:
+    """CPU seconds (user + system) used so far by each live process of a process group: the server's
     supervisor and its worker processes (it runs in its own session)."""
-    ticks = 0
+    out = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -189,8 +189,8 @@ def group_cpu(pgid: int) -> float:
         except OSError:
             continue
         if int(fields[2]) == pgid:  # fields[2] is the process group; [11], [12] utime and stime
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+            out[int(name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def own_cpu() -> float:
@@ -247,8 +247,12 @@ def checkin_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) 
         load = Load("127.0.0.1", port, requests[400:])
         cpu_before, gen_before = group_cpu(server.proc.pid), own_cpu()
         result = load.run(args.duration, args.connections)
-        cpu = group_cpu(server.proc.pid) - cpu_before
-        result["cpu_ms"] = 1000 * cpu / max(1, result["ok"])
+        used = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in group_cpu(server.proc.pid).items()}
+        result["cpu_ms"] = 1000 * sum(used.values()) / max(1, result["ok"])
+        # How the load fell on the worker processes (a keep-alive connection stays with the process that
+        # accepted it): the busiest ones' shares of the server's CPU.
+        busiest = sorted(used.values(), reverse=True)[:args.workers]
+        result["split"] = " / ".join("%.0f %%" % (100 * cpu / max(1e-9, sum(used.values()))) for cpu in busiest)
         result["gen_cpu_ms"] = 1000 * (own_cpu() - gen_before) / max(1, result["ok"])
         # Service latency without queueing: few connections at once.
         light = Load("127.0.0.1", port, requests[400 + load.next:])
@@ -275,8 +279,8 @@ def show(label: str, r: Dict[str, Any]) -> None:
     print("  %-34s %7.0f check-ins/s  (%d ok of %d, statuses %s)  p50 %.1f ms  p99 %.1f ms" % (
         label, r["rps"], r["ok"], r["requests"], r["statuses"], r["p50_ms"], r["p99_ms"]), flush=True)
     if "cpu_ms" in r:
-        print("  %-34s server CPU %.3f ms per check-in (every server process, user + system); load generator "
-              "%.3f ms" % ("", r["cpu_ms"], r["gen_cpu_ms"]), flush=True)
+        print("  %-34s server CPU %.3f ms per check-in (every server process, user + system; worker processes "
+              "%s); load generator %.3f ms" % ("", r["cpu_ms"], r["split"], r["gen_cpu_ms"]), flush=True)
     if "light" in r:
         light = r["light"]
         print("  %-34s %7.0f check-ins/s  at light load (%d connections): p50 %.1f ms  p99 %.1f ms" % (

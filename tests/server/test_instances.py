@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -31,6 +30,7 @@ import requests
 from sqlalchemy import func, select
 from tests.support.server import device_identity, make_report
 from tests.support.serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port, pg_database
+from tests.support.webhook_receiver import Receiver
 
 from exposure_guard_server.db import head_revision, make_engine
 from exposure_guard_server.db import models as m
@@ -102,37 +102,6 @@ def test_serve_migrate_started_at_once_on_an_empty_database(tmp_path: Path) -> N
     # Without --migrate an empty database is refused, as before.
     refused = cli("serve", "--db", _pg("eg_serve_refused"), "--listen", "127.0.0.1:%d" % free_port(), check=False)
     assert refused.returncode != 0 and "exposure-guard-server init" in refused.stderr
-
-
-class Receiver:
-    """A webhook receiver on loopback that keeps every delivery's id and transition."""
-
-    def __init__(self) -> None:
-        self.arrivals: List[Tuple[str, int, str]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                doc = json.loads(body)
-                with outer.lock:
-                    outer.arrivals.append((self.headers["X-ExposureGuard-Delivery"], doc["transition_id"], doc["event"]))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/hook" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class Inbox:
@@ -274,17 +243,15 @@ def test_three_instances_with_one_killed_handle_everything_exactly_once(
         exposures = sum(t.kind == "became_exposed" for t in verdict_changes)
         deadline = time.monotonic() + 240  # a delivery leased by the killed instance waits out its lease
         while True:
-            with receiver.lock:
-                got = {transition for _delivery, transition, _event in receiver.arrivals}
+            got = {transition for _delivery, transition in _arrivals(receiver)}
             if got >= wanted and len(inbox.messages) >= exposures and _all_sent(engine):
                 break
             assert time.monotonic() < deadline, "deliveries missing: %d of %d webhooks, %d of %d emails; logs:\n%s" % (
                 len(got & wanted), len(wanted), len(inbox.messages), exposures, servers[0].log_tail())
             time.sleep(0.2)
-        with receiver.lock:
-            arrivals = list(receiver.arrivals)
-        assert {t for _d, t, _e in arrivals} == wanted
-        assert len({d for d, _t, _e in arrivals}) == len(wanted)  # one delivery id per transition
+        arrivals = _arrivals(receiver)
+        assert {t for _d, t in arrivals} == wanted
+        assert len({d for d, _t in arrivals}) == len(wanted)  # one delivery id per transition
         repeated = len(arrivals) - len(wanted)
         message_ids = [msg["Message-ID"] for msg in inbox.messages]
         assert len(set(message_ids)) == exposures
@@ -299,6 +266,15 @@ def test_three_instances_with_one_killed_handle_everything_exactly_once(
         for server in servers:
             server.stop()
         engine.dispose()
+
+
+def _arrivals(receiver: Receiver) -> List[Tuple[str, int]]:
+    """(delivery id, transition id) of every request the receiver got."""
+    out = []
+    for item in list(receiver.received):
+        headers = {k.lower(): v for k, v in item["headers"].items()}
+        out.append((headers["x-exposureguard-delivery"], json.loads(item["body"])["transition_id"]))
+    return out
 
 
 def _count(engine: Any, table: Any) -> int:

@@ -11,8 +11,9 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import IO, Dict, List, Tuple
 
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
@@ -78,7 +79,8 @@ def restore(db_url: str, source: Path, *, replace: bool = False) -> Tuple[str, i
                 engine.dispose()  # no connection of ours may hold the file while it is overwritten
                 _sqlite_backup(str(source), Path(_sqlite_path(db_url)))
             else:
-                _pg_restore(engine, db_url, source)
+                engine.dispose()  # psql empties the schema: no connection of ours may hold a lock in it
+                _pg_restore(db_url, source)
             revision = migrate(engine, locked=True)
         return revision, _devices(engine)
     finally:
@@ -139,14 +141,50 @@ def _check_sqlite_backup(source: Path) -> None:
         raise BackupError("%s is a SQLite database but not an ExposureGuard server's" % source)
 
 
-def _pg_restore(engine: Engine, db_url: str, source: Path) -> None:
-    # An empty public schema first: --clean alone leaves tables the backup does not have (a newer schema's).
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    _run(["pg_restore", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error",
-          "--dbname", _libpq_url(db_url), str(source)], _libpq_env(db_url), "pg_restore")
+def _pg_restore(db_url: str, source: Path) -> None:
+    """Empty the public schema and restore the dump in ONE transaction, so a restore that fails (a truncated
+    file, a role that may not create pg_trgm) leaves the database as it was. pg_restore turns the dump into
+    SQL, which this process relays to psql running it after the DROP SCHEMA under --single-transaction.
+    The relay is what makes a failure safe: psql commits at the end of its input, so when pg_restore fails
+    psql is killed before it sees that end, and PostgreSQL rolls the transaction back. (An empty schema
+    first, because --clean alone leaves tables the backup does not have, a newer schema's.)"""
+    for tool in ("pg_restore", "psql"):
+        _require(tool)
+    env = _libpq_env(db_url)
+    with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as load_errors:
+        dump = subprocess.Popen(["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--file", "-",
+                                 str(source)], env=env, stdout=subprocess.PIPE, stderr=dump_errors)
+        load = subprocess.Popen(["psql", "--no-psqlrc", "--quiet", "--single-transaction", "--set", "ON_ERROR_STOP=1",
+                                 "--dbname", _libpq_url(db_url),
+                                 "--command", "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public",
+                                 "--file", "-"], env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=load_errors)
+        assert dump.stdout is not None and load.stdin is not None
+        relayed = True
+        try:
+            for chunk in iter(lambda: dump.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
+                load.stdin.write(chunk)
+        except BrokenPipeError:  # psql stopped at an error: it rolled back and says why
+            relayed = False
+        dump_status = dump.wait()
+        if dump_status != 0:
+            load.kill()  # before psql reads the end of its input, which would commit what it got
+        else:
+            try:
+                load.stdin.close()
+            except BrokenPipeError:
+                relayed = False
+        load_status = load.wait()
+        dump.stdout.close()
+        if dump_status != 0 or load_status != 0 or not relayed:
+            reason = _tail(load_errors if dump_status == 0 else dump_errors)
+            raise BackupError("restore failed, the database is unchanged: %s"
+                              % (reason or "pg_restore exited %d, psql %d" % (dump_status, load_status)))
+
+
+def _tail(stream: IO[bytes]) -> str:
+    stream.seek(0)
+    return stream.read().decode("utf-8", "replace").strip()[-2000:]
 
 
 def _libpq_url(db_url: str) -> str:
@@ -163,10 +201,14 @@ def _libpq_env(db_url: str) -> Dict[str, str]:
     return env
 
 
-def _run(command: List[str], env: Dict[str, str], tool: str) -> None:
-    if shutil.which(command[0]) is None:
+def _require(tool: str) -> None:
+    if shutil.which(tool) is None:
         raise BackupError("%s is not installed: install the PostgreSQL client tools (Debian: postgresql-client) "
                           "of the server's major version or newer" % tool)
+
+
+def _run(command: List[str], env: Dict[str, str], tool: str) -> None:
+    _require(command[0])
     try:
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=6 * 3600)
     except subprocess.TimeoutExpired:

@@ -13,6 +13,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 import requests
+from sqlalchemy import text
 from tests.support.server import device_identity, make_report
 from tests.support.serverproc import ADMIN_PASSWORD, ServerProcess, cli, free_port, pg_database
 
@@ -88,9 +89,24 @@ def test_a_backup_taken_while_serving_restores_and_is_served(engine_name: str, t
     refused = cli("restore", "--db", restored_db, str(backup_file), check=False)
     assert refused.returncode != 0 and "already holds 3 device(s)" in refused.stderr and "--replace" in refused.stderr
     cli("restore", "--db", restored_db, str(backup_file), "--replace")
-    engine = make_engine(restored_db)
+    _assert_holds_the_fleet(restored_db)
+
+    # A restore that fails half-way (a cut-off backup) leaves the database as it was, even with --replace.
+    cut = tmp_path / "cut.backup"
+    whole = backup_file.read_bytes()
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    failed = cli("restore", "--db", restored_db, str(cut), "--replace", check=False)
+    assert failed.returncode != 0, failed.stdout
+    _assert_holds_the_fleet(restored_db)
+    assert ("the database is unchanged" if engine_name == "postgresql" else "SQLite") in failed.stderr, failed.stderr
+
+
+def _assert_holds_the_fleet(db_url: str) -> None:
+    engine = make_engine(db_url)
     try:
         assert current_revision(engine) == head_revision()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM devices")).scalar() == 3
     finally:
         engine.dispose()
 

@@ -28,10 +28,11 @@ from bench.bench_server import Load, checkin_requests, device
 def run_spread(loads: List[Load], duration: float, connections: int) -> Dict[str, Any]:
     """All the instances' loads at once, in one event loop; ``connections`` shared evenly."""
     async def main() -> float:
+        owners = [loads[i % len(loads)] for i in range(connections)]
+        streams = [await asyncio.open_connection(load.host, load.port) for load in owners]
         end = time.perf_counter() + duration
         start = time.perf_counter()
-        workers = [loads[i % len(loads)].worker(end) for i in range(connections)]
-        await asyncio.gather(*workers)
+        await asyncio.gather(*(load.worker(stream, end) for load, stream in zip(owners, streams)))
         return time.perf_counter() - start
 
     try:

@@ -107,7 +107,9 @@ def fleet_page(url: str, repeat: int) -> Dict[str, Dict[str, float]]:
         import re
 
         page = client.get("/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert found is not None, "no csrf field on /login"
+        csrf = found.group(1)
         client.post("/login", data={"username": "bench", "password": PASSWORD, "csrf": csrf, "next": "/"})
 
         def get(path: str) -> Callable[[], Any]:

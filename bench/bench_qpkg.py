@@ -45,7 +45,9 @@ def main() -> int:
             print("install figures skipped: need root and pyenv Python 3.8")
             return 0
         for shell in ("busybox", "bash"):
-            installs, upgrades, removes = [], [], []
+            installs: List[float] = []
+            upgrades: List[float] = []
+            removes: List[float] = []
             for run in range(args.runs):
                 base = work / ("rig-%s-%d" % (shell, run))
                 base.mkdir()

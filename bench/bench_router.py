@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 from tests.support.fakeigd import HostileServer
 from tests.support.netlab import Lab
@@ -68,12 +68,14 @@ d = discover(timeout=2.0)
 print(json.dumps({"seconds": d.seconds, "answers": len(d.answers)}))
 """
 
+T = TypeVar("T")
+
 
 def median(values: List[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def timed(fn: Callable[[], object]) -> Tuple[float, object]:
+def timed(fn: Callable[[], T]) -> Tuple[float, T]:
     started = time.monotonic()
     result = fn()
     return time.monotonic() - started, result
@@ -157,6 +159,7 @@ def bench_standin(sizes: List[int], repeat: int) -> None:
     for n in sizes:
         server = subprocess.Popen([sys.executable, "-m", "tests.support.fakeigd", "igd2", str(n)], cwd=str(REPO),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdin is not None  # both are pipes
         try:
             location = server.stdout.readline().strip()
             upnpc_times, list_times, loop_times = [], [], []

@@ -245,6 +245,7 @@ def checkin_bench(label: str, db_url: str, args: argparse.Namespace, tmp: Path) 
         requests = checkin_requests(keys, int(per_second_guess * (args.duration + 2)), "127.0.0.1:%d" % port, 1)
         Load("127.0.0.1", port, requests[:400]).run(2, args.connections)  # warm-up (first reports per device)
         load = Load("127.0.0.1", port, requests[400:])
+        assert server.proc is not None  # started above
         cpu_before, gen_before = group_cpu(server.proc.pid), own_cpu()
         result = load.run(args.duration, args.connections)
         used = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in group_cpu(server.proc.pid).items()}
@@ -399,6 +400,7 @@ def _ceiling_worker(db_url: str, hot: Any, statements: Dict[str, Tuple[str, Opti
     if url.get_backend_name() == "sqlite":
         import sqlite3
 
+        assert url.database is not None  # a file database: the write lock sits next to it
         conn: Any = sqlite3.connect(url.database, timeout=30, check_same_thread=False)
         conn.isolation_level = None
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000",
@@ -544,7 +546,8 @@ def generate_fleet(db_url: str, devices: int, per_device: int) -> float:
     sha = "0" * 64
     started = time.perf_counter()
     verdicts = []
-    dev_rows, failing_rows = [], []
+    dev_rows: List[Dict[str, Any]] = []
+    failing_rows: List[Dict[str, Any]] = []
     for i in range(devices):
         roll = rng.random()
         verdict = "exposed" if roll < 0.05 else "at_risk" if roll < 0.30 else "ok"

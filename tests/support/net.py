@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, TypeVar
 
 LOOPBACK = "127.0.0.1"
 
@@ -85,6 +85,9 @@ class HttpServer:
         self.close()
 
 
+_Server = TypeVar("_Server", bound="TcpServer")
+
+
 class TcpServer:
     """A raw TCP listener on ``host`` (any free port) that runs ``handle(conn)`` for every connection in a
     thread of its own and closes the connection afterwards; ``hits`` counts connections, ``stop`` is set by
@@ -130,7 +133,7 @@ class TcpServer:
         self.sock.close()
         self.thread.join(5)
 
-    def __enter__(self) -> TcpServer:
+    def __enter__(self: _Server) -> _Server:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -61,7 +61,9 @@ def run_build(out: Path, version: str = "", epoch: str = EPOCH) -> Built:
 
 def split(data: bytes) -> Dict[str, bytes]:
     """Cut a package at the offsets its header declares (evaluated like qbuild's reader)."""
-    script_len = int(re.search(rb"^script_len=(\d+)$", data, re.MULTILINE).group(1))
+    header = re.search(rb"^script_len=(\d+)$", data, re.MULTILINE)
+    assert header is not None, "no script_len= line in the package header"
+    script_len = int(header.group(1))
     ctrl_len, data_len = (int(x) for x in re.findall(rb"^offset=\$\(/usr/bin/expr \$\w+ \+ (\d+)\)$", data[:script_len],
                                                      re.MULTILINE))
     return {

@@ -288,12 +288,12 @@ class Rig:
         script.append('touch "%s"' % ready)
         # PID 1 of the rig: reaps orphans (the service's daemon ends up its child) like QTS's init.
         script.append('exec chroot "$R" /bin/busybox sh -c "%s"' % INIT)
-        self.holder = subprocess.Popen(
+        holder = self.holder = subprocess.Popen(
             ["unshare", "--mount", "--net", "--pid", "--fork", "--propagation", "private",
              "/bin/sh", "-c", "\n".join(script)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            wait_for("the QTS rig to start", lambda: ready.exists() or self.holder.poll() is not None)
+            wait_for("the QTS rig to start", lambda: ready.exists() or holder.poll() is not None)
         except AssertionError:
             pass
         if not ready.exists():

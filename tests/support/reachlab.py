@@ -87,7 +87,7 @@ class Prober:
     def requests_logged(self, count: int) -> List[Dict[str, Any]]:
         """The request log lines once there are ``count`` of them: each is written after its answer went out."""
         return wait_for("%d request log line(s) of %s" % (count, self.name),
-                        lambda: len(self.records("request")) >= count and self.records("request"))
+                        lambda: self.records("request") if len(self.records("request")) >= count else [])
 
 
 def start_prober(lab: Lab, *extra: str, port: int = PROBER_PORT, lab_mode: bool = True, ipv6: bool = False,

@@ -123,7 +123,9 @@ class Api:
 
         client = client or self.client
         page = client.get("/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert found is not None, "no csrf field on /login"
+        csrf = found.group(1)
         return client.post("/login", data={"username": username, "password": password, "csrf": csrf, "next": "/"},
                            follow_redirects=False)
 
@@ -131,7 +133,9 @@ class Api:
         import re
 
         page = self.client.get(path)
-        return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert found is not None, "no csrf field on %s" % path
+        return found.group(1)
 
     def count(self, table: str) -> int:
         with self.server.engine.connect() as conn:

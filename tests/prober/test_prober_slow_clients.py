@@ -27,7 +27,7 @@ import requests
 
 from exposure_guard_prober.config import ProberConfig, parse_networks
 from exposure_guard_prober.limits import FD_RESERVE, ConnectionGate, fit_to_fd_limit
-from tests.support.net import free_port, make_cert
+from tests.support.net import established_to, free_port, make_cert
 from tests.support.wait import wait_for
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -227,6 +227,40 @@ def test_legit_client_served_while_1000_slow_connections_are_held(tmp_path, tls)
     assert refused_source > 0 and timed_out > 0
     assert prober.most_fds < 1024
     assert "out of system resource" not in stderr and "Too many open files" not in stderr, stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_prober_holds_1000_slow_connections_at_once_and_serves_a_legit_client(tmp_path):
+    """The caps set wide enough that 1,000 slow connections (half TLS without a ClientHello, half a
+    half-sent head after the handshake) are all admitted and held at once: the prober still answers a
+    legitimate client's health checks and probes while it holds them."""
+    prober = ProberProcess(tmp_path, (4096, 4096), "--head-timeout", "300", "--max-connections", "2000",
+                           "--max-connections-per-source", "128", tls=True)
+    sources = ["127.0.0.%d" % n for n in range(2, 12)]  # 10 sources, 100 slots each: under the per-source cap
+    closed_port = free_port()
+    latencies: List[float] = []
+    failures: List[str] = []
+    held: List[int] = []
+    try:
+        with SlowAttack(prober.port, sources, 1000, client_tls(prober.cert)) as attack:
+            wait_for("the prober holding 1,000 slow connections", lambda: established_to(prober.port) >= 1000)
+            for _ in range(30):
+                legit_round(prober, closed_port, latencies, failures)
+                held.append(established_to(prober.port))
+            metrics = prober.metrics()
+        stderr = prober.stop()
+    finally:
+        prober.stop()
+    refused = sum(v for k, v in metrics.items() if k.startswith("exposure_guard_prober_connections_refused_total"))
+    timed_out = metrics.get('exposure_guard_prober_connections_closed_total{reason="head_timeout"}', 0)
+    print("\n[held] %d slow connections held by the prober while the legitimate client ran: min %d, max %d "
+          "(refused %d, timed out %d); legit client %d requests, %d failed, median %.3f s, max %.3f s"
+          % (attack.slots, min(held), max(held), refused, timed_out, len(latencies), len(failures),
+             statistics.median(latencies), max(latencies)))
+    assert failures == []
+    assert min(held) >= 1000  # really held all along, not refused
+    assert refused == 0 and timed_out == 0
+    assert "Too many open files" not in stderr, stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
+from tests.support.net import established_to
 from tests.support.server import device_identity, make_report
 from tests.support.serverproc import ServerProcess, cli, free_port
 from tests.support.wait import wait_for
@@ -179,6 +180,41 @@ class SlowLoris:
             self._pending = [p for p in self._pending if p[0] > now]
             for _when, slot in due:
                 self._open(slot)
+
+
+@pytest.mark.slow
+def test_the_server_holds_1000_slow_connections_at_once_and_serves_a_legit_client(tmp_path: Path) -> None:
+    """The caps set wide enough that 1,024 slow connections are all admitted and held at once (none refused,
+    none timed out during the run): the server still serves a legitimate client while it holds them."""
+    _raise_nofile()
+    url, secret = _init(tmp_path)
+    server = LimitedServer(url, free_port(), tmp_path / "server.log", nofile=4096, extra=[
+        "--max-connections", "2000", "--max-connections-per-source", "128", "--header-timeout", "300"])
+    server.start()
+    attack: Optional[SlowLoris] = None
+    held_samples: List[int] = []
+    try:
+        legit = LegitClient(server.url, secret, "legit-nas")
+        attack = SlowLoris(server.port, total=1024, sources=8)
+        attack.start()
+        wait_for("the server holding 1,000 slow connections", lambda: established_to(server.port) >= 1000)
+        started = time.monotonic()
+        while time.monotonic() - started < 15:
+            legit.round()
+            held_samples.append(established_to(server.port))
+        outcomes = dict(attack.outcomes)
+    finally:
+        if attack is not None:
+            attack.close()
+        server.stop()
+    every = legit.latency["health"] + legit.latency["checkin"]
+    print("\nheld by the server while the legitimate client ran: min %d, max %d; attacker outcomes %s"
+          % (min(held_samples), max(held_samples), outcomes))
+    print("legit: %d requests, %d failed, median %.3f s, max %.3f s"
+          % (len(every), len(legit.failures), statistics.median(every), max(every)))
+    assert legit.failures == []
+    assert min(held_samples) >= 1000  # the slow connections really were held all along, not refused
+    assert outcomes["refused"] == 0 and outcomes["head_timeout"] == 0
 
 
 @pytest.mark.slow

@@ -28,6 +28,19 @@ def free_port(host: str = LOOPBACK, kind: int = socket.SOCK_STREAM) -> int:
         return sock.getsockname()[1]
 
 
+def established_to(port: int) -> int:
+    """IPv4 connections held open on the local side of ``port`` (ESTABLISHED in /proc/net/tcp with local port
+    ``port``): what a server on that port has not closed, whether or not it has read from them."""
+    held = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                held += 1
+    return held
+
+
 def make_cert(directory: Path, name: str, subject: str, san: str = "") -> Tuple[str, str]:
     """Self-signed EC certificate + key files ``name``.crt/.key in ``directory`` with ``subject``
     (e.g. "/C=TW/O=QNAP Systems Inc./CN=QNAP NAS") and optionally a subjectAltName (e.g. "IP:127.0.0.1")."""

@@ -8,12 +8,14 @@ by an older version is upgraded)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import IO, Dict, List, Tuple
+from typing import IO, Dict, List, Optional, Tuple
 
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
@@ -48,6 +50,43 @@ def backup(db_url: str, target: Path) -> str:
         if partial.exists():
             partial.unlink()
     return kind
+
+
+BACKUP_NAME = re.compile(r"^eg-(\d{8}T\d{6}Z)(?:-(\d+))?\.backup$")
+
+
+def backup_into(db_url: str, directory: Path, keep: int, now: Optional[float] = None) -> Tuple[Path, str, List[Path]]:
+    """A backup named by its UTC time in ``directory`` (made 0700 if missing), then the oldest of the backups
+    there removed so that ``keep`` remain (the new one among them; only files named as this function names
+    them are counted or removed). Returns (the new file, its kind, the files removed)."""
+    if keep < 1:
+        raise BackupError("--keep must be 1 or more (the backup just written is one of them)")
+    directory = Path(directory)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError("cannot make the backup directory %s: %s" % (directory, exc.strerror)) from None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    target = directory / ("eg-%s.backup" % stamp)
+    sequence = 0
+    while target.exists():  # two backups in one second: eg-STAMP-1.backup, -2, ...
+        sequence += 1
+        target = directory / ("eg-%s-%d.backup" % (stamp, sequence))
+    kind = backup(db_url, target)
+    return target, kind, _prune(directory, keep)
+
+
+def _prune(directory: Path, keep: int) -> List[Path]:
+    named = []
+    for path in directory.iterdir():
+        match = BACKUP_NAME.match(path.name)
+        if match and path.is_file() and not path.is_symlink():
+            named.append(((match.group(1), int(match.group(2) or 0)), path))
+    named.sort()
+    removed = [path for _key, path in named[:-keep]]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def restore(db_url: str, source: Path, *, replace: bool = False) -> Tuple[str, int]:
@@ -228,4 +267,4 @@ def _private_empty(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-__all__ = ["BackupError", "DatabaseError", "backup", "restore"]
+__all__ = ["BackupError", "DatabaseError", "backup", "backup_into", "restore"]

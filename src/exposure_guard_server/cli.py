@@ -197,10 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     _transport_args(p)
 
-    p = sub.add_parser("backup", help="write a backup of the database to FILE (SQLite: a consistent copy while the "
-                                      "server runs; PostgreSQL: pg_dump's custom format)")
+    p = sub.add_parser("backup", help="write a backup of the database to FILE, or into a folder of dated backups "
+                                      "(SQLite: a consistent copy while the server runs; PostgreSQL: pg_dump's "
+                                      "custom format)")
     _db_arg(p)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", nargs="?", help="the backup file (or use --into)")
+    p.add_argument("--into", metavar="DIR", help="write DIR/eg-YYYYMMDDTHHMMSSZ.backup (UTC) and remove the oldest "
+                   "such backups beyond --keep (what the daily backup timer runs)")
+    p.add_argument("--keep", metavar="N", type=int, default=14,
+                   help="with --into: how many backups to keep, the new one included (default 14)")
     p = sub.add_parser("restore", help="restore a backup into the database (stop the servers on it first) and "
                                        "migrate it to this version's schema")
     _db_arg(p)
@@ -313,17 +318,27 @@ def _init_locked(args: argparse.Namespace, url: str, engine: Any) -> None:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from exposure_guard_server import db
-    from exposure_guard_server.backup import BackupError, backup
+    from exposure_guard_server.backup import BackupError, backup, backup_into
 
+    if (args.file is None) == (args.into is None):
+        raise CliError("give either a backup FILE or --into DIR")
     url = db.normalise_url(args.db or db.default_db_url())
     started = time.monotonic()
+    removed: List[Path] = []
     try:
-        kind = backup(url, Path(args.file))
+        if args.into is not None:
+            target, kind, removed = backup_into(url, Path(args.into), args.keep)
+        else:
+            target = Path(args.file)
+            kind = backup(url, target)
     except BackupError as exc:
         raise CliError(str(exc)) from None
-    size = os.path.getsize(args.file)
+    size = os.path.getsize(target)
     sys.stdout.write("backup of %s (%s) written to %s: %s bytes in %.1f s\n" % (
-        db.safe_url(url), kind, args.file, format(size, ","), time.monotonic() - started))
+        db.safe_url(url), kind, target, format(size, ","), time.monotonic() - started))
+    if removed:
+        sys.stdout.write("removed %d older backup(s), keeping the newest %d: %s\n" % (
+            len(removed), args.keep, ", ".join(path.name for path in removed)))
     return EXIT_OK
 
 

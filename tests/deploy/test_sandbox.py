@@ -22,7 +22,16 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 import requests
 
-from tests.deploy.shipped import PROBER_ENV, PROBER_UNIT, SERVER_ENV, SERVER_UNIT, exec_argv, python_argv, unit_environment
+from tests.deploy.shipped import (
+    BACKUP_UNIT,
+    PROBER_ENV,
+    PROBER_UNIT,
+    SERVER_ENV,
+    SERVER_UNIT,
+    exec_argv,
+    python_argv,
+    unit_environment,
+)
 from tests.support.paths import SRC
 from tests.support.serverproc import ADMIN_PASSWORD, free_port, pg_database
 from tests.support.wait import wait_for
@@ -184,6 +193,18 @@ def test_the_server_works_in_the_units_sandbox(server_env: Dict[str, str], tmp_p
         assert device["reports"] == 1 and device["verdict"] == "at_risk", device
         page = requests.get(url + "/login", timeout=30)
         assert page.status_code == 200 and 'name="csrf"' in page.text
+
+        # The daily backup unit's command, in the same sandbox, while the server runs (PostgreSQL: pg_dump too).
+        backups = tmp_path / "backups"
+        backup_env = unit_environment(BACKUP_UNIT, SERVER_ENV, overrides={
+            name: server_env[name] for name in ("EXPOSURE_GUARD_SERVER_DATA", "EXPOSURE_GUARD_SERVER_DB")
+            if name in server_env})
+        backup_argv = [str(backups) if word == "/var/lib/exposure-guard-backup" else word
+                       for word in python_argv(exec_argv(BACKUP_UNIT, backup_env))]
+        result = subprocess.run(sandboxed(backup_argv), capture_output=True, text=True, timeout=300,
+                                env=process_env(backup_env), stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert [p.name.startswith("eg-") and p.stat().st_size > 0 for p in backups.iterdir()] == [True]
     finally:
         stop(proc)
     text = log.read_text("utf-8", "replace")

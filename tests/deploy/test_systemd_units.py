@@ -224,7 +224,7 @@ def parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespac
 
 def test_env_examples_set_only_what_the_units_or_commands_read() -> None:
     """Every NAME in deploy/env/*.env is one the unit expands or the program reads."""
-    known = {SERVER_ENV: {"EXPOSURE_GUARD_SERVER_DB", "EG_PORT", "EG_WORKERS", "EG_SERVER_ARGS"},
+    known = {SERVER_ENV: {"EXPOSURE_GUARD_SERVER_DB", "EG_PORT", "EG_WORKERS", "EG_SERVER_ARGS", "EG_BACKUP_KEEP"},
              PROBER_ENV: {"EXPOSURE_GUARD_PROBER_TOKENS", "EG_PROBER_PORT", "EG_PROBER_ARGS"}}
     for env_file, names in known.items():
         found = set(re.findall(r"(?m)^#?([A-Z_][A-Z0-9_]*)=", env_file.read_text("utf-8")))

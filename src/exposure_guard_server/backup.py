@@ -199,26 +199,31 @@ def _pg_restore(db_url: str, source: Path) -> None:
                                  "--file", "-"], env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=load_errors)
         assert dump.stdout is not None and load.stdin is not None
-        relayed = True
+        sql, into = dump.stdout, load.stdin
+        psql_stopped = False
         try:
-            for chunk in iter(lambda: dump.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
-                load.stdin.write(chunk)
-        except BrokenPipeError:  # psql stopped at an error: it rolled back and says why
-            relayed = False
+            for chunk in iter(lambda: sql.read(1 << 20), b""):
+                into.write(chunk)
+        except BrokenPipeError:  # psql stopped at an error (and rolled back): pg_restore has no reader now
+            psql_stopped = True
+            dump.kill()
         dump_status = dump.wait()
-        if dump_status != 0:
+        if psql_stopped or dump_status != 0:
             load.kill()  # before psql reads the end of its input, which would commit what it got
         else:
             try:
-                load.stdin.close()
+                into.close()
             except BrokenPipeError:
-                relayed = False
+                psql_stopped = True
         load_status = load.wait()
-        dump.stdout.close()
-        if dump_status != 0 or load_status != 0 or not relayed:
-            reason = _tail(load_errors if dump_status == 0 else dump_errors)
-            raise BackupError("restore failed, the database is unchanged: %s"
-                              % (reason or "pg_restore exited %d, psql %d" % (dump_status, load_status)))
+        sql.close()
+        if psql_stopped or (load_status != 0 and dump_status == 0):
+            reason = _tail(load_errors) or "psql exited %d" % load_status
+        elif dump_status != 0:  # psql was killed by us, above
+            reason = _tail(dump_errors) or "pg_restore exited %d" % dump_status
+        else:
+            return
+    raise BackupError("restore failed, the database is unchanged: %s" % reason)
 
 
 def _tail(stream: IO[bytes]) -> str:

@@ -136,3 +136,35 @@ def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
     result = cli("restore", "--db", target, str(pg_dump), check=False)
     assert result.returncode != 0 and "postgresql backup and the database is sqlite" in result.stderr
     assert not (tmp_path / "target.db").exists() or os.path.getsize(tmp_path / "target.db") == 0
+
+
+def test_a_postgresql_restore_that_psql_stops_early_returns_and_changes_nothing(tmp_path: Path) -> None:
+    """psql stops at the first failing statement while pg_restore still has megabytes to write: the restore
+    must end (pg_restore is stopped too, not left blocked on a pipe nobody reads), say psql's reason and leave
+    the database as it was."""
+    target = pg_database("eg_backup_psql_stops_%d" % os.getpid())
+    if target is None:
+        pytest.skip("needs PostgreSQL: set EXPOSURE_GUARD_TEST_PG_URL (.ci/run starts one)")
+    source = pg_database("eg_backup_psql_stops_src_%d" % os.getpid()) or ""
+    cli("init", "--db", source)
+    engine = make_engine(source)
+    with engine.begin() as conn:  # a schema the target also has (psql stops there), then 4 MB of rows after it
+        conn.execute(text("CREATE SCHEMA extra"))
+        conn.execute(text("CREATE TABLE extra.filler AS SELECT g, repeat('x', 200) AS pad "
+                          "FROM generate_series(1, 20000) AS g"))
+    engine.dispose()
+    dump = tmp_path / "clash.backup"
+    cli("backup", "--db", source, str(dump))
+    cli("init", "--db", target)
+    engine = make_engine(target)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA extra"))
+    engine.dispose()
+    failed = cli("restore", "--db", target, str(dump), "--replace", check=False)  # cli's own timeout bounds a hang
+    assert failed.returncode != 0 and "the database is unchanged" in failed.stderr, failed.stderr
+    assert 'schema "extra" already exists' in failed.stderr, failed.stderr
+    engine = make_engine(target)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

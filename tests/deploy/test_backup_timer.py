@@ -6,7 +6,6 @@ else; a backup it wrote restores."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 import subprocess
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.deploy.shipped import (
     rewrite_exec,
     unit_environment,
 )
-from tests.deploy.test_systemd_units import HARDENING, SYSTEMD_ANALYZE, needs_systemd, systemd_version, verify
+from tests.deploy.test_systemd_units import HARDENING, assert_exposure_ok, needs_systemd, verify
 from tests.support.serverproc import cli, pg_database
 
 BACKUP_DIR = "/var/lib/exposure-guard-backup"
@@ -52,15 +51,7 @@ def test_systemd_accepts_the_backup_service_and_timer(tmp_path: Path) -> None:
 
 @needs_systemd
 def test_systemd_rates_the_backup_services_exposure_ok(tmp_path: Path) -> None:
-    if systemd_version() < 250:
-        pytest.skip("systemd-analyze security --offline needs systemd 250 or newer")
-    service = _installed(tmp_path / "units")[0]
-    result = subprocess.run([SYSTEMD_ANALYZE or "", "security", "--offline=true", "--threshold=20", "--no-pager",
-                             str(service)], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, SYSTEMD_COLORS="0"))
-    score = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
-    assert result.returncode == 0 and score, result.stdout[-3000:] + result.stderr[-2000:]
-    assert float(score.group(1)) <= 2.0, result.stdout[-3000:]
+    assert_exposure_ok(_installed(tmp_path / "units")[0])
 
 
 def test_backup_service_runs_as_the_server_with_its_settings_and_hardening() -> None:
